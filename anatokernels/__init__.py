@@ -1,0 +1,28 @@
+"""anatokernels: fused kernels for 3D medical imaging.
+
+Public ops (each takes ``backend="auto"``; see :func:`backends`):
+  masked_patch_gather, masked_patch_scatter, patchify, unpatchify, random_patch_mask
+
+Importing this package never imports a compiled binary or defines a Triton
+kernel: both happen on first use of the backend that needs them.
+"""
+
+from anatokernels._dispatch import backends
+from anatokernels.masked_patch import (
+    masked_patch_gather,
+    masked_patch_scatter,
+    patchify,
+    random_patch_mask,
+    unpatchify,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backends",
+    "masked_patch_gather",
+    "masked_patch_scatter",
+    "patchify",
+    "random_patch_mask",
+    "unpatchify",
+]

@@ -1,0 +1,68 @@
+"""Autograd for the fast backends. A backend module provides
+
+    gather(x, index, patch) -> (B, M, P)
+    scatter(patches, index, patch, out, accumulate) -> None   (in place into out (B, C, D, H, W))
+
+and the two Functions below compose them: the backward of a gather is a
+scatter-add (duplicate ids accumulate), the backward of a scatter a gather.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anatokernels import _memory
+
+_ACCUMULATE_DTYPES = (torch.float32, torch.float64)
+
+
+def scatter_add(backend, grad: torch.Tensor, index: torch.Tensor, patch, shape, dtype) -> torch.Tensor:
+    """Sum (B, M, P) patches into a zero (B, C, D, H, W) volume; low precision accumulates in float32."""
+    acc_dtype = dtype if dtype in _ACCUMULATE_DTYPES else torch.float32
+    out = torch.zeros(shape, dtype=acc_dtype, device=grad.device)
+    backend.scatter(grad, index, patch, out, True)
+    return out.to(dtype)
+
+
+class MaskedPatchGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, index, patch, backend):
+        ctx.save_for_backward(index)
+        ctx.patch, ctx.backend, ctx.shape, ctx.dtype = patch, backend, x.shape, x.dtype
+        return backend.gather(x, index, patch)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        dx = scatter_add(ctx.backend, grad.contiguous(), index, ctx.patch, ctx.shape, ctx.dtype)
+        return dx, None, None, None
+
+
+class MaskedPatchScatter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, patches, fill, index, patch, spatial, backend):
+        """patches (B, M, P); fill (C,) in patches' dtype; ids unique per sample."""
+        b, _, p_len = patches.shape
+        channels = fill.shape[0]
+        out = _memory.empty((b, channels, *spatial), dtype=patches.dtype, device=patches.device)
+        out.copy_(fill.view(1, channels, 1, 1, 1).expand_as(out))
+        backend.scatter(patches, index, patch, out, False)
+        ctx.save_for_backward(index)
+        ctx.patch, ctx.backend, ctx.channels = patch, backend, channels
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        grad = grad.contiguous()
+        d_patches = ctx.backend.gather(grad, index, ctx.patch) if ctx.needs_input_grad[0] else None
+        d_fill = None
+        if ctx.needs_input_grad[1]:
+            # every voxel not covered by a patch took fill[c]: total per channel minus the covered part
+            if d_patches is None:
+                d_patches = ctx.backend.gather(grad, index, ctx.patch)
+            b, m, _ = d_patches.shape
+            covered = d_patches.reshape(b, m, ctx.channels, -1).sum(dim=(0, 1, 3), dtype=torch.float32)
+            total = grad.sum(dim=(0, 2, 3, 4), dtype=torch.float32)
+            d_fill = (total - covered).to(grad.dtype)
+        return d_patches, d_fill, None, None, None, None

@@ -1,0 +1,3 @@
+from anatoseg.cli import main
+
+main()

@@ -1,0 +1,30 @@
+"""The ``anato`` Typer application. Each command lives in its own module of
+this package and registers itself on :data:`app` with ``@app.command()``."""
+
+from __future__ import annotations
+
+import typer
+
+from anatoseg import __version__
+
+app = typer.Typer(
+    name="anato",
+    help="Whole-body PET-CT lesion segmentation with anatomy-guided prompting (anatoseg).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"anato (anatoseg) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Whole-body PET-CT lesion segmentation with anatomy-guided prompting."""
