@@ -15,6 +15,7 @@ from anatokernels.masked_patch import (
     random_patch_mask,
     unpatchify,
 )
+from anatokernels.scan_order import scan_order
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,6 @@ __all__ = [
     "masked_patch_scatter",
     "patchify",
     "random_patch_mask",
+    "scan_order",
     "unpatchify",
 ]

@@ -1,0 +1,3 @@
+"""Thin ``nn.Module`` wrappers over the anatokernels ops."""
+
+__all__: list[str] = []

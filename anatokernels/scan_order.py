@@ -1,0 +1,83 @@
+"""Scan orders over a 3D volume stored in native raster order (z slowest, x fastest).
+
+An order names the axes from slowest to fastest, e.g. ``"zyx"`` (the native
+raster), ``"yxz"`` (SegMamba's inter-slice scan: every in-slice position is
+visited across all slices in a row), with an optional leading ``-`` for the
+reversed traversal. All 12 orders are valid.
+
+Kernels never build a permuted copy: scan step t of an order maps to a native
+position arithmetically through :class:`OrderGeometry`::
+
+    s = L-1-t if reverse else t
+    c0, c1, c2 = s // (n1*n2), (s // n2) % n1, s % n2
+    native(t) = c0*stride0 + c1*stride1 + c2*stride2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import permutations
+
+import torch
+
+AXES = "zyx"
+ALL_ORDERS = tuple(sign + "".join(p) for sign in ("", "-") for p in permutations(AXES))
+
+
+@dataclass(frozen=True)
+class OrderGeometry:
+    """Step-to-native mapping of one order: axis sizes and native strides, slowest first."""
+
+    sizes: tuple[int, int, int]
+    strides: tuple[int, int, int]
+    reverse: bool
+
+    def as_ints(self) -> tuple[int, ...]:
+        """(n0, n1, n2, stride0, stride1, stride2, reverse) for kernel arguments."""
+        return (*self.sizes, *self.strides, int(self.reverse))
+
+
+def parse_order(order: str) -> tuple[tuple[int, int, int], bool]:
+    """``"-yxz"`` -> ((1, 2, 0), True): native axis indices slowest first, and reversal."""
+    if not isinstance(order, str):
+        raise TypeError(f"scan order must be a string such as 'zyx' or '-yxz', got {type(order).__name__}")
+    reverse = order.startswith("-")
+    letters = order[1:] if reverse else order
+    if len(letters) != 3 or sorted(letters) != sorted(AXES):
+        raise ValueError(f"invalid scan order {order!r}: write the axes z, y, x once each from slowest to "
+                         f"fastest, optionally prefixed by '-' (valid: {', '.join(ALL_ORDERS)})")
+    return tuple(AXES.index(a) for a in letters), reverse  # type: ignore[return-value]
+
+
+def check_spatial(spatial_shape: Sequence[int], length: int | None = None, op: str = "scan") -> tuple[int, int, int]:
+    """Validate (Z, Y, X); if ``length`` is given it must equal Z·Y·X."""
+    try:
+        spatial = tuple(int(s) for s in spatial_shape)
+    except TypeError:
+        raise TypeError(f"{op}: spatial_shape must be (Z, Y, X), got {spatial_shape!r}") from None
+    if len(spatial) != 3 or any(s <= 0 for s in spatial):
+        raise ValueError(f"{op}: spatial_shape must be 3 positive sizes (Z, Y, X), got {spatial_shape!r}")
+    if length is not None and spatial[0] * spatial[1] * spatial[2] != length:
+        raise ValueError(f"{op}: sequence length L={length} does not match spatial_shape {spatial} "
+                         f"(Z·Y·X = {spatial[0] * spatial[1] * spatial[2]})")
+    return spatial  # type: ignore[return-value]
+
+
+def order_geometry(spatial_shape: Sequence[int], order: str) -> OrderGeometry:
+    spatial = check_spatial(spatial_shape)
+    axes, reverse = parse_order(order)
+    native_strides = (spatial[1] * spatial[2], spatial[2], 1)
+    return OrderGeometry(sizes=tuple(spatial[a] for a in axes),  # type: ignore[arg-type]
+                         strides=tuple(native_strides[a] for a in axes),  # type: ignore[arg-type]
+                         reverse=reverse)
+
+
+def scan_order(spatial_shape: Sequence[int], order: str) -> torch.Tensor:
+    """π for ``order``: int64 tensor of length L, π[t] = native position visited at scan step t."""
+    geo = order_geometry(spatial_shape, order)
+    n0, n1, n2 = geo.sizes
+    s0, s1, s2 = geo.strides
+    pi = (torch.arange(n0).view(-1, 1, 1) * s0 + torch.arange(n1).view(1, -1, 1) * s1
+          + torch.arange(n2).view(1, 1, -1) * s2).reshape(-1)
+    return pi.flip(0) if geo.reverse else pi
