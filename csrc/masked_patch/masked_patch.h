@@ -4,6 +4,12 @@
 #pragma once
 #include <cstdint>
 
+#ifdef __CUDACC__
+#define ANATO_HOST_DEVICE __host__ __device__
+#else
+#define ANATO_HOST_DEVICE
+#endif
+
 namespace anatokernels {
 
 struct PatchGeometry {
@@ -12,10 +18,10 @@ struct PatchGeometry {
   int64_t pd, ph, pw;
   int64_t stride[5];                     // volume strides (elements)
 
-  int64_t rows() const { return channels * pd * ph; }  // (c, i, j) rows of pw voxels each
-  int64_t patch_len() const { return rows() * pw; }
+  ANATO_HOST_DEVICE int64_t rows() const { return channels * pd * ph; }  // (c, i, j) rows of pw voxels each
+  ANATO_HOST_DEVICE int64_t patch_len() const { return rows() * pw; }
   // Offset of voxel (c, i, j, 0) of patch `id` in sample b.
-  int64_t row_offset(int64_t b, int64_t id, int64_t row) const {
+  ANATO_HOST_DEVICE int64_t row_offset(int64_t b, int64_t id, int64_t row) const {
     const int64_t gw = id % grid_w, gh = (id / grid_w) % grid_h, gd = id / (grid_w * grid_h);
     const int64_t j = row % ph, i = (row / ph) % pd, c = row / (ph * pd);
     return b * stride[0] + c * stride[1] + (gd * pd + i) * stride[2] + (gh * ph + j) * stride[3] +

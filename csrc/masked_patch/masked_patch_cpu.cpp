@@ -3,26 +3,10 @@
 //   anatokernels::masked_patch_scatter_cpu(patches, index, out, patch, accumulate)
 #include <algorithm>
 
-#include "common.h"
-#include "masked_patch/masked_patch.h"
+#include "masked_patch/masked_patch_args.h"
 
 namespace anatokernels {
 namespace {
-
-PatchGeometry geometry(const at::Tensor& volume, const at::Tensor& index, at::IntArrayRef patch) {
-  TORCH_CHECK(patch.size() == 3, "patch must have 3 sizes");
-  PatchGeometry g{};
-  g.batch = volume.size(0);
-  g.num_patches = index.size(1);
-  g.channels = volume.size(1);
-  g.pd = patch[0];
-  g.ph = patch[1];
-  g.pw = patch[2];
-  g.grid_h = volume.size(3) / g.ph;
-  g.grid_w = volume.size(4) / g.pw;
-  for (int d = 0; d < 5; ++d) g.stride[d] = volume.stride(d);
-  return g;
-}
 
 template <typename T>
 void gather_kernel(const T* x, const int64_t* index, T* out, const PatchGeometry& g) {
@@ -70,26 +54,9 @@ void scatter_kernel(const T* patches, const int64_t* index, T* out, const PatchG
   }
 }
 
-void check_common(const at::Tensor& volume, const at::Tensor& index, const at::Tensor& patches, at::IntArrayRef patch) {
-  ANATO_CHECK_DEVICE(volume, at::kCPU);
-  ANATO_CHECK_DEVICE(index, at::kCPU);
-  ANATO_CHECK_DEVICE(patches, at::kCPU);
-  ANATO_CHECK_DIM(volume, 5);
-  ANATO_CHECK_DIM(index, 2);
-  ANATO_CHECK_DIM(patches, 3);
-  ANATO_CHECK_DTYPE(index, at::kLong);
-  ANATO_CHECK_CONTIGUOUS(index);
-  ANATO_CHECK_CONTIGUOUS(patches);
-  TORCH_CHECK(patch.size() == 3, "patch must have 3 sizes");
-  TORCH_CHECK(patches.size(0) == volume.size(0) && patches.size(1) == index.size(1) &&
-                  patches.size(2) == volume.size(1) * patch[0] * patch[1] * patch[2],
-              "patches must be (B, M, C*pd*ph*pw)");
-}
-
 void masked_patch_gather_cpu(const at::Tensor& x, const at::Tensor& index, at::Tensor& out, at::IntArrayRef patch) {
-  check_common(x, index, out, patch);
+  const PatchGeometry g = masked_patch_geometry(x, index, out, patch, at::kCPU);
   TORCH_CHECK(out.scalar_type() == x.scalar_type(), "out must have x's dtype");
-  const PatchGeometry g = geometry(x, index, patch);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "masked_patch_gather_cpu", [&] {
     gather_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
                             out.mutable_data_ptr<scalar_t>(), g);
@@ -98,9 +65,8 @@ void masked_patch_gather_cpu(const at::Tensor& x, const at::Tensor& index, at::T
 
 void masked_patch_scatter_cpu(const at::Tensor& patches, const at::Tensor& index, at::Tensor& out,
                               at::IntArrayRef patch, bool accumulate) {
-  check_common(out, index, patches, patch);
+  const PatchGeometry g = masked_patch_geometry(out, index, patches, patch, at::kCPU);
   const at::Tensor src = patches.scalar_type() == out.scalar_type() ? patches : patches.to(out.scalar_type());
-  const PatchGeometry g = geometry(out, index, patch);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "masked_patch_scatter_cpu", [&] {
     scatter_kernel<scalar_t>(src.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
                              out.mutable_data_ptr<scalar_t>(), g, accumulate);
