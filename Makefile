@@ -33,8 +33,11 @@ test: build
 demo: build
 	$(VENV)/bin/anato demo
 
+# CPU benchmarks; writes benchmarks/results/<device>-<commit>.json.
 bench: build
-	$(PY) -m pytest -q benchmarks --benchmark-columns=median,iqr,ops --benchmark-sort=name $(PYTEST_ARGS)
+	$(PY) -m pytest -q benchmarks --benchmark-columns=median,iqr --benchmark-sort=name \
+	  --benchmark-json=benchmarks/results/raw-benchmarks.json $(PYTEST_ARGS)
+	$(PY) benchmarks/collect.py benchmarks/results/raw-benchmarks.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check anatokernels model tests benchmarks
