@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import anatokernels as ak
+
 from bench_utils import bench, peak_memory_mb, record
 
 B, C, SPATIAL, PATCH, RATIO = 2, 2, (112, 160, 128), 16, 0.75

@@ -5,6 +5,7 @@ import torch
 
 import anatokernels as ak
 from anatokernels.masked_patch import reference
+
 from kernel_testing import assert_rel_close, backend_cases
 
 # (B, C, (D, H, W), patch, M): odd sizes, non-cubic patches, a single patch, and a 1-voxel-wide patch.
