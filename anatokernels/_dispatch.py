@@ -50,6 +50,7 @@ class OpSpec:
 
 _REGISTRY: dict[str, OpSpec] = {}
 _announced = False
+_warned_no_cpu = False
 _triton_broken: set[tuple[str, str]] = set()
 
 
@@ -123,6 +124,16 @@ def _announce() -> None:
     log.info("anatokernels backends: reference=available, triton=%s, C++ extension=%s", triton, ext)
 
 
+def _warn_no_cpu_kernels(reason: str) -> None:
+    global _warned_no_cpu
+    if _warned_no_cpu or reason.startswith("disabled"):
+        return
+    _warned_no_cpu = True
+    warnings.warn(f"anatokernels: C++ CPU kernels unavailable ({reason}); ops on CPU tensors use the PyTorch "
+                  "reference, which is slower. Build them with `python -m anatokernels.build`.",
+                  RuntimeWarning, stacklevel=4)
+
+
 def resolve(name: str, backend: str, device: torch.device) -> str:
     """The backend to run op ``name`` with for tensors on ``device``.
 
@@ -163,8 +174,12 @@ def resolve(name: str, backend: str, device: torch.device) -> str:
 
 def _auto(spec: OpSpec, device: torch.device) -> str:
     if device.type == "cpu":
-        if "cpu" in spec.backends and availability(spec, "cpu") == AVAILABLE:
+        if "cpu" not in spec.backends:
+            return "reference"
+        status = availability(spec, "cpu")
+        if status == AVAILABLE:
             return "cpu"
+        _warn_no_cpu_kernels(status)
         return "reference"
     if device.type == "cuda":
         for backend in spec.gpu_preference:

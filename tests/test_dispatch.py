@@ -78,3 +78,16 @@ def test_poisoned_buffers_are_nan():
     from anatokernels import _memory
 
     assert torch.isnan(_memory.empty((3,), dtype=torch.float32, device="cpu")).all()
+
+
+def test_missing_cpu_kernels_warn_once(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_warned_no_cpu", False)
+    monkeypatch.setattr(_dispatch, "availability", lambda spec, b: "extension not built (python -m anatokernels.build)"
+                        if b == "cpu" else _dispatch.AVAILABLE)
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ CPU kernels unavailable"):
+        assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cpu")) == "reference"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cpu")) == "reference"
