@@ -2,12 +2,14 @@
 
 Public ops (each takes ``backend="auto"``; see :func:`backends`):
   masked_patch_gather, masked_patch_scatter, patchify, unpatchify, random_patch_mask
+  hyper_cross_attention
 
 Importing this package never imports a compiled binary or defines a Triton
 kernel: both happen on first use of the backend that needs them.
 """
 
 from anatokernels._dispatch import backends
+from anatokernels.hyper_attention import hyper_cross_attention
 from anatokernels.masked_patch import (
     masked_patch_gather,
     masked_patch_scatter,
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backends",
+    "hyper_cross_attention",
     "masked_patch_gather",
     "masked_patch_scatter",
     "patchify",

@@ -1,3 +1,5 @@
 """Thin ``nn.Module`` wrappers over the anatokernels ops."""
 
-__all__: list[str] = []
+from anatokernels.nn.hyper_cross_attention import HyperCrossAttention
+
+__all__ = ["HyperCrossAttention"]

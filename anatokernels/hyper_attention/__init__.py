@@ -1,0 +1,119 @@
+"""Hypernet-controlled cross-attention: image tokens attend to a few prompt tokens with per-sample weights.
+
+Per sample b, with H heads of width dh = E/H:
+    q = x_b·W_q(b) + b_q(b)                      x_b (L, C), W_q(b) (C, E)
+    a_h = softmax over kept keys of q_h·k_hᵀ·scale  (default scale dh^-1/2)
+    out = concat_h(a_h·v_h)·W_o(b) + b_o           W_o (E, C) shared or (B, E, C)
+A sample whose keys are all masked has attention output 0, so out = b_o.
+
+Backends: ``reference`` (PyTorch; evaluates the op in chunks of L rows with a
+recomputing backward, so its peak memory beyond inputs, output and gradients
+is O(chunk·H·M); it is also what ``auto`` picks on CPU) and ``triton`` (fused
+forward and backward kernels, see :mod:`anatokernels.hyper_attention.triton`).
+Both evaluate the absorbed form described in
+:mod:`anatokernels.hyper_attention.function`; the unfused definition is
+:func:`anatokernels.hyper_attention.reference.hyper_cross_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from anatokernels import _checks, _dispatch
+from anatokernels.hyper_attention import reference
+from anatokernels.hyper_attention.function import OP, AbsorbedAttention, absorb
+
+SPEC = _dispatch.register(_dispatch.OpSpec(
+    name=OP, package="anatokernels.hyper_attention", backends=("reference", "triton"),
+    gpu_preference=("triton",)))
+
+__all__ = ["hyper_cross_attention"]
+
+
+def _check_shape(name: str, t, shape: tuple[int, ...], layout: str) -> None:
+    _checks.check_tensor(OP, name, t, ndim=len(shape), layout=layout)
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{OP}: {name} must have shape {layout} = {_checks.shape_str(shape)}, "
+                         f"got {_checks.shape_str(t.shape)}")
+
+
+def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -> float:
+    """Checks every argument; returns the scale to use."""
+    _checks.check_tensor(OP, "x", x, ndim=3, layout="(B, L, C)")
+    _checks.check_tensor(OP, "k", k, ndim=3, layout="(B, M, E)")
+    b, _, c = x.shape
+    m, e = k.shape[1], k.shape[2]
+    if k.shape[0] != b:
+        raise ValueError(f"{OP}: k has batch {k.shape[0]}, x has batch {b}")
+    if c == 0 or m == 0 or e == 0:
+        raise ValueError(f"{OP}: C, M and E must be non-empty, got x {_checks.shape_str(x.shape)} and "
+                         f"k {_checks.shape_str(k.shape)} (mask every key instead of passing M=0)")
+    _check_shape("v", v, (b, m, e), "(B, M, E)")
+    _check_shape("w_q", w_q, (b, c, e), "(B, C, E)")
+    _checks.check_tensor(OP, "w_o", w_o)
+    if tuple(w_o.shape) not in ((e, c), (b, e, c)):
+        raise ValueError(f"{OP}: w_o must have shape (E, C) = ({e}, {c}) or (B, E, C) = ({b}, {e}, {c}), "
+                         f"got {_checks.shape_str(w_o.shape)}")
+    if b_q is not None:
+        _check_shape("b_q", b_q, (b, e), "(B, E)")
+    if b_o is not None:
+        _check_shape("b_o", b_o, (c,), "(C,)")
+    if key_padding_mask is not None:
+        _checks.check_tensor(OP, "key_padding_mask", key_padding_mask, ndim=2, layout="(B, M)",
+                             dtypes=(torch.bool,))
+        if tuple(key_padding_mask.shape) != (b, m):
+            raise ValueError(f"{OP}: key_padding_mask must have shape (B, M) = ({b}, {m}), "
+                             f"got {_checks.shape_str(key_padding_mask.shape)}")
+    _checks.check_same_device(OP, x=x, k=k, v=v, w_q=w_q, w_o=w_o, b_q=b_q, b_o=b_o,
+                              key_padding_mask=key_padding_mask)
+    _checks.check_same_dtype(OP, x=x, k=k, v=v, w_q=w_q, w_o=w_o, b_q=b_q, b_o=b_o)
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads <= 0:
+        raise TypeError(f"{OP}: num_heads must be a positive int, got {num_heads!r}")
+    if e % num_heads:
+        raise ValueError(f"{OP}: E={e} is not divisible by num_heads={num_heads}")
+    if scale is None:
+        return (e // num_heads) ** -0.5
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+        raise TypeError(f"{OP}: scale must be a finite number or None, got {scale!r}")
+    return float(scale)
+
+
+def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor,
+                          w_o: torch.Tensor, *, b_q: torch.Tensor | None = None, b_o: torch.Tensor | None = None,
+                          key_padding_mask: torch.Tensor | None = None, num_heads: int,
+                          scale: float | None = None, backend: str = "auto") -> torch.Tensor:
+    """Cross-attention of image tokens to prompt keys with per-sample projections, fused.
+
+    x: (B, L, C) image tokens, any strides (e.g. a transposed (B, C, L) view).
+    k, v: (B, M, E) prompt keys and values, M ≥ 1 (the Triton backend takes M ≤ 64).
+    w_q: (B, C, E) per-sample query projection; b_q: (B, E) or None.
+    w_o: (E, C) shared or (B, E, C) per-sample output projection; b_o: (C,) or None.
+    key_padding_mask: (B, M) bool, True = keep; None keeps every key.
+    num_heads: H, dividing E. scale: default (E/H)^-1/2.
+    All floating tensors share one dtype (float16, bfloat16, float32, float64;
+    the Triton backend takes the first three) and one device.
+    Returns (B, L, C) in x's dtype; differentiable in x, k, v, w_q, w_o, b_q and b_o.
+
+    ``auto`` runs ``triton`` on CUDA tensors once that backend is verified on a
+    GPU (see :func:`anatokernels.backends`), and ``reference`` otherwise,
+    including problems outside the Triton limits (float64, M > 64, or
+    next_pow2(H)·max(16, next_pow2(M)) > 1024).
+    """
+    scale = _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale)
+    chosen = _dispatch.resolve(OP, backend, x.device)
+    m = k.shape[1]
+    if chosen == "triton":
+        triton_impl = _dispatch.module(OP, chosen)
+        problem = triton_impl.unsupported(m, num_heads, x.dtype)
+        if problem is not None and backend == "triton":
+            raise ValueError(f"{OP}: backend='triton' {problem}; use backend='reference'")
+        if problem is None:
+            hp, mp = triton_impl.padded_heads(num_heads), triton_impl.padded_keys(m)
+            A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, hp, mp)
+            return _dispatch.run_with_fallback(
+                OP, chosen, lambda: AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, triton_impl, chosen, reference),
+                lambda: AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, reference, "reference", reference))
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, num_heads, m)
+    return AbsorbedAttention.apply(x, A, a, Bv, b_o, m, reference, "reference", reference)

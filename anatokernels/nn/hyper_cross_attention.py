@@ -1,0 +1,109 @@
+"""HyperCrossAttention: image tokens attend to organ-prompt tokens with hypernetwork-generated weights.
+
+This is our concrete reading of the paper's hypernet-controlled cross-attention
+(HCCA), whose code is not public. The choices below are ours:
+
+- Pre-normalisation and a residual: ``y = x + attn(LayerNorm(x))``, per token
+  over the C channels; the prompts get their own LayerNorm.
+- Hypernetwork input: the masked mean of the normalised prompts (zero for a
+  sample without prompts) concatenated with the mean of the normalised image
+  tokens, (B, prompt_dim + C).
+- Hypernetwork: Linear(prompt_dim + C, hyper_hidden) → GELU →
+  Linear(hyper_hidden, rank·2C + H), giving per sample U (C, rank), V (C, rank)
+  and H head gates.
+- Query projection W_q(b) = W0 + U(b)·V(b)ᵀ (C, E) with a shared bias b_q;
+  E = C = ``dim``.
+- Output projection: the shared W_o (E, C) with each head's rows scaled by its
+  gate 2·sigmoid(g_h(b)), folded into a per-sample (B, E, C) w_o so that the
+  fused op runs unchanged; shared bias b_o.
+- Keys and values: Linear(prompt_dim, E) maps of the normalised prompts; absent
+  prompts are masked out, and a sample with no prompt gets attention output 0
+  (y = x + b_o).
+- Initialisation: the hypernetwork's last layer has zero weights, U's bias is
+  random and V's and the gates' are zero, so at initialisation W_q(b) = W0, all
+  gates are 1 (a plain cross-attention), and V(b) gets gradients from the start.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from anatokernels.hyper_attention import hyper_cross_attention
+
+__all__ = ["HyperCrossAttention"]
+
+
+class HyperCrossAttention(nn.Module):
+    """Hypernet-controlled cross-attention block (see the module docstring for the design).
+
+    dim: C, the image channels (also the attention width E).
+    prompt_dim: width of the prompt tokens.
+    num_heads: H, dividing ``dim``. rank: rank of the per-sample update of W_q.
+    hyper_hidden: hidden width of the hypernetwork MLP.
+    backend: passed to :func:`anatokernels.hyper_cross_attention`.
+    """
+
+    def __init__(self, dim: int, prompt_dim: int, num_heads: int = 4, rank: int = 8, hyper_hidden: int = 128,
+                 *, backend: str = "auto"):
+        super().__init__()
+        for name, value in (("dim", dim), ("prompt_dim", prompt_dim), ("num_heads", num_heads), ("rank", rank),
+                            ("hyper_hidden", hyper_hidden)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"HyperCrossAttention: {name} must be a positive int, got {value!r}")
+        if dim % num_heads:
+            raise ValueError(f"HyperCrossAttention: dim={dim} is not divisible by num_heads={num_heads}")
+        self.dim, self.prompt_dim, self.num_heads, self.rank = dim, prompt_dim, num_heads, rank
+        self.backend = backend
+        self.norm = nn.LayerNorm(dim)
+        self.prompt_norm = nn.LayerNorm(prompt_dim)
+        self.to_k = nn.Linear(prompt_dim, dim)
+        self.to_v = nn.Linear(prompt_dim, dim)
+        self.w_q = nn.Parameter(torch.randn(dim, dim) * dim ** -0.5)  # W0 (C, E)
+        self.b_q = nn.Parameter(torch.zeros(dim))
+        self.w_o = nn.Parameter(torch.randn(dim, dim) * dim ** -0.5)  # (E, C)
+        self.b_o = nn.Parameter(torch.zeros(dim))
+        self.hyper = nn.Sequential(nn.Linear(dim + prompt_dim, hyper_hidden), nn.GELU(),
+                                   nn.Linear(hyper_hidden, 2 * dim * rank + num_heads))
+        with torch.no_grad():
+            last = self.hyper[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[:dim * rank].normal_(0.0, dim ** -0.5)
+
+    def forward(self, x: torch.Tensor, prompts: torch.Tensor,
+                prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, Z, Y, X) image features or (B, L, C) tokens; prompts: (B, M, prompt_dim);
+        prompt_mask: (B, M) bool, True = present (None: all present). Returns x's shape and dtype."""
+        volume = x.dim() == 5
+        if x.dim() not in (3, 5) or x.shape[1 if volume else 2] != self.dim:
+            raise ValueError(f"HyperCrossAttention: x must be (B, {self.dim}, Z, Y, X) or (B, L, {self.dim}), "
+                             f"got {tuple(x.shape)}")
+        if prompts.dim() != 3 or prompts.shape[0] != x.shape[0] or prompts.shape[2] != self.prompt_dim:
+            raise ValueError(f"HyperCrossAttention: prompts must be (B, M, {self.prompt_dim}) with B={x.shape[0]}, "
+                             f"got {tuple(prompts.shape)}")
+        if prompt_mask is not None and (not isinstance(prompt_mask, torch.Tensor) or prompt_mask.dtype != torch.bool
+                                        or prompt_mask.shape != prompts.shape[:2]):
+            raise ValueError(f"HyperCrossAttention: prompt_mask must be a bool (B, M) = {tuple(prompts.shape[:2])} "
+                             f"tensor or None, got {getattr(prompt_mask, 'dtype', type(prompt_mask).__name__)} "
+                             f"{tuple(getattr(prompt_mask, 'shape', ()))}")
+        tokens = x.flatten(2).transpose(1, 2) if volume else x  # (B, L, C)
+        b, c, h = x.shape[0], self.dim, self.num_heads
+        normed = self.norm(tokens)
+        p = self.prompt_norm(prompts)
+        present = torch.ones(prompts.shape[:2], dtype=torch.bool, device=x.device) if prompt_mask is None \
+            else prompt_mask
+        weight = present.to(p.dtype)[..., None]
+        prompt_mean = (p * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+        z = self.hyper(torch.cat([normed.mean(dim=1), prompt_mean], dim=-1))
+        u, v_low, gates = z.split([c * self.rank, c * self.rank, h], dim=-1)
+        w_q = self.w_q + u.reshape(b, c, self.rank) @ v_low.reshape(b, c, self.rank).transpose(1, 2)
+        head_gate = (2 * torch.sigmoid(gates)).repeat_interleave(c // h, dim=1)  # (B, E)
+        w_o = head_gate[:, :, None] * self.w_o  # (B, E, C)
+        dtype = normed.dtype
+        out = hyper_cross_attention(normed, self.to_k(p).to(dtype), self.to_v(p).to(dtype), w_q.to(dtype),
+                                    w_o.to(dtype), b_q=self.b_q.to(dtype).expand(b, c), b_o=self.b_o.to(dtype),
+                                    key_padding_mask=None if prompt_mask is None else present,
+                                    num_heads=h, backend=self.backend)
+        y = tokens + out.to(tokens.dtype)
+        return y.transpose(1, 2).reshape(x.shape) if volume else y

@@ -1,0 +1,127 @@
+"""hyper_cross_attention: fused against unfused PyTorch, time and peak memory.
+
+Sizes from the issue (stage 3): B=2, M=12 prompts, H=4 heads, E=C, per-sample
+W_q and W_o, every sample with at least one kept key (SDPA gives NaN
+otherwise). Providers:
+
+- ``triton``: the fused kernels (GPU only);
+- ``reference``: our chunked PyTorch path (``backend="reference"``);
+- ``sdpa``: unfused PyTorch, einsum + ``F.scaled_dot_product_attention`` + einsum;
+- ``naive``: the op's definition (einsum, softmax, einsum), CPU only.
+
+GPU: L = 56·80·64 and 28·40·32, C in {64, 128, 256}, bf16 and fp32, forward
+and forward+backward. CPU: only L = 28·40·32 with C = 64 in fp32 forward+backward
+(a size a few cores run in about a second per round), with 1 thread and with
+torch's default thread count.
+
+Each row records ``peak_mem_mb`` and, for providers measured after ``sdpa`` in
+the same run, ``speedup_vs_sdpa`` (sdpa median / this median) and
+``mem_vs_sdpa`` (this peak / sdpa peak). Issue target on GPU: fused
+forward+backward ≥ 3× faster with ≤ 1/3 of the peak memory at L ≥ 10^5.
+
+    make bench PYTEST_ARGS="-k hyper_attention"
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import anatokernels as ak
+from anatokernels.hyper_attention import reference
+
+from bench_utils import bench, median_s, peak_memory_mb, record
+
+B, M, H = 2, 12, 4
+GPU_SPATIAL = [(56, 80, 64), (28, 40, 32)]
+GPU_C = [64, 128, 256]
+CPU_SPATIAL, CPU_C = (28, 40, 32), 64
+_baseline: dict[tuple, tuple[float, float]] = {}
+
+
+def _case(n, c, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g) * scale).to(device=device, dtype=dtype)
+    leaves = [r(B, n, c), r(B, M, c), r(B, M, c), r(B, c, c, scale=c ** -0.5), r(B, c, c, scale=c ** -0.5),
+              r(B, c), r(c)]
+    mask = torch.rand(B, M, generator=g) > 0.3
+    mask[:, 0] = True
+    return [t.requires_grad_() for t in leaves], mask.to(device), r(B, n, c)
+
+
+def _sdpa(x, k, v, w_q, w_o, b_q, b_o, mask):
+    b, n, c = x.shape
+    dh = c // H
+    q = (torch.einsum("blc,bce->ble", x, w_q) + b_q[:, None]).view(b, n, H, dh).transpose(1, 2)
+    kh, vh = (t.view(b, M, H, dh).transpose(1, 2) for t in (k, v))
+    o = F.scaled_dot_product_attention(q, kh, vh, attn_mask=mask[:, None, None, :])
+    return torch.einsum("ble,bec->blc", o.transpose(1, 2).reshape(b, n, c), w_o) + b_o
+
+
+def _provider(name):
+    if name == "sdpa":
+        return _sdpa
+    if name == "naive":
+        return lambda x, k, v, w_q, w_o, b_q, b_o, mask: reference.hyper_cross_attention(
+            x, k, v, w_q, w_o, b_q, b_o, mask, H, (x.shape[-1] // H) ** -0.5)
+    return lambda x, k, v, w_q, w_o, b_q, b_o, mask: ak.hyper_cross_attention(
+        x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_padding_mask=mask, num_heads=H, backend=name)
+
+
+def _step(fn, leaves, mask, grad, mode):
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                fn(*leaves, mask)
+        return step
+
+    def step():
+        for t in leaves:
+            t.grad = None
+        fn(*leaves, mask).backward(grad)
+    return step
+
+
+def _run(benchmark, provider, spatial, c, mode, device, dtype, rounds, warmup, threads=None):
+    n = spatial[0] * spatial[1] * spatial[2]
+    leaves, mask, grad = _case(n, c, device, dtype)
+    step = _step(_provider(provider), leaves, mask, grad, mode)
+    bench(benchmark, step, device, rounds=rounds, warmup=warmup)
+    peak = peak_memory_mb(step, device)
+    dtype_name = str(dtype).replace("torch.", "")
+    key = (spatial, c, mode, device, dtype_name, threads)
+    extra = {} if threads is None else {"threads": threads}
+    if provider == "sdpa":
+        _baseline[key] = (median_s(benchmark), peak)
+    elif key in _baseline:
+        base_time, base_peak = _baseline[key]
+        extra.update(speedup_vs_sdpa=round(base_time / median_s(benchmark), 3),
+                     mem_vs_sdpa=round(peak / base_peak, 3) if base_peak > 0 else None)
+    record(benchmark, peak_mb=peak, kernel="hyper_cross_attention", provider=provider, mode=mode,
+           size=f"B{B}-L{n}({'x'.join(map(str, spatial))})-C{c}-M{M}-H{H}", dtype=dtype_name, **extra)
+
+
+@pytest.fixture(params=[1, 0], ids=["threads1", "threadsAll"])
+def cpu_threads(request):
+    """1 thread, or torch's default. The chunked path issues more (smaller) ops than the unfused one, so on
+    a loaded machine OpenMP synchronisation per op can dominate its multi-threaded time."""
+    previous = torch.get_num_threads()
+    if request.param:
+        torch.set_num_threads(request.param)
+    yield torch.get_num_threads()
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("provider", ["sdpa", "naive", "reference"])
+def test_hyper_attention_cpu(benchmark, provider, cpu_threads):
+    _run(benchmark, provider, CPU_SPATIAL, CPU_C, "full", "cpu", torch.float32, rounds=3, warmup=1,
+         threads=cpu_threads)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider", ["sdpa", "triton", "reference"])
+@pytest.mark.parametrize("mode", ["full", "fwd"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("c", GPU_C, ids=[f"C{c}" for c in GPU_C])
+@pytest.mark.parametrize("spatial", GPU_SPATIAL, ids=["x".join(map(str, s)) for s in GPU_SPATIAL])
+def test_hyper_attention_gpu(benchmark, spatial, c, dtype, mode, provider):
+    _run(benchmark, provider, spatial, c, mode, "cuda", dtype, rounds=20, warmup=3)

@@ -1,0 +1,291 @@
+"""hyper_cross_attention: every backend against the unfused definition in float64, gradients, errors."""
+
+import functools
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import anatokernels as ak
+from anatokernels.hyper_attention import reference
+from anatokernels.hyper_attention.function import AbsorbedAttention, absorb
+
+from kernel_testing import assert_rel_close, backend_cases, rel_err
+
+CASES = backend_cases("hyper_cross_attention")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation per op, which dominates on a
+    loaded machine (gradcheck makes thousands of small calls)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+NAMES = ("x", "k", "v", "w_q", "w_o", "b_q", "b_o")
+
+# (B, L, C, M, E, H, per-sample w_o, biases, mask): odd L, C and E off multiples of 16, M in {1, 3, 17},
+# H in {1, 4} and one H=3.
+# mask: "none" (argument omitted), "empty0" (random, sample 0 has no key), "random".
+SHAPES = [
+    (2, 37, 40, 3, 24, 4, False, True, "empty0"),
+    (3, 71, 20, 17, 20, 1, True, True, "empty0"),
+    (2, 45, 33, 17, 36, 4, True, False, "random"),
+    (1, 1, 24, 1, 8, 4, False, True, "none"),
+    (2, 5, 500, 3, 508, 4, False, True, "random"),
+    (2, 19, 30, 3, 18, 3, True, True, "empty0"),  # H=3: the Triton path pads the heads to 4
+]
+SHAPE_IDS = [f"B{b}-L{n}-C{c}-M{m}-E{e}-H{h}-wo{'B' if per else 'shared'}-{'bias' if bias else 'nobias'}-{mask}"
+             for b, n, c, m, e, h, per, bias, mask in SHAPES]
+
+
+def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device):
+    """float64 leaves (x, k, v, w_q, w_o, b_q, b_o) with unit-scale activations, and the mask."""
+    g = torch.Generator().manual_seed(b * 1000 + n * 10 + m)
+    r = lambda *s, scale=1.0: (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(device)
+    tensors = [r(b, n, c), r(b, m, e), r(b, m, e), r(b, c, e, scale=c ** -0.5),
+               r(b, e, c, scale=e ** -0.5) if per_sample_wo else r(e, c, scale=e ** -0.5),
+               r(b, e) if biases else None, r(c) if biases else None]
+    mask = None
+    if mask_kind != "none":
+        mask = (torch.rand(b, m, generator=g) > 0.4).to(device)
+        if mask_kind == "empty0":
+            mask[0] = False
+    return [t.requires_grad_() if t is not None else None for t in tensors], mask
+
+
+def _definition(leaves, mask, h, scale=None):
+    e = leaves[1].shape[-1]
+    return reference.hyper_cross_attention(*leaves, mask, h, (e // h) ** -0.5 if scale is None else scale)
+
+
+def _run(leaves, mask, h, backend, **kw):
+    x, k, v, w_q, w_o, b_q, b_o = leaves
+    return ak.hyper_cross_attention(x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_padding_mask=mask, num_heads=h,
+                                    backend=backend, **kw)
+
+
+def _cast(leaves, dtype):
+    return [None if t is None else t.detach().to(dtype).requires_grad_() for t in leaves]
+
+
+def _forward_backward(leaves, mask, h, grad, fn):
+    out = fn(leaves, mask, h)
+    out.backward(grad.to(out.dtype))
+    return out, [None if t is None else t.grad for t in leaves]
+
+
+def _dtypes(device):
+    return [torch.float32, torch.float16] + ([torch.bfloat16] if device == "cuda" else [])
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+@pytest.mark.parametrize("b, n, c, m, e, h, per_sample_wo, biases, mask_kind", SHAPES, ids=SHAPE_IDS)
+def test_matches_definition_with_every_gradient(device, backend, b, n, c, m, e, h, per_sample_wo, biases,
+                                                mask_kind):
+    leaves, mask = _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device)
+    ref_leaves = _cast(leaves, torch.float64)
+    grad = torch.randn(b, n, c, dtype=torch.float64, device=device)
+    ref, ref_grads = _forward_backward(ref_leaves, mask, h, grad, _definition)
+    for dtype in _dtypes(device):
+        out, grads = _forward_backward(_cast(leaves, dtype), mask, h, grad,
+                                       functools.partial(_run, backend=backend))
+        if dtype == torch.float32:
+            assert_rel_close(out, ref, dtype, "out")
+            for name, got, want in zip(NAMES, grads, ref_grads):
+                if want is not None:
+                    assert_rel_close(got, want, dtype, f"d_{name}")
+            continue
+        # Low precision: at most twice the error of the same unfused PyTorch code run in that dtype, plus
+        # one rounding (unit roundoff): small outputs such as L=1 make the measured errors noisy.
+        torch_out, torch_grads = _forward_backward(_cast(leaves, dtype), mask, h, grad, _definition)
+        pairs = [("out", out, torch_out, ref)] + [(f"d_{n_}", g_, t_, w_) for n_, g_, t_, w_ in
+                                                 zip(NAMES, grads, torch_grads, ref_grads) if w_ is not None]
+        for name, got, torch_got, want in pairs:
+            assert torch.isfinite(got).all(), f"{name}: non-finite values ({dtype})"
+            bound = 2 * rel_err(torch_got, want) + torch.finfo(dtype).eps / 2
+            err = rel_err(got, want)
+            assert err <= bound, f"{name}: relative error {err:.2e} > 2 × unfused PyTorch's ({bound:.2e}, {dtype})"
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+def test_sample_without_keys_gives_b_o(device, backend):
+    leaves, _ = _problem(3, 19, 18, 3, 12, 4, True, True, "none", device)
+    leaves = _cast(leaves, torch.float32)
+    mask = torch.tensor([[True, False, True], [False, False, False], [False, True, False]], device=device)
+    out = _run(leaves, mask, 4, backend)
+    x, k, v, w_q, w_o, b_q, b_o = leaves
+    assert torch.equal(out[1], b_o.detach().expand(19, 18)), "a sample with every key masked must output b_o"
+    out.sum().backward()
+    for name, t in zip(NAMES, leaves):
+        assert torch.isfinite(t.grad).all(), f"d_{name} has NaN/inf"
+    assert torch.equal(x.grad[1], torch.zeros_like(x.grad[1]))
+    assert torch.equal(w_q.grad[1], torch.zeros_like(w_q.grad[1]))
+    assert torch.equal(k.grad[1], torch.zeros_like(k.grad[1]))
+
+
+@pytest.mark.parametrize("device, backend", [c for c in CASES if c.values[0] == "cpu"])
+def test_bfloat16_and_strided_input(device, backend):
+    """bf16 (the interpreter runs its dots in fp32) with x given as a transposed (B, C, L) view."""
+    leaves, mask = _problem(2, 33, 20, 3, 16, 2, False, True, "random", device)
+    x_cl = leaves[0].detach().transpose(1, 2).contiguous().to(torch.bfloat16)
+    low = _cast(leaves, torch.bfloat16)
+    low[0] = x_cl.transpose(1, 2).requires_grad_()
+    grad = torch.randn(2, 33, 20, dtype=torch.float64)
+    out, grads = _forward_backward(low, mask, 2, grad, functools.partial(_run, backend=backend))
+    ref, ref_grads = _forward_backward(_cast(leaves, torch.float64), mask, 2, grad, _definition)
+    assert_rel_close(out, ref, torch.bfloat16, "out")
+    for name, got, want in zip(NAMES, grads, ref_grads):
+        assert_rel_close(got, want, torch.bfloat16, f"d_{name}", factor=2.0)
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+@pytest.mark.parametrize("b, n", [(2, 0), (0, 5)], ids=["L0", "B0"])
+def test_empty_batch_or_tokens(device, backend, b, n):
+    shapes = [(b, n, 8), (b, 3, 8), (b, 3, 8), (b, 8, 8), (8, 8), (b, 8), (8,)]
+    leaves = [torch.randn(s, device=device).requires_grad_() for s in shapes]
+    out = _run(leaves, None, 2, backend)
+    assert out.shape == (b, n, 8)
+    out.sum().backward()
+    assert torch.equal(leaves[4].grad, torch.zeros_like(leaves[4].grad))
+    assert torch.equal(leaves[6].grad, torch.zeros_like(leaves[6].grad))
+
+
+def test_gradcheck_definition():
+    leaves, mask = _problem(2, 5, 6, 3, 4, 2, True, True, "empty0", "cpu")
+    assert torch.autograd.gradcheck(lambda *t: _definition(list(t), mask, 2), tuple(leaves))
+
+
+@pytest.mark.parametrize("per_sample_wo", [False, True], ids=["woShared", "woB"])
+def test_gradcheck_reference_backend(per_sample_wo):
+    """The chunked path's hand-written backward and the absorbed-form chain rule, in float64."""
+    leaves, mask = _problem(2, 7, 5, 3, 6, 3, per_sample_wo, True, "random", "cpu")
+    mask[1] = torch.tensor([True, False, True])
+    assert torch.autograd.gradcheck(lambda *t: _run(list(t), mask, 3, "reference", scale=0.7), tuple(leaves))
+
+
+def test_chunked_equals_unchunked():
+    leaves, mask = _problem(2, 23, 9, 3, 8, 2, True, True, "empty0", "cpu")
+    x, k, v, w_q, w_o, b_q, b_o = (t.detach() for t in leaves)
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, mask, 2, 0.5, 2, 3)
+    dout = torch.randn_like(x)
+    whole = types.SimpleNamespace(forward=functools.partial(reference.forward, chunk=23),
+                                  backward=functools.partial(reference.backward, chunk=23))
+    chunked = types.SimpleNamespace(forward=functools.partial(reference.forward, chunk=4),
+                                    backward=functools.partial(reference.backward, chunk=4))
+    results = []
+    for impl in (whole, chunked):
+        inputs = [t.clone().requires_grad_() for t in (x, A, a, Bv, b_o)]
+        out = AbsorbedAttention.apply(*inputs, 3, impl, "reference", reference)
+        out.backward(dout)
+        results.append([out] + [t.grad for t in inputs])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[0][0], reference.hyper_cross_attention(
+        x, k, v, w_q, w_o, b_q, b_o, mask, 2, 0.5), rtol=1e-12, atol=1e-12)
+
+
+def _bad(changes, dtype):
+    leaves, mask = _problem(2, 5, 6, 3, 8, 2, False, True, "random", "cpu")
+    args = dict(zip(NAMES, (t.detach().to(dtype) for t in leaves)), key_padding_mask=mask, num_heads=2)
+    args.update(changes)
+    return args
+
+
+BAD = [
+    ("x-2d", dict(x=torch.randn(5, 6, dtype=torch.float64)), ValueError, "x must be 3-D"),
+    ("k-batch", dict(k=torch.randn(3, 3, 8, dtype=torch.float64)), ValueError, "k has batch 3"),
+    ("v-shape", dict(v=torch.randn(2, 4, 8, dtype=torch.float64)), ValueError, "v must have shape"),
+    ("wq-shape", dict(w_q=torch.randn(2, 8, 6, dtype=torch.float64)), ValueError, "w_q must have shape"),
+    ("wo-transposed", dict(w_o=torch.randn(6, 8, dtype=torch.float64)), ValueError, "w_o must have shape"),
+    ("bq-unbatched", dict(b_q=torch.randn(8, dtype=torch.float64)), ValueError, "b_q must be 2-D"),
+    ("bo-shape", dict(b_o=torch.randn(8, dtype=torch.float64)), ValueError, "b_o must have shape"),
+    ("mask-float", dict(key_padding_mask=torch.ones(2, 3, dtype=torch.float64)), TypeError, "dtype in"),
+    ("mask-shape", dict(key_padding_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, "key_padding_mask"),
+    ("heads-divide", dict(num_heads=3), ValueError, "not divisible by num_heads=3"),
+    ("heads-float", dict(num_heads=2.0), TypeError, "positive int"),
+    ("heads-zero", dict(num_heads=0), TypeError, "positive int"),
+    ("mixed-dtype", dict(v=torch.randn(2, 3, 8)), TypeError, "share one dtype"),
+    ("int-x", dict(x=torch.ones(2, 5, 6, dtype=torch.int64)), TypeError, "x must have dtype"),
+    ("no-keys", dict(k=torch.randn(2, 0, 8, dtype=torch.float64), v=torch.randn(2, 0, 8, dtype=torch.float64),
+                     key_padding_mask=None), ValueError, "non-empty"),
+    ("scale-str", dict(scale="0.5"), TypeError, "scale must be"),
+    ("backend-name", dict(backend="cuDNN"), ValueError, "unknown backend"),
+    ("triton-float64", dict(backend="triton"), ValueError, "not float64"),
+    ("triton-65-keys", dict(k=torch.randn(2, 65, 8), v=torch.randn(2, 65, 8), key_padding_mask=None,
+                            backend="triton"), ValueError, "at most 64 keys"),
+]
+
+
+@pytest.mark.parametrize("changes, error, message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_inputs(request, changes, error, message):
+    if changes.get("backend") == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("backend='triton' on CPU tensors needs TRITON_INTERPRET=1")
+    # float32 where the case is about the Triton key limit, so that the dtype check does not fire first
+    dtype = torch.float32 if "65-keys" in request.node.callspec.id else torch.float64
+    args = _bad(changes, dtype)
+    x, k, v, w_q, w_o = (args.pop(n) for n in NAMES[:5])
+    with pytest.raises(error, match=message):
+        ak.hyper_cross_attention(x, k, v, w_q, w_o, **args)
+
+
+_AOT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from anatokernels.hyper_attention import triton as T
+
+for config in sys.argv[1:]:
+    dtype, arch, hp, mp, has_bo = config.split(",")
+    arch, hp, mp, has_bo = int(arch), int(hp), int(mp), has_bo == "1"
+    io = {"x_ptr": dtype, "g_ptr": dtype, "bo_ptr": dtype, "out_ptr": dtype, "dx_ptr": dtype,
+          "amat_ptr": dtype, "bv_ptr": dtype}
+    for kernel, backward in ((T._hyper_cross_attention_forward_kernel, False),
+                             (T._hyper_cross_attention_backward_kernel, True)):
+        cfg = T._config(256, hp * mp, False, backward)
+        consts = dict(HAS_BO=has_bo, HP=hp, MP=mp, BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c,
+                      NUM_CB=triton.cdiv(256, cfg.block_c), DOT_PREC="ieee" if dtype == "fp32" else "tf32")
+        if backward:
+            consts["STEPS"] = 16
+        sig = {}
+        for arg in kernel.arg_names:
+            if arg in consts:
+                sig[arg] = "constexpr"
+            elif arg.endswith("_ptr"):
+                sig[arg] = "*" + io.get(arg, "fp32")
+            else:
+                sig[arg] = "i64" if arg.startswith("s") and arg != "n_split" else "i32"
+        triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget("cuda", arch, 32),
+                       options=dict(num_warps=cfg.num_warps))
+    print("ok", config, flush=True)
+"""
+# dtype, sm, HP, MP, b_o present: the common case, the widest key padding, and fp32 without b_o.
+AOT_CONFIGS = ["fp16,90,4,16,1", "bf16,80,1,64,1", "fp32,90,8,16,0"]
+
+
+def _ptxas_found() -> bool:
+    try:
+        import triton
+    except ImportError:
+        return False
+    return (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists()
+
+
+@pytest.mark.skipif(not _ptxas_found(), reason="triton's NVIDIA backend (ptxas) not installed")
+def test_triton_kernels_compile_for_gpu():
+    """Ahead-of-time compile of both kernels to cubin for sm_80/sm_90 (no GPU needed): catches what the
+    interpreter accepts but the compiler rejects (dot shapes, layouts of the per-head reshape, dtypes)."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    result = subprocess.run([sys.executable, "-c", _AOT, *AOT_CONFIGS], env=env, capture_output=True, text=True,
+                            timeout=600)
+    compiled = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("ok ")]
+    assert result.returncode == 0 and compiled == AOT_CONFIGS, \
+        f"compiled {compiled} of {AOT_CONFIGS}\n{result.stderr[-4000:]}"

@@ -1,0 +1,124 @@
+"""HyperCrossAttention layer: both input forms, forward and backward on CPU, prompt masking, errors."""
+
+import os
+
+import pytest
+import torch
+
+from anatokernels.hyper_attention import reference
+from anatokernels.nn import HyperCrossAttention
+
+DIM, PROMPT_DIM, HEADS, RANK = 20, 12, 4, 3
+SPATIAL = (3, 5, 7)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation per op, which dominates on a
+    loaded machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _layer(**kw):
+    layer = HyperCrossAttention(DIM, PROMPT_DIM, num_heads=HEADS, rank=RANK, hyper_hidden=16, **kw)
+    with torch.no_grad():  # move away from the initial state so every generated quantity matters
+        for param in layer.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return layer
+
+
+def _inputs(b=3, m=5):
+    x = torch.randn(b, DIM, *SPATIAL, dtype=torch.float64)
+    prompts = torch.randn(b, m, PROMPT_DIM, dtype=torch.float64)
+    mask = torch.rand(b, m) > 0.3
+    mask[0, 0] = True
+    mask[1] = False  # a sample without any organ prompt
+    return x, prompts, mask
+
+
+@pytest.mark.parametrize("form", ["volume", "tokens"])
+def test_forward_backward_reaches_every_parameter(form):
+    layer = _layer().double()
+    x, prompts, mask = _inputs()
+    inp = x if form == "volume" else x.flatten(2).transpose(1, 2).contiguous()
+    inp.requires_grad_()
+    prompts.requires_grad_()
+    y = layer(inp, prompts, mask)
+    assert y.shape == inp.shape and y.dtype == inp.dtype and torch.isfinite(y).all()
+    (y * torch.randn_like(y)).sum().backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"{name} gets no gradient"
+    assert torch.isfinite(inp.grad).all() and torch.isfinite(prompts.grad).all()
+    assert torch.equal(prompts.grad[1], torch.zeros_like(prompts.grad[1])), "absent prompts must not matter"
+
+
+def test_volume_and_token_forms_agree():
+    layer = _layer().double()
+    x, prompts, mask = _inputs()
+    tokens = x.flatten(2).transpose(1, 2)
+    y_volume = layer(x, prompts, mask)
+    y_tokens = layer(tokens, prompts, mask)
+    torch.testing.assert_close(y_volume.flatten(2).transpose(1, 2), y_tokens, rtol=1e-12, atol=1e-12)
+
+
+def test_matches_definition_and_sample_without_prompts_adds_b_o():
+    """Rebuilds W_q(b), the gated w_o, k and v by hand and checks the layer against the unfused definition."""
+    layer = _layer().double()
+    x, prompts, mask = _inputs()
+    tokens = x.flatten(2).transpose(1, 2)
+    y = layer(x, prompts, mask).flatten(2).transpose(1, 2)
+    normed, p = layer.norm(tokens), layer.prompt_norm(prompts)
+    w = mask.double()[..., None]
+    mean = (p * w).sum(1) / w.sum(1).clamp_min(1)
+    u, v_low, g = layer.hyper(torch.cat([normed.mean(1), mean], -1)).split([DIM * RANK, DIM * RANK, HEADS], -1)
+    w_q = layer.w_q + torch.einsum("bcr,ber->bce", u.reshape(-1, DIM, RANK), v_low.reshape(-1, DIM, RANK))
+    w_o = (2 * torch.sigmoid(g)).repeat_interleave(DIM // HEADS, 1)[:, :, None] * layer.w_o
+    attn = reference.hyper_cross_attention(normed, layer.to_k(p), layer.to_v(p), w_q, w_o,
+                                           layer.b_q.expand(3, DIM), layer.b_o, mask, HEADS,
+                                           (DIM // HEADS) ** -0.5)
+    torch.testing.assert_close(y, tokens + attn, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y[1], tokens[1] + layer.b_o, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.interpret
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
+def test_triton_backend_matches_reference_backend():
+    x, prompts, mask = (t.float() if t.is_floating_point() else t for t in _inputs())
+    torch.manual_seed(1)
+    fused = _layer(backend="triton")
+    plain = _layer(backend="reference")
+    plain.load_state_dict(fused.state_dict())
+    outs = []
+    for layer in (fused, plain):
+        inp = x.clone().requires_grad_()
+        y = layer(inp, prompts, mask)
+        y.square().sum().backward()
+        outs.append((y, inp.grad, layer.w_q.grad, layer.hyper[-1].weight.grad))
+    for got, want in zip(*outs):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(x=torch.randn(2, DIM + 1, 3, 3, 3)), "must be"),
+    (dict(x=torch.randn(2, DIM, 9)), "must be"),
+    (dict(prompts=torch.randn(2, 4, PROMPT_DIM + 1)), "prompts must be"),
+    (dict(prompts=torch.randn(3, 4, PROMPT_DIM)), "prompts must be"),
+    (dict(prompt_mask=torch.ones(2, 4)), "prompt_mask must be"),
+    (dict(prompt_mask=torch.ones(2, 5, dtype=torch.bool)), "prompt_mask must be"),
+], ids=["channels", "rank-3-volume-like", "prompt-width", "prompt-batch", "mask-float", "mask-shape"])
+def test_bad_inputs(args, message):
+    call = dict(x=torch.randn(2, DIM, 3, 3, 3), prompts=torch.randn(2, 4, PROMPT_DIM), prompt_mask=None)
+    call.update(args)
+    with pytest.raises(ValueError, match=message):
+        _layer()(**call)
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="not divisible"):
+        HyperCrossAttention(10, 4, num_heads=4)
+    with pytest.raises(ValueError, match="rank must be"):
+        HyperCrossAttention(8, 4, rank=0)
