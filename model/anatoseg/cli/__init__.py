@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from anatoseg.cli import backends_command  # noqa: F401  (registers `anato backends`)
+from anatoseg.cli import (
+    backends_command,  # noqa: F401  (registers `anato backends`)
+    evaluate_command,  # noqa: F401  (registers `anato evaluate`)
+    phantom_command,  # noqa: F401  (registers `anato phantom`)
+    view_command,  # noqa: F401  (registers `anato view`)
+)
 from anatoseg.cli.app import app
 from anatoseg.errors import AnatoError
 

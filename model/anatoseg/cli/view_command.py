@@ -1,0 +1,69 @@
+"""``anato view``: a PNG of one case (PET MIPs, lesion overlays, CT slice, organ outlines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anatoseg.cli.app import app
+
+
+def load_view_input(path: Path):
+    """A Case for a case folder / dataset with one case / a case's SUV file, else (PET Volume in RAS, id)."""
+    from anatoseg.data.case import load_case
+    from anatoseg.data.layouts import find_cases
+    from anatoseg.data.nifti import Volume, is_nifti, load_nifti, strip_nifti_suffix, to_ras
+    from anatoseg.errors import DataError
+
+    if not path.exists():
+        raise DataError("file not found", path)
+    if path.is_file() and is_nifti(path):
+        stem = strip_nifti_suffix(path.name)
+        has_ct = any((path.parent / f"{name}{suffix}").is_file()
+                     for name in ("CT", "CTres") for suffix in (".nii.gz", ".nii"))
+        if stem != "SUV" or not has_ct:
+            pet = load_nifti(path)
+            data, affine = to_ras(pet.data, pet.affine)
+            return Volume(data=data, affine=affine, path=path), stem
+        path = path.parent
+    cases = find_cases(path)
+    if len(cases) != 1:
+        raise DataError(f"holds {len(cases)} cases; pass one case folder or a case's SUV file", path)
+    return load_case(cases[0]), cases[0].case_id
+
+
+@app.command("view")
+def view(
+    case: Annotated[Path, typer.Argument(help="A case folder (autoPET study), a one-case dataset, "
+                                         "or a PET/SUV file.")],
+    pred: Annotated[Path | None, typer.Option("--pred", help="Predicted lesion mask on the PET grid, "
+                                              "drawn in red.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: ./<case>.png).")] = None,
+) -> None:
+    """Render PET MIPs (coronal, sagittal), a CT slice, lesion and organ overlays to a PNG."""
+    import numpy as np
+
+    from anatoseg.data.case import Case
+    from anatoseg.data.labels import LESION_LABEL_VALUES
+    from anatoseg.data.nifti import load_label_nifti, same_grid, to_ras
+    from anatoseg.errors import DataError
+    from anatoseg.viz.mip import render_case, render_png
+
+    loaded, case_id = load_view_input(case)
+    pet_shape, pet_affine = loaded.shape, loaded.affine
+    pred_data = None
+    if pred is not None:
+        volume = load_label_nifti(pred, LESION_LABEL_VALUES, what="lesion mask")
+        pred_data, pred_affine = to_ras(volume.data, volume.affine)
+        if not same_grid(pred_data.shape, pred_affine, pet_shape, pet_affine):
+            raise DataError(f"prediction is not on the PET grid of {case} (shape {volume.shape} vs {pet_shape}, "
+                            "or affine differs)", pred)
+        pred_data = np.asarray(pred_data)
+    out = out if out is not None else Path.cwd() / f"{case_id}.png"
+    if isinstance(loaded, Case):
+        render_case(loaded, out, pred=pred_data)
+    else:
+        render_png(out, loaded.data, loaded.affine, pred=pred_data, title=case_id)
+    typer.echo(f"wrote {out}")
