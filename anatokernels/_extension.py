@@ -120,7 +120,11 @@ def load(build: bool = False) -> bool:
             return False
         library = _library_path(directory)
         if library.exists():
-            torch.ops.load_library(str(library))
+            try:
+                torch.ops.load_library(str(library))
+            except OSError as exc:  # e.g. built for another torch, or damaged
+                _state["error"] = f"extension library unusable ({exc}); rebuild: python -m anatokernels.build"
+                return False
             _state.update(loaded=str(library), error=None, cuda=with_cuda)
             return True
         if not build:
@@ -129,9 +133,12 @@ def load(build: bool = False) -> bool:
 
 
 def _compile(directory: Path, with_cuda: bool) -> bool:
+    """Build in a private folder, then move the library into ``directory`` atomically, so that a
+    process loading it while another one builds never sees a half-written file."""
     from torch.utils import cpp_extension
 
-    directory.mkdir(parents=True, exist_ok=True)
+    scratch = directory.parent / f"{directory.name}.build-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
     flags = _flags(with_cuda)
     verbose = os.environ.get("ANATO_BUILD_VERBOSE", "0") == "1"
     print(f"anatokernels: compiling the {'CPU+CUDA' if with_cuda else 'CPU'} extension into {directory} ...",
@@ -144,7 +151,7 @@ def _compile(directory: Path, with_cuda: bool) -> bool:
             extra_cuda_cflags=flags["cuda_cflags"],
             extra_ldflags=flags["ldflags"],
             extra_include_paths=[str(csrc_dir())],
-            build_directory=str(directory),
+            build_directory=str(scratch),
             with_cuda=with_cuda,
             is_python_module=False,
             verbose=verbose,
@@ -155,7 +162,11 @@ def _compile(directory: Path, with_cuda: bool) -> bool:
         _state["error"] = f"extension build failed: {message[-1] if message else exc!r}"
         warnings.warn(f"anatokernels: building the C++ extension failed; the PyTorch reference is used "
                       f"instead.\n{tail}", RuntimeWarning, stacklevel=3)
+        shutil.rmtree(scratch, ignore_errors=True)
         return False
+    directory.mkdir(parents=True, exist_ok=True)
+    os.replace(_library_path(scratch), _library_path(directory))
+    shutil.rmtree(scratch, ignore_errors=True)
     _state.update(loaded=str(_library_path(directory)), error=None, cuda=with_cuda)
     return True
 

@@ -91,3 +91,12 @@ def test_missing_cpu_kernels_warn_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cpu")) == "reference"
+
+
+def test_damaged_library_is_reported_not_raised(monkeypatch, tmp_path):
+    (tmp_path / "anatokernels_C.so").write_bytes(b"not a library")
+    monkeypatch.setattr(_extension, "build_dir", lambda with_cuda: tmp_path)
+    monkeypatch.setitem(_extension._state, "loaded", None)
+    assert _extension.load(build=False) is False
+    assert "extension library unusable" in _extension.status()
+    assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cpu")) == "reference"
