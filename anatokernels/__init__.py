@@ -2,6 +2,8 @@
 
 Public ops (each takes ``backend="auto"``; see :func:`backends`):
   masked_patch_gather, masked_patch_scatter, patchify, unpatchify, random_patch_mask
+  selective_scan, selective_scan3d
+  order_conv1d
   hyper_cross_attention
 
 Importing this package never imports a compiled binary or defines a Triton
@@ -17,7 +19,9 @@ from anatokernels.masked_patch import (
     random_patch_mask,
     unpatchify,
 )
+from anatokernels.order_conv import order_conv1d
 from anatokernels.scan_order import scan_order
+from anatokernels.selective_scan import selective_scan, selective_scan3d
 
 __version__ = "0.1.0"
 
@@ -26,8 +30,11 @@ __all__ = [
     "hyper_cross_attention",
     "masked_patch_gather",
     "masked_patch_scatter",
+    "order_conv1d",
     "patchify",
     "random_patch_mask",
     "scan_order",
+    "selective_scan",
+    "selective_scan3d",
     "unpatchify",
 ]

@@ -10,8 +10,13 @@ import sys
 
 from anatoseg.cli import (
     backends_command,  # noqa: F401  (registers `anato backends`)
+    demo_command,  # noqa: F401  (registers `anato demo`)
     evaluate_command,  # noqa: F401  (registers `anato evaluate`)
     phantom_command,  # noqa: F401  (registers `anato phantom`)
+    predict_command,  # noqa: F401  (registers `anato predict`)
+    pretrain_command,  # noqa: F401  (registers `anato pretrain`)
+    pseudolabel_command,  # noqa: F401  (registers `anato pseudolabel`)
+    train_command,  # noqa: F401  (registers `anato train`)
     view_command,  # noqa: F401  (registers `anato view`)
 )
 from anatoseg.cli.app import app

@@ -1,0 +1,99 @@
+"""Order-aware causal depthwise conv1d over a 3D volume, read and written in native layout.
+
+For order k (see :mod:`anatokernels.scan_order`) scan step t visits native
+position π_k(t); the op runs a causal depthwise conv along that order:
+
+    out[b, k, d, π_k(t)] = act(bias[k, d] + Σ_m weight[k, d, m] · x[b, k, d, π_k(t - (W-1) + m)])
+
+with x before step 0 taken as 0, i.e. permute → ``F.conv1d`` with left
+padding W-1 and groups=D → activation → un-permute, without the permutes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+
+from anatokernels import _checks, _dispatch
+from anatokernels.order_conv import reference
+from anatokernels.order_conv.function import OrderConv1d
+from anatokernels.scan_order import check_spatial, order_geometry, parse_order
+
+SPEC = _dispatch.register(_dispatch.OpSpec(
+    name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
+    extension_ops={"cpu": ("order_conv1d_fwd_cpu", "order_conv1d_bwd_cpu"),
+                   "cuda": ("order_conv1d_fwd_cuda", "order_conv1d_bwd_cuda")},
+    unverified={"cuda": "not yet run on a GPU"}))
+
+ACTIVATIONS = (None, "silu")
+
+__all__ = ["order_conv1d"]
+
+
+def check_orders(op: str, orders: Sequence[str] | str, count: int) -> tuple[str, ...]:
+    """``orders`` (one order string, or a sequence of them) as a tuple of ``count`` valid orders."""
+    if isinstance(orders, str):
+        orders = (orders,)
+    if not isinstance(orders, Sequence):
+        raise TypeError(f"{op}: orders must be a sequence of order strings such as ('zyx', '-zyx'), "
+                        f"got {orders!r}")
+    orders = tuple(orders)
+    if len(orders) != count:
+        raise ValueError(f"{op}: got {len(orders)} orders {orders} but the tensors have K={count} orders")
+    for order in orders:
+        parse_order(order)
+    return orders
+
+
+@functools.lru_cache(maxsize=64)
+def geometry_tensor(spatial: tuple[int, int, int], orders: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """(K, 7) int64 geometry rows (n0, n1, n2, stride0, stride1, stride2, reverse) on ``device``."""
+    rows = [order_geometry(spatial, order).as_ints() for order in orders]
+    return torch.tensor(rows, dtype=torch.int64, device=device)
+
+
+def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                 spatial_shape: Sequence[int], orders: Sequence[str] | str, activation: str | None = "silu",
+                 backend: str = "auto") -> torch.Tensor:
+    """Causal depthwise conv along each scan order, in native layout.
+
+    x: (B, K, D, L) float16/bfloat16/float32/float64, L = Z·Y·X in native raster
+        order (x fastest); any strides (e.g. a (B, D, L) tensor expanded over K).
+    weight: (K, D, W) with 2 <= W <= 4, ``F.conv1d``'s (D, 1, W) weight of order k
+        without its singleton dim; bias: (K, D) or None. Same dtype and device as x.
+    spatial_shape: (Z, Y, X). orders: K order strings, e.g. ("zyx", "-zyx", "yxz")
+        (see :mod:`anatokernels.scan_order`; repeats allowed; a single string is one order).
+    activation: "silu" or None.
+    Returns (B, K, D, L) in x's dtype, differentiable in x, weight and bias
+    (fp32 accumulation for low-precision inputs).
+    """
+    op = "order_conv1d"
+    _checks.check_tensor(op, "x", x, ndim=4, layout="(B, K, D, L)")
+    _checks.check_tensor(op, "weight", weight, ndim=3, layout="(K, D, W)")
+    if bias is not None:
+        _checks.check_tensor(op, "bias", bias, ndim=2, layout="(K, D)")
+    device = _checks.check_same_device(op, x=x, weight=weight, bias=bias)
+    _checks.check_same_dtype(op, x=x, weight=weight, bias=bias)
+    _, k, d, length = x.shape
+    spatial = check_spatial(spatial_shape, length, op)
+    orders = check_orders(op, orders, k)
+    _checks.check_dim(op, "weight", weight.shape[0], k, "K (number of orders)")
+    _checks.check_dim(op, "weight", weight.shape[1], d, "D (channels)")
+    if not 2 <= weight.shape[2] <= 4:
+        raise ValueError(f"{op}: conv width W = weight.shape[2] must be 2, 3 or 4, got {weight.shape[2]}")
+    if bias is not None and tuple(bias.shape) != (k, d):
+        raise ValueError(f"{op}: bias must be (K, D) = ({k}, {d}), got {_checks.shape_str(bias.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be 'silu' or None, got {activation!r}")
+    chosen = _dispatch.resolve(op, backend, device)
+    run_reference = lambda: reference.order_conv1d(x, weight, bias, spatial, orders, activation)
+    if chosen == "reference":
+        return run_reference()
+    impl = _dispatch.module(op, chosen)
+    geometry = geometry_tensor(spatial, orders, device)
+    bias_c = None if bias is None else bias.contiguous()
+    return _dispatch.run_with_fallback(
+        op, chosen, lambda: OrderConv1d.apply(x, weight.contiguous(), bias_c, geometry, activation == "silu", impl),
+        run_reference)

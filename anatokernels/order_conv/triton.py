@@ -1,0 +1,195 @@
+"""Triton kernels for the order-aware causal depthwise conv, forward and backward.
+
+One program covers a (BLOCK_D channels x BLOCK_L native positions) tile of one
+(b, k). It walks *native* positions, so stores and most loads are coalesced
+for every order; the scan step of a position and the native positions of its
+neighbouring steps come from the order's geometry (see
+:mod:`anatokernels.scan_order`), computed arithmetically: no permuted copy.
+
+The backward is one fused kernel: the gradient at step u needs the
+pre-activation gradient at steps u .. u+W-1, which it recomputes from x
+(W·W gathers, cached). Weight and bias gradients are summed per program into
+a small partial buffer and reduced with ``torch.sum`` (deterministic).
+All offsets are int64; accumulation is fp32 (fp64 for fp64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from anatokernels import _memory
+
+
+@triton.jit
+def _geometry(geo_ptr, k):
+    g = geo_ptr + k * 7
+    return (tl.load(g), tl.load(g + 1), tl.load(g + 2), tl.load(g + 3), tl.load(g + 4), tl.load(g + 5),
+            tl.load(g + 6))
+
+
+@triton.jit
+def _step_of(p, n0, n1, n2, st0, st1, st2, rev, L):
+    """Scan step at which native position p is visited."""
+    s = ((p // st0) % n0) * (n1 * n2) + ((p // st1) % n1) * n2 + (p // st2) % n2
+    return tl.where(rev != 0, L - 1 - s, s)
+
+
+@triton.jit
+def _native_of(t, n1, n2, st0, st1, st2, rev, L):
+    """Native position of scan step t (clamped into [0, L) so masked lanes stay in bounds)."""
+    t = tl.minimum(tl.maximum(t, 0), L - 1)
+    s = tl.where(rev != 0, L - 1 - t, t)
+    return (s // (n1 * n2)) * st0 + ((s // n2) % n1) * st1 + (s % n2) * st2
+
+
+@triton.jit
+def _x_at(x_row, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, ACC: tl.constexpr):
+    """x at scan steps t (0 outside [0, L)): a [BLOCK_D, BLOCK_L] tile."""
+    valid = mask_l & (t >= 0) & (t < L)
+    q = _native_of(t, n1, n2, st0, st1, st2, rev, L)
+    return tl.load(x_row + q[None, :] * sx_l, mask=mask_d[:, None] & valid[None, :], other=0.0).to(ACC)
+
+
+@triton.jit
+def _pre_activation(x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
+                    W: tl.constexpr, ACC: tl.constexpr):
+    """bias + sum_m w[m] * x[t - (W-1) + m]."""
+    w0 = tl.load(w_row, mask=mask_d, other=0.0).to(ACC)
+    acc = bias + w0[:, None] * _x_at(x_row, t - (W - 1), mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, ACC)
+    for m in tl.static_range(1, W):
+        wm = tl.load(w_row + m, mask=mask_d, other=0.0).to(ACC)
+        acc += wm[:, None] * _x_at(x_row, t - (W - 1) + m, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
+                                   ACC)
+    return acc
+
+
+@triton.jit
+def _grad_pre(g_row, x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
+              W: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr):
+    """Gradient w.r.t. the pre-activation at scan steps t (0 for t >= L)."""
+    valid = mask_l & (t < L)
+    q = _native_of(t, n1, n2, st0, st1, st2, rev, L)
+    g = tl.load(g_row + q[None, :], mask=mask_d[:, None] & valid[None, :], other=0.0).to(ACC)
+    if SILU:
+        pre = _pre_activation(x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, W, ACC)
+        sig = 1.0 / (1.0 + tl.exp(-pre))
+        g = g * sig * (1.0 + pre * (1.0 - sig))
+    return g
+
+
+@triton.jit
+def _order_conv1d_forward_kernel(x_ptr, w_ptr, bias_ptr, geo_ptr, out_ptr, K, D, L,
+                                 sx_b, sx_k, sx_d, sx_l,
+                                 W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    pid_l, pid_d, pid_bk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b = (pid_bk // K).to(tl.int64)
+    k = pid_bk % K
+    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
+    p = pid_l.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L).to(tl.int64)
+    mask_l = p < L
+    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    mask_d = d < D
+    x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
+    w_row = w_ptr + (k * D + d) * W
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * D + d, mask=mask_d, other=0.0).to(ACC)[:, None]
+    else:
+        bias = tl.zeros([BLOCK_D, 1], dtype=ACC)
+    acc = _pre_activation(x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, W, ACC)
+    if SILU:
+        acc = acc / (1.0 + tl.exp(-acc))
+    out = out_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L + p[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & mask_l[None, :])
+
+
+@triton.jit
+def _order_conv1d_backward_kernel(g_ptr, x_ptr, w_ptr, bias_ptr, geo_ptr, dx_ptr, dw_part_ptr, db_part_ptr,
+                                  K, D, L, sx_b, sx_k, sx_d, sx_l,
+                                  W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                                  ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    pid_l, pid_d, pid_bk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b = (pid_bk // K).to(tl.int64)
+    k = pid_bk % K
+    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
+    p = pid_l.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L).to(tl.int64)
+    mask_l = p < L
+    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    mask_d = d < D
+    x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
+    g_row = g_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L
+    w_row = w_ptr + (k * D + d) * W
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * D + d, mask=mask_d, other=0.0).to(ACC)[:, None]
+    else:
+        bias = tl.zeros([BLOCK_D, 1], dtype=ACC)
+    # dx[u] = sum_i w[W-1-i] * gpre[u+i]
+    gp0 = _grad_pre(g_row, x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
+                    W, SILU, ACC)
+    dx = tl.load(w_row + (W - 1), mask=mask_d, other=0.0).to(ACC)[:, None] * gp0
+    for i in tl.static_range(1, W):
+        gpi = _grad_pre(g_row, x_row, w_row, bias, t + i, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
+                        W, SILU, ACC)
+        dx += tl.load(w_row + (W - 1 - i), mask=mask_d, other=0.0).to(ACC)[:, None] * gpi
+    tile_mask = mask_d[:, None] & mask_l[None, :]
+    tl.store(dx_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L + p[None, :],
+             dx.to(dx_ptr.dtype.element_ty), mask=tile_mask)
+    # partial sums over this tile's positions: dw[m] += gpre[t] * x[t-(W-1)+m], db += gpre[t]
+    part = (b * tl.num_programs(0) + pid_l) * K + k
+    tl.store(db_part_ptr + part * D + d, tl.sum(gp0, axis=1), mask=mask_d)
+    for m in tl.static_range(W):
+        xm = _x_at(x_row, t - (W - 1) + m, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, ACC)
+        tl.store(dw_part_ptr + (part * D + d) * W + m, tl.sum(gp0 * xm, axis=1), mask=mask_d)
+
+
+def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _tiles(d: int, length: int, interpreted: bool) -> tuple[int, int]:
+    # Interpreted programs are slow to start: few, large tiles. On a GPU ~2K elements per program.
+    max_l, elements = (4096, 1 << 16) if interpreted else (512, 2048)
+    block_l = min(max_l, triton.next_power_of_2(length))
+    block_d = max(1, min(triton.next_power_of_2(d), elements // block_l))
+    return block_d, block_l
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor,
+            silu: bool) -> torch.Tensor:
+    """x (B, K, D, L) strided, weight (K, D, W), bias (K, D) or None, geometry (K, 7) -> (B, K, D, L)."""
+    b, k, d, length = x.shape
+    out = _memory.empty(x.shape, dtype=x.dtype, device=x.device)
+    if out.numel() == 0:
+        return out
+    block_d, block_l = _tiles(d, length, x.device.type == "cpu")
+    grid = (triton.cdiv(length, block_l), triton.cdiv(d, block_d), b * k)
+    _order_conv1d_forward_kernel[grid](x, weight, bias if bias is not None else weight, geometry, out, k, d, length,
+                                       *x.stride(), W=weight.shape[2], HAS_BIAS=bias is not None, SILU=silu,
+                                       ACC=_acc_dtype(x.dtype)[1], BLOCK_D=block_d, BLOCK_L=block_l)
+    return out
+
+
+def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             geometry: torch.Tensor, silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """grad (B, K, D, L) contiguous -> dx (B, K, D, L), dweight (K, D, W), dbias (K, D); the last two in
+    float32 (float64 for float64 inputs)."""
+    b, k, d, length = x.shape
+    width = weight.shape[2]
+    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    dx = _memory.empty(x.shape, dtype=x.dtype, device=x.device)
+    if dx.numel() == 0:
+        return dx, torch.zeros(weight.shape, dtype=acc_torch, device=x.device), \
+            torch.zeros(weight.shape[:2], dtype=acc_torch, device=x.device)
+    block_d, block_l = _tiles(d, length, x.device.type == "cpu")
+    grid = (triton.cdiv(length, block_l), triton.cdiv(d, block_d), b * k)
+    dw_part = _memory.empty((b * grid[0], k, d, width), dtype=acc_torch, device=x.device)
+    db_part = _memory.empty((b * grid[0], k, d), dtype=acc_torch, device=x.device)
+    _order_conv1d_backward_kernel[grid](grad, x, weight, bias if bias is not None else weight, geometry, dx,
+                                        dw_part, db_part, k, d, length, *x.stride(), W=width,
+                                        HAS_BIAS=bias is not None, SILU=silu, ACC=acc_tl,
+                                        BLOCK_D=block_d, BLOCK_L=block_l)
+    return dx, dw_part.sum(dim=0), db_part.sum(dim=0)

@@ -1,0 +1,163 @@
+"""Selective scan (Mamba-1, real diagonal A): the 1-D scan and the multi-order 3D scan.
+
+For batch b, channel d, state n:
+    δ_t = softplus(δraw_t + bias_d) if delta_softplus else δraw_t + bias_d
+    h_t[n] = exp(δ_t·A[d,n])·h_{t-1}[n] + δ_t·B_t[n]·u_t,   h_{-1} = 0
+    y_t = Σ_n C_t[n]·h_t[n] + D_d·u_t,  then y_t·silu(z_t) if z is given
+
+:func:`selective_scan3d` runs K such scans over one volume, order k visiting
+native position π_k(t) at step t (see :mod:`anatokernels.scan_order`), and sums
+them at native positions before the gate. The fast backends read and write the
+native layout directly and keep only chunk-boundary states for the backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from anatokernels import _checks, _dispatch
+from anatokernels.scan_order import check_spatial, order_geometry
+from anatokernels.selective_scan import reference
+from anatokernels.selective_scan.function import SelectiveScan
+
+_COMMON = dict(package="anatokernels.selective_scan", backends=("reference", "triton", "cuda", "cpu"),
+               unverified={"cuda": "not yet run on a GPU"},
+               extension_ops={"cpu": ("selective_scan3d_fwd_cpu", "selective_scan3d_bwd_cpu"),
+                              "cuda": ("selective_scan3d_fwd_cuda", "selective_scan3d_bwd_cuda")})
+SCAN = _dispatch.register(_dispatch.OpSpec(name="selective_scan", **_COMMON))
+SCAN3D = _dispatch.register(_dispatch.OpSpec(name="selective_scan3d", **_COMMON))
+
+__all__ = ["selective_scan", "selective_scan3d"]
+
+
+def _check_shape(op: str, name: str, t, shape: tuple[int, ...], layout: str, optional: bool = False) -> None:
+    if t is None and optional:
+        return
+    _checks.check_tensor(op, name, t, ndim=len(shape), layout=layout)
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{op}: {name} must have shape {layout} = {_checks.shape_str(shape)}, "
+                         f"got {_checks.shape_str(t.shape)}")
+
+
+def _check_common(op: str, u, delta, A, D, z, delta_bias, B, C) -> None:
+    """Devices and dtypes: u, delta, B, C, z share one float dtype; A, D, delta_bias may be any float dtype."""
+    _checks.check_same_device(op, u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+    _checks.check_same_dtype(op, u=u, delta=delta, B=B, C=C, z=z)
+    if any(s == 0 for s in u.shape) or A.shape[-1] == 0:
+        raise ValueError(f"{op}: every dimension must be non-empty, got u {_checks.shape_str(u.shape)} "
+                         f"and A {_checks.shape_str(A.shape)}")
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
+                   return_last_state: bool = False, *, backend: str = "auto"):
+    """Mamba's ``selective_scan_fn`` with a real A.
+
+    u, delta: (B, D, L). A: (D, N). B, C: (B, N, L), or grouped (B, G, N, L)
+    with G dividing D (channel d uses group d // (D/G)); B and C have the same
+    shape. D, delta_bias: (D,). z: (B, D, L). u, delta, B, C, z share one
+    dtype (float16/bfloat16/float32/float64); A, D, delta_bias may be float32
+    parameters. Returns y (B, D, L) in u's dtype, or ``(y, last_state)`` with
+    last_state h_{L-1} of shape (B, D, N) in float32 (float64 for float64
+    inputs). Differentiable in every tensor, last_state included.
+    """
+    op = "selective_scan"
+    _checks.check_tensor(op, "u", u, ndim=3, layout="(B, D, L)")
+    _checks.check_tensor(op, "A", A, ndim=2, layout="(D, N)")
+    for name, t in (("B", B), ("C", C)):
+        _checks.check_tensor(op, name, t, layout="(B, N, L) or (B, G, N, L)")
+        if t.dim() not in (3, 4):
+            raise ValueError(f"{op}: {name} must be 3-D (B, N, L) or 4-D (B, G, N, L), got shape "
+                             f"{_checks.shape_str(t.shape)}")
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    _check_shape(op, "delta", delta, (batch, dim, length), "(B, D, L)")
+    _checks.check_dim(op, "A", A.shape[0], dim, "D (channels, u.shape[1])")
+    groups = B.shape[1] if B.dim() == 4 else 1
+    expected = (batch, groups, n_state, length) if B.dim() == 4 else (batch, n_state, length)
+    layout = "(B, G, N, L)" if B.dim() == 4 else "(B, N, L)"
+    _check_shape(op, "B", B, expected, layout)
+    if tuple(C.shape) != tuple(B.shape):
+        raise ValueError(f"{op}: C must have B's shape {_checks.shape_str(B.shape)}, got {_checks.shape_str(C.shape)}")
+    if groups == 0 or dim % groups:
+        raise ValueError(f"{op}: the number of groups G={groups} of B and C must divide D={dim}")
+    _check_shape(op, "D", D, (dim,), "(D,)", optional=True)
+    _check_shape(op, "delta_bias", delta_bias, (dim,), "(D,)", optional=True)
+    _check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
+    _check_common(op, u, delta, A, D, z, delta_bias, B, C)
+    chosen = _dispatch.resolve(op, backend, u.device)
+
+    def run_reference():
+        return reference.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    if chosen == "reference":
+        return run_reference()
+    impl = _dispatch.module(op, chosen)
+    grouped_b = B.unsqueeze(1) if B.dim() == 4 else B[:, None, None]
+    grouped_c = C.unsqueeze(1) if C.dim() == 4 else C[:, None, None]
+
+    def run_fast():
+        out, last = SelectiveScan.apply(
+            u.unsqueeze(1), delta.unsqueeze(1), A.unsqueeze(0), grouped_b, grouped_c,
+            None if D is None else D.unsqueeze(0), z, None if delta_bias is None else delta_bias.unsqueeze(0),
+            (order_geometry((1, 1, length), "zyx").as_ints(),), bool(delta_softplus), impl)
+        return (out, last[:, 0]) if return_last_state else out
+
+    return _dispatch.run_with_fallback(op, chosen, run_fast, run_reference)
+
+
+def selective_scan3d(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                     D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                     delta_bias: torch.Tensor | None = None, delta_softplus: bool = False, *,
+                     spatial_shape: Sequence[int], orders: Sequence[str] | str,
+                     backend: str = "auto") -> torch.Tensor:
+    """K selective scans over one volume, each along its own scan order, all in native layout.
+
+    u, delta: (B, K, D, L) with L = Z·Y·X in native raster order (x fastest).
+    A: (K, D, N). B, C: (B, K, N, L). D, delta_bias: (K, D). z: (B, D, L).
+    spatial_shape: (Z, Y, X). orders: K order strings (e.g. ``("zyx", "-zyx",
+    "yxz")``; see :mod:`anatokernels.scan_order`), repeats allowed.
+    Returns (B, D, L) in u's dtype: Σ_k y_k with y_k the scan of order k put
+    back at native positions (its D_k·u_k skip included), times silu(z) if z is
+    given. No permuted copy of any tensor is made by the fast backends.
+    """
+    op = "selective_scan3d"
+    _checks.check_tensor(op, "u", u, ndim=4, layout="(B, K, D, L)")
+    _checks.check_tensor(op, "A", A, ndim=3, layout="(K, D, N)")
+    _checks.check_tensor(op, "B", B, ndim=4, layout="(B, K, N, L)")
+    batch, k_orders, dim, length = u.shape
+    n_state = A.shape[2]
+    if isinstance(orders, str):
+        orders = (orders,)
+    orders = tuple(orders)
+    if len(orders) != k_orders:
+        raise ValueError(f"{op}: got {len(orders)} orders {orders} but u has K={k_orders} (u.shape[1])")
+    spatial = check_spatial(spatial_shape, length, op)
+    geometry = tuple(order_geometry(spatial, order).as_ints() for order in orders)
+    _check_shape(op, "delta", delta, (batch, k_orders, dim, length), "(B, K, D, L)")
+    _check_shape(op, "A", A, (k_orders, dim, n_state), "(K, D, N)")
+    _check_shape(op, "B", B, (batch, k_orders, n_state, length), "(B, K, N, L)")
+    _check_shape(op, "C", C, (batch, k_orders, n_state, length), "(B, K, N, L)")
+    _check_shape(op, "D", D, (k_orders, dim), "(K, D)", optional=True)
+    _check_shape(op, "delta_bias", delta_bias, (k_orders, dim), "(K, D)", optional=True)
+    _check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
+    _check_common(op, u, delta, A, D, z, delta_bias, B, C)
+    chosen = _dispatch.resolve(op, backend, u.device)
+
+    def run_reference():
+        return reference.selective_scan3d(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                          spatial_shape=spatial, orders=orders)
+
+    if chosen == "reference":
+        return run_reference()
+    impl = _dispatch.module(op, chosen)
+
+    def run_fast():
+        out, _ = SelectiveScan.apply(u, delta, A, B.unsqueeze(2), C.unsqueeze(2), D, z, delta_bias, geometry,
+                                     bool(delta_softplus), impl)
+        return out
+
+    return _dispatch.run_with_fallback(op, chosen, run_fast, run_reference)

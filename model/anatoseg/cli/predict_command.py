@@ -1,0 +1,41 @@
+"""``anato predict MODEL INPUT OUT``: whole-body lesion masks on the original PET grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anatoseg.cli.app import app
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[Path, typer.Argument(help="model.pt or checkpoint.pt written by `anato train`.")],
+    source: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="One case folder (SUV + CTres/CT), a dataset folder (autoPET or nnU-Net) or a "
+        "manifest .json.")],
+    out: Annotated[Path, typer.Argument(help="Output folder (<case_id>.nii.gz per case), or a .nii.gz file "
+                                        "for a single case.")],
+    organs: Annotated[Path | None, typer.Option(
+        "--organs", help="Folder of organ label maps <case_id>.nii.gz (default: the stage-1 model named in the "
+        "checkpoint).")] = None,
+    overlap: Annotated[float | None, typer.Option(
+        "--overlap", help="Window overlap (default: the training config's infer.overlap).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per forward pass.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
+                      ] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or manifest (default: detect).")
+                      ] = None,
+    split: Annotated[str, typer.Option("--split", help="nnU-Net part to read: test (imagesTs) or train.")
+                     ] = "test",
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Predict lesion masks with sliding-window inference in bounded memory."""
+    from anatoseg.inference.predict import Predictor, predict_cases
+
+    predictor = Predictor.from_checkpoint(model, device=device, overlap=overlap, batch_size=batch_size)
+    for path in predict_cases(predictor, source, out, organs_dir=organs, layout=layout, split=split,
+                              progress=not no_progress):
+        typer.echo(f"wrote {path}")

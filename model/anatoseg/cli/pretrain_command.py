@@ -1,0 +1,62 @@
+"""``anato pretrain DATA OUT``: stage-2 cross-modal masked-patch pretraining of the PET/CT encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from anatoseg.cli.app import app
+
+
+@app.command("pretrain")
+def pretrain(
+    data: Annotated[Path, typer.Argument(help="Cases: autoPET folder, nnU-Net raw folder or manifest .json.")],
+    out: Annotated[Path, typer.Argument(help="Run folder: encoders.pt (for `anato train --init`), log.csv, "
+                                        "config.yaml.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML or JSON config file.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override one value: section.key=value (repeatable), e.g. loss.temperature=0.2 or "
+        "model.net.widths=[8,16,32,64].")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Network size: tiny or base (model.preset); "
+                                               "must match the stage-3 run that loads the encoders.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimisation steps (train.steps).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Crops per step (train.batch_size).")
+                          ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (optim.lr).")] = None,
+    crop_size: Annotated[str | None, typer.Option("--crop-size", help="Z,Y,X voxels of each crop (crop.size).")
+                         ] = None,
+    mask_patch: Annotated[str | None, typer.Option("--mask-patch", help="Z,Y,X voxels of a mask patch "
+                                                   "(mask.patch_size).")] = None,
+    mask_ratio: Annotated[float | None, typer.Option("--mask-ratio", help="Fraction of patches masked "
+                                                     "(mask.ratio).")] = None,
+    no_intra: Annotated[bool, typer.Option("--no-intra", help="Ablation: no PET-from-PET / CT-from-CT "
+                                           "reconstruction.")] = False,
+    no_cross: Annotated[bool, typer.Option("--no-cross", help="Ablation: no CT-from-PET / PET-from-CT "
+                                           "reconstruction.")] = False,
+    no_align: Annotated[bool, typer.Option("--no-align", help="Ablation: no InfoNCE alignment.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of everything random (train.seed).")] = None,
+    fingerprint: Annotated[Path | None, typer.Option(
+        "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing); "
+        "give stage 3 the same one.")] = None,
+    layout: Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or manifest (default: detect).")
+                      ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
+                      ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Pretrain the PET and CT encoders (shared patch mask, intra/cross-modal reconstruction, InfoNCE)."""
+    from anatoseg.stage2.run import run_pretrain
+
+    typed = [("model.preset", preset), ("train.steps", steps), ("train.batch_size", batch_size),
+             ("optim.lr", lr), ("crop.size", crop_size), ("mask.patch_size", mask_patch),
+             ("mask.ratio", mask_ratio), ("train.seed", seed)]
+    settings = list(overrides or []) + [f"{key}={value}" for key, value in typed if value is not None]
+    settings += [f"loss.{term}=false" for term, off in (("intra", no_intra), ("cross", no_cross),
+                                                         ("align", no_align)) if off]
+    result = run_pretrain(data, out, config_file=config, overrides=settings, fingerprint=fingerprint,
+                          layout=layout, device=device, progress=not no_progress)
+    last = result.losses[-1]
+    terms = ", ".join(f"{name} {value:.4f}" for name, value in last.items() if name not in ("step", "loss"))
+    typer.echo(f"step {result.steps}: loss {last['loss']:.4f} ({terms}); encoders written to {result.checkpoint}")

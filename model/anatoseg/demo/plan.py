@@ -1,0 +1,42 @@
+"""The demo's budgets: how many phantom cases and optimisation steps each stage gets.
+
+``FULL`` fits ``make demo`` (≤ 15 minutes on 2 CPU cores); ``QUICK`` (``--quick``)
+fits ≤ 2 minutes and only shows that every stage runs end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Cohort sizes (cases), phantom spacing (mm), steps per stage and the stage-3 patch (Z, Y, X voxels)."""
+
+    organ_cases: int  # diagnostic-CT organ set for the stage-1 teacher
+    train_cases: int  # PET-CT cases for stages 1 (target), 2 and 3
+    test_cases: int  # held-out PET-CT cases predicted whole-body
+    spacing: float
+    stage1_steps: int  # teacher and student each
+    pretrain_steps: int
+    train_steps: int
+    patch: tuple[int, int, int]
+    val_every: int
+
+    def stage1_overrides(self) -> list[str]:
+        return [f"teacher.steps={self.stage1_steps}", f"student.steps={self.stage1_steps}"]
+
+    def pretrain_overrides(self) -> list[str]:
+        return [f"train.steps={self.pretrain_steps}", "crop.size=[32,32,32]", "mask.patch_size=[8,8,8]",
+                "augment.affine_prob=0"]
+
+    def train_overrides(self) -> list[str]:
+        z, y, x = self.patch
+        return [f"train.steps={self.train_steps}", f"data.patch_size=[{z},{y},{x}]", "model.preset=tiny",
+                f"train.val_every={self.val_every}", "data.val_cases=1"]
+
+
+QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, stage1_steps=15, pretrain_steps=10,
+                 train_steps=15, patch=(32, 32, 32), val_every=15)
+FULL = DemoPlan(organ_cases=4, train_cases=8, test_cases=3, spacing=4.0, stage1_steps=150, pretrain_steps=100,
+                train_steps=300, patch=(32, 64, 64), val_every=100)

@@ -1,0 +1,213 @@
+"""Whole-body inference: ``anato predict MODEL INPUT OUT``.
+
+For each case (:func:`predict_cases`):
+
+1. read it (:func:`anatoseg.data.case.load_case`, reoriented to RAS) with organ
+   prompts from ``--organs`` or from the checkpoint's stage-1 ``organ_model``;
+2. preprocess exactly as in training (the checkpoint's ``preprocessing``: body
+   crop, resampling, normalisation);
+3. sliding-window lesion probability in bounded memory
+   (:func:`~anatoseg.inference.sliding_window.sliding_window_probability`);
+4. map it back onto the original PET grid: the probability, quantised to
+   uint8, is resampled trilinearly onto the source grid a slab at a time and
+   thresholded at 0.5, then the RAS reorientation is undone;
+5. write a uint8 {0, 1} NIfTI with the PET file's own shape and affine.
+
+Peak memory beyond the case's own arrays: the preprocessed image, 2 bytes per
+preprocessed voxel (float16 probability), 1 byte per voxel for the quantised
+probability and for the output mask, and O(window).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from anatoseg.checkpoint import load_checkpoint, load_state_strict
+from anatoseg.config import Config
+from anatoseg.data.case import Case, CaseFiles, load_case
+from anatoseg.data.layouts import find_cases
+from anatoseg.data.nifti import is_nifti, save_nifti
+from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess_case
+from anatoseg.data.resample import resample_to_grid
+from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.inference.sliding_window import sliding_window_probability
+from anatoseg.inference.volumes import network_image, network_labels, with_organs_from
+
+_SLAB_VOXELS = 1 << 22  # output voxels resampled per call when mapping back to the PET grid
+
+
+@dataclass
+class Predictor:
+    """A stage-3 network ready for whole-volume prediction (see :meth:`from_checkpoint`)."""
+
+    net: nn.Module
+    meta: dict[str, Any]
+    preprocessing: Preprocessing
+    patch_size: tuple[int, int, int]
+    overlap: float
+    sigma_scale: float
+    batch_size: int
+    device: torch.device
+    amp: bool
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, *, device: str | None = None, overlap: float | None = None,
+                        batch_size: int | None = None, amp: bool = True) -> Predictor:
+        """Load a ``model.pt``/``checkpoint.pt`` of ``anato train``; rebuild and check its network.
+
+        Raises ConfigError for a checkpoint of another kind, or one whose weights do
+        not fit the architecture and config its metadata names.
+        """
+        from anatoseg.nets import NetConfig, build_network
+
+        checkpoint = load_checkpoint(path, kind="stage3")
+        meta = checkpoint["meta"]
+        for key in ("arch", "net", "patch_size", "config", "preprocessing"):
+            if key not in meta:
+                raise ConfigError(f"stage-3 checkpoint metadata lacks {key!r}", path)
+        net = build_network(meta["arch"], NetConfig.from_dict(meta["net"]), meta["patch_size"])
+        load_state_strict(net, checkpoint["model"], path, what=f"{meta['arch']} checkpoint")
+        infer = Config.from_dict(meta["config"]).infer
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(net=net.to(dev).eval(), meta=meta, preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+                   patch_size=tuple(meta["patch_size"]),
+                   overlap=infer.overlap if overlap is None else overlap, sigma_scale=infer.sigma_scale,
+                   batch_size=infer.batch_size if batch_size is None else batch_size, device=dev, amp=amp)
+
+    @property
+    def uses_prompts(self) -> bool:
+        return bool(self.net.uses_prompts)
+
+    def probability(self, image: np.ndarray, organs: np.ndarray | None = None, *, progress: bool = False,
+                    description: str = "windows") -> torch.Tensor:
+        """Lesion probability ``(Z, Y, X)`` float16 of a network-order image ``(2, Z, Y, X)`` [PET, CT]."""
+        return sliding_window_probability(
+            self.net, image, self.patch_size, organs=organs if self.uses_prompts else None, overlap=self.overlap,
+            sigma_scale=self.sigma_scale, batch_size=self.batch_size, device=self.device, amp=self.amp,
+            progress=progress, description=description)
+
+    def predict_case(self, case: Case, *, progress: bool = False) -> np.ndarray:
+        """Lesion mask ``(X, Y, Z)`` uint8 {0, 1} on ``case``'s own grid (``case.shape``, ``case.affine``).
+
+        ``case.organs`` must be set when the network uses prompts.
+        """
+        if self.uses_prompts and case.organs is None:
+            raise AnatoError(f"case {case.case_id}: the model uses organ prompts but the case has no organ labels")
+        pre = preprocess_case(case, self.preprocessing)
+        image, pre.image = pre.image, None  # let the preprocessed image go once the windows are done
+        organs = None if pre.organs is None else network_labels(pre.organs)
+        prob = self.probability(network_image(image), organs, progress=progress, description=case.case_id)
+        del image, organs
+        return restore_mask(quantise(prob), pre)
+
+
+def quantise(prob: torch.Tensor) -> np.ndarray:
+    """``(Z, Y, X)`` probability in [0, 1] -> ``(X, Y, Z)`` uint8 ``round(255 p)`` (a transposed view)."""
+    out = np.empty(prob.shape, dtype=np.uint8)
+    for z in range(0, prob.shape[0], 16):
+        out[z:z + 16] = torch.round(prob[z:z + 16].float() * 255).to(torch.uint8).numpy()
+    return network_labels(out)
+
+
+def restore_mask(prob_u8: np.ndarray, pre: PreprocessedCase) -> np.ndarray:
+    """Threshold-at-0.5 mask ``(X, Y, Z)`` uint8 on the source grid of ``pre`` from ``prob_u8`` on its grid.
+
+    ``prob_u8``: ``(X, Y, Z)`` uint8 ``round(255 p)`` on ``pre.affine``. Resampled
+    trilinearly in world coordinates, slabs of the output along Z at a time, so the
+    only float temporary is one slab. Outside the body crop the mask is 0.
+    """
+    shape = pre.source_shape
+    out = np.empty(shape, dtype=np.uint8)
+    per = max(1, _SLAB_VOXELS // (shape[0] * shape[1]))
+    for z0 in range(0, shape[2], per):
+        z1 = min(shape[2], z0 + per)
+        shift = np.eye(4)
+        shift[2, 3] = z0
+        slab = resample_to_grid(prob_u8, pre.affine, (shape[0], shape[1], z1 - z0), pre.source_affine @ shift,
+                                order=1, fill=0.0, dtype=np.float32)
+        out[:, :, z0:z1] = slab >= 127.5
+    return out
+
+
+def from_ras(array: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
+    """Undo :func:`anatoseg.data.nifti.to_ras`: ``array`` in RAS order back to the voxel order of a
+    file whose affine is ``original_affine``."""
+    original = nib.orientations.io_orientation(original_affine)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), original)
+    return nib.orientations.apply_orientation(array, back)
+
+
+class OrganSource:
+    """Where the organ prompts of each case come from: ``--organs DIR`` or the stage-1 model.
+
+    ``for_case(files)`` returns the :class:`Case` to predict, with ``organs`` set when
+    the network needs prompts. AnatoError when it needs them and neither is available.
+    """
+
+    def __init__(self, predictor: Predictor, organs_dir: str | os.PathLike | None):
+        self.needed = predictor.uses_prompts
+        self.organs_dir = organs_dir
+        self.device = predictor.device
+        self.organ_model = None
+        if self.needed and organs_dir is None:
+            path = predictor.meta.get("organ_model")
+            if not path:
+                raise AnatoError("the model uses organ prompts: give --organs DIR (organ label maps "
+                                 "<case_id>.nii.gz on the PET grid), or train with --organ-model so that "
+                                 "the checkpoint names a stage-1 model")
+            if not Path(path).is_file():
+                raise AnatoError("stage-1 organ model named in the checkpoint not found; give --organs DIR",
+                                 path)
+            from anatoseg.stage1.model import load_organ_model
+
+            self.organ_model = load_organ_model(path, self.device)
+
+    def for_case(self, files: CaseFiles) -> Case:
+        if not self.needed:
+            return load_case(dataclasses.replace(files, organs=None))
+        if self.organ_model is None:
+            return load_case(with_organs_from(files, self.organs_dir))
+        case = load_case(dataclasses.replace(files, organs=None))
+        case.organs = self.organ_model.predict(case, self.device)[0]
+        return case
+
+
+def output_paths(cases: Sequence[CaseFiles], out: str | os.PathLike) -> list[Path]:
+    """``out`` itself for one case when it ends in .nii/.nii.gz, else ``out/<case_id>.nii.gz``."""
+    out = Path(out)
+    if is_nifti(out):
+        if len(cases) != 1:
+            raise AnatoError(f"OUT is a file name but INPUT holds {len(cases)} cases; give a folder", out)
+        return [out]
+    return [out / f"{case.case_id}.nii.gz" for case in cases]
+
+
+def predict_cases(predictor: Predictor, source: str | os.PathLike, out: str | os.PathLike, *,
+                  organs_dir: str | os.PathLike | None = None, layout: str | None = None, split: str = "test",
+                  progress: bool = True) -> Iterator[Path]:
+    """Predict every case of ``source`` (a case folder, dataset folder or manifest), yielding output paths.
+
+    ``split``: which part of an nnU-Net dataset to read (``test`` = imagesTs).
+    """
+    cases = find_cases(source, layout=layout, split=split)
+    if not cases:
+        raise AnatoError("no cases found", source)
+    targets = output_paths(cases, out)
+    organs = OrganSource(predictor, organs_dir)
+    for files, target in tqdm(list(zip(cases, targets, strict=True)), desc="cases", unit="case",
+                              disable=not progress or len(cases) == 1):
+        case = organs.for_case(files)
+        mask = predictor.predict_case(case, progress=progress)
+        header = nib.load(str(files.pet))
+        yield save_nifti(target, from_ras(mask, header.affine), header.affine, dtype=np.uint8)

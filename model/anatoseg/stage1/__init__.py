@@ -1,0 +1,28 @@
+"""Stage 1: teacher-student organ pseudo-labels for the PET-CT set (``anato pseudolabel``).
+
+1. **Teacher.** A small residual 3D UNet (:class:`~anatoseg.stage1.net.OrganUNet`)
+   is trained on a labelled CT organ set (source domain: TotalSegmentator format,
+   or the phantom's ``--domain diagnostic``), CT only.
+2. **Pseudo-labels.** The teacher labels the CTs of the PET-CT set (target
+   domain: other noise, resolution and contrast) and gives each voxel a
+   confidence, its softmax probability.
+3. **Student.** Starts from the teacher's weights, reads CT + PET (PET weights
+   start at zero), and is trained on the target set against the pseudo-labels
+   whose confidence reaches ``student.threshold`` (other voxels are ignored), on
+   strongly augmented patches, with an EMA mean-teacher consistency loss.
+4. **Output.** The mean teacher labels every target case; label maps go on the
+   PET grid with per-organ confidence JSON files, and the model is saved for
+   ``anato predict`` (:func:`predict_organs`). With ground-truth organs, the
+   report gives the organ Dice of teacher, student and mean teacher.
+
+Everything runs on a working grid (default 4 mm) cropped to the body.
+Public API: :func:`run_pseudolabel`, :func:`load_organ_model`,
+:func:`predict_organs`, :class:`Stage1Config`, :func:`build_config`.
+"""
+
+from anatoseg.stage1.model import OrganModel, load_organ_model, predict_organs, save_organ_model
+from anatoseg.stage1.pseudolabel import report_text, run_pseudolabel
+from anatoseg.stage1.settings import Stage1Config, build_config
+
+__all__ = ["OrganModel", "Stage1Config", "build_config", "load_organ_model", "predict_organs", "report_text",
+           "run_pseudolabel", "save_organ_model"]

@@ -1,0 +1,190 @@
+"""Stage 1 end to end: teacher, pseudo-labels, student, organ label maps and the Dice report.
+
+:func:`run_pseudolabel` writes, into ``OUT`` (all at once: the folder appears
+complete or not at all):
+
+- ``<case_id>.nii.gz``: uint8 organ ids of :data:`anatoseg.data.labels.ORGANS`
+  on the case's PET grid exactly as stored in its SUV file (shape and affine), the
+  layout ``anato train --organs OUT`` / ``anato predict --organs OUT`` read;
+- ``<case_id>.json``: per-organ confidence of that map,
+  ``{"case", "organs": {name: {"id", "voxels", "volume_ml", "confidence"}}}``
+  where ``confidence`` is the mean softmax probability of the organ over the
+  voxels labelled with it (None for an organ with no voxel);
+- ``report.json``: organ Dice of the teacher, the student and the student's
+  mean teacher (EMA) against the ground-truth organs where the target cases have
+  them, the gain over the teacher, pseudo-label statistics, timings, the config;
+- ``stage1.pt``: the output model (the EMA weights; see :mod:`anatoseg.stage1.model`),
+  unless another path is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from anatoseg.data.atomic import atomic_dir
+from anatoseg.data.labels import ORGAN_NAMES
+from anatoseg.data.nifti import save_nifti, spacing_of
+from anatoseg.data.resample import resample_to_grid
+from anatoseg.errors import AnatoError
+from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_preprocessing
+from anatoseg.stage1.filtering import class_thresholds, trusted_voxels
+from anatoseg.stage1.infer import organ_confidence, segment
+from anatoseg.stage1.model import save_organ_model
+from anatoseg.stage1.net import OrganUNet
+from anatoseg.stage1.report import format_table, organ_dice, summarise
+from anatoseg.stage1.settings import Stage1Config
+from anatoseg.stage1.train import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
+
+MODEL_NAME = "stage1.pt"
+REPORT_NAME = "report.json"
+MODELS = ("teacher", "student", "mean_teacher")
+OUTPUT_MODEL = "mean_teacher"
+
+
+def _check_out(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    resolved = out.resolve()
+    for path in inputs:
+        if resolved == path.resolve() or resolved in path.resolve().parents:
+            raise AnatoError("output folder would contain the input data; choose another folder", out)
+    if out.exists() and not out.is_dir():
+        raise AnatoError("exists and is not a folder", out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise AnatoError("exists and is not empty; pass --overwrite to replace it", out)
+
+
+def _segment(net: OrganUNet, image: np.ndarray, config: Stage1Config, device) -> tuple[np.ndarray, np.ndarray]:
+    return segment(net, image, divisor=net.divisor, slab=config.data.slab, margin=config.data.slab_margin,
+                   device=device)
+
+
+def _pseudo_label_stats(cases: list[Stage1Case], pseudo: list[PseudoLabels], thresholds: np.ndarray) -> dict:
+    """Per-class thresholds, share of working-grid voxels kept, and (with ground truth) the voxel
+    accuracy of the kept and of the dropped pseudo-labels."""
+    kept = total = 0
+    right = {"kept": 0, "dropped": 0}
+    seen = {"kept": 0, "dropped": 0}
+    for case, p in zip(cases, pseudo, strict=True):
+        mask = p.trusted
+        kept += int(mask.sum())
+        total += mask.size
+        if case.work.organs is not None:
+            correct = p.labels == case.work.organs
+            for name, part in (("kept", mask), ("dropped", ~mask)):
+                right[name] += int(correct[part].sum())
+                seen[name] += int(part.sum())
+    return {"thresholds": {ORGAN_NAMES[k]: round(float(t), 3) for k, t in enumerate(thresholds)},
+            "kept_fraction": kept / max(total, 1),
+            **{f"accuracy_{name}": (right[name] / seen[name] if seen[name] else None) for name in seen}}
+
+
+def run_pseudolabel(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike,
+                    config: Stage1Config, *, model_path: str | os.PathLike | None = None,
+                    overwrite: bool = False, device: str | torch.device = "cpu") -> dict:
+    """Run stage 1 (see the module docstring for what is written); returns the report dict.
+
+    ``source``: the labelled CT organ set (:func:`~anatoseg.stage1.data.load_source`);
+    ``target``: the PET-CT set to label. ``model_path``: where the model goes
+    (default ``OUT/stage1.pt``). Raises AnatoError for missing inputs, a source
+    without organ labels, or a non-empty ``out`` without ``overwrite``.
+    """
+    out, source, target = Path(out), Path(source), Path(target)
+    _check_out(out, [source, target], overwrite)
+    timings: dict[str, float] = {}
+    start = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    params = make_preprocessing(config.data.spacing)
+    source_cases = load_source(source, params)
+    lap("load_source")
+    teacher = train_teacher(source_cases, config, device)
+    del source_cases
+    lap("teacher")
+    target_cases = load_target(target, params)
+    lap("load_target")
+    raw = [_segment(teacher, c.work.image[:1], config, device)
+           for c in tqdm(target_cases, desc="pseudo-labels", unit="case")]
+    thresholds = class_thresholds([r[0] for r in raw], [r[1] for r in raw], NUM_CLASSES,
+                                  config.student.threshold, config.student.class_fraction)
+    pseudo = [PseudoLabels(labels, conf, trusted_voxels(labels, conf, thresholds)) for labels, conf in raw]
+    del raw
+    lap("pseudo_labels")
+    student, ema = train_student(target_cases, pseudo, teacher, config, device)
+    lap("student")
+
+    use_pet = config.student.use_pet
+    per_case = {name: {} for name in MODELS}
+    with atomic_dir(out) as tmp:
+        for case, p in zip(tqdm(target_cases, desc="writing", unit="case"), pseudo, strict=True):
+            image = student_channels(case.work.image, use_pet)
+            predictions = {"teacher": p.labels,
+                           "student": _segment(student, image, config, device)[0]}
+            labels, confidence = _segment(ema, image, config, device)
+            predictions["mean_teacher"] = labels
+            if case.truth is not None:
+                for name, pred in predictions.items():
+                    per_case[name][case.case_id] = organ_dice(case.work.restore(pred, order=0), case.truth)
+            final = resample_to_grid(labels, case.work.affine, case.output_shape, case.output_affine, order=0,
+                                     dtype=np.uint8)
+            final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
+                                          order=0, fill=1.0)
+            save_nifti(tmp / f"{case.case_id}.nii.gz", final, case.output_affine, dtype=np.uint8)
+            voxel_ml = float(np.prod(spacing_of(case.output_affine))) / 1000.0
+            record = {"case": case.case_id, "model": OUTPUT_MODEL,
+                      "organs": organ_confidence(final, final_conf, voxel_ml)}
+            (tmp / f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
+        lap("predict_write")
+        dice = ({name: summarise(per_case[name]) for name in MODELS} if per_case["teacher"] else None)
+        report = {
+            "source": str(source), "target": str(target), "n_target_cases": len(target_cases),
+            "output_model": OUTPUT_MODEL,
+            "dice": dice,
+            "gain_over_teacher": None if dice is None else {
+                name: dice[name]["mean_dice"] - dice["teacher"]["mean_dice"] for name in MODELS[1:]},
+            "dice_per_case": per_case if dice is not None else None,
+            "pseudo_labels": _pseudo_label_stats(target_cases, pseudo, thresholds),
+            "config": config.to_dict(),
+        }
+        summary = None if dice is None else {name: dice[name]["mean_dice"] for name in MODELS}
+        save_organ_model(tmp / MODEL_NAME if model_path is None else model_path, ema, config, params, summary)
+        report["model"] = str(out / MODEL_NAME if model_path is None else model_path)
+        report["seconds"] = {**timings, "total": round(time.perf_counter() - start, 2)}
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def report_text(report: dict) -> str:
+    """The report as terminal text: the Dice table (when there was ground truth) and the gains."""
+    lines = []
+    stats = report["pseudo_labels"]
+    kept = (f"pseudo-labels: {100 * stats['kept_fraction']:.1f}% of voxels kept (per-class confidence thresholds "
+            f"{min(stats['thresholds'].values()):.2f}..{max(stats['thresholds'].values()):.2f})")
+    if stats["accuracy_kept"] is not None:
+        kept += (f" (voxel accuracy {stats['accuracy_kept']:.3f} kept vs "
+                 f"{_fmt(stats['accuracy_dropped'])} dropped)")
+    if report["dice"] is None:
+        lines.append("no ground-truth organs in the target set: Dice not measured")
+    else:
+        lines.append(f"organ Dice on the target domain ({report['n_target_cases']} cases):")
+        lines.append(format_table(report["dice"]))
+        gain = report["gain_over_teacher"]
+        lines.append("gain over the teacher: " + ", ".join(f"{name} {gain[name]:+.3f}" for name in gain))
+    lines.append(kept)
+    lines.append(f"output model ({report['output_model']}): {report['model']}; "
+                 f"{report['seconds']['total']:.1f} s in all")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

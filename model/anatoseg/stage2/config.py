@@ -1,0 +1,125 @@
+"""Stage-2 run configuration (``anato pretrain``), in the same dataclass/YAML/``--set`` system as stage 3.
+
+Sections ``model``, ``augment`` and ``optim`` are stage 3's own
+(:class:`anatoseg.config.ModelConfig`, :class:`~anatoseg.config.AugmentConfig`,
+:class:`~anatoseg.config.OptimConfig`), so a pretraining config names the network
+exactly as the stage-3 config that will load it. Example file::
+
+    model: {preset: tiny}
+    mask: {patch_size: [16, 16, 16], ratio: 0.7}
+    loss: {cross: false, temperature: 0.2}
+    train: {steps: 300, batch_size: 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anatoseg.config import OPTIMIZERS, SCHEDULES, AugmentConfig, ModelConfig, OptimConfig, merge
+from anatoseg.errors import ConfigError
+from anatoseg.stage2.masking import check_crop
+from anatoseg.train.model import net_config
+
+#: The architectures with separate PET and CT encoders (``anato train --arch``).
+ENCODER_ARCHS = ("anatoseg", "anatoseg_noprompt")
+
+
+@dataclass
+class CropConfig:
+    """Random training crops. Sizes are (Z, Y, X) in voxels, spacing in mm."""
+
+    size: tuple[int, int, int] = (64, 64, 64)  # multiples of the mask patch and of the network divisor
+    spacing: tuple[float, float, float] | None = None  # None: the fingerprint's median spacing
+
+
+@dataclass
+class MaskConfig:
+    """The random patch mask, one per sample, shared by PET and CT."""
+
+    patch_size: tuple[int, int, int] = (16, 16, 16)
+    ratio: float = 0.7  # fraction of patches masked
+
+
+@dataclass
+class ObjectiveConfig:
+    """Loss terms (each can be switched off), their weights, and the heads that produce them."""
+
+    intra: bool = True  # reconstruct PET from PET features, CT from CT features
+    cross: bool = True  # reconstruct CT from PET features, PET from CT features
+    align: bool = True  # InfoNCE between PET and CT tokens at the same positions
+    intra_weight: float = 1.0
+    cross_weight: float = 1.0
+    align_weight: float = 1.0
+    temperature: float = 0.1  # InfoNCE temperature
+    # Per-patch targets are (t - mean) / sqrt(var + eps). Inputs are z-scored, so MAE's 1e-6 would blow the
+    # noise of flat patches (air, homogeneous tissue) up to unit variance; 1e-2 keeps such targets near 0.
+    target_eps: float = 1e-2
+    decoder_hidden: int = 64  # width of each light reconstruction decoder
+    proj_dim: int = 64  # shared latent space of the alignment projections
+
+
+@dataclass
+class PretrainRunConfig:
+    steps: int = 200
+    batch_size: int = 2
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    log_every: int = 1  # a CSV row (mean of the steps since the last one) every this many steps
+    ckpt_every: int = 100  # rewrite encoders.pt every this many steps (and at the end)
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    loss: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(schedule="cosine", warmup_steps=10))
+    train: PretrainRunConfig = field(default_factory=PretrainRunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PretrainConfig:
+        return merge(cls(), values)
+
+    def validate(self) -> PretrainConfig:
+        """Check every value, the crop against the network and the mask patch included."""
+        if self.model.arch not in ENCODER_ARCHS:
+            raise ConfigError(f"pretraining trains the PET/CT encoders of {' and '.join(ENCODER_ARCHS)}; "
+                              f"model.arch {self.model.arch!r} has none")
+        loss = self.loss
+        if not (loss.intra or loss.cross or loss.align):
+            raise ConfigError("every pretraining loss is switched off (loss.intra, loss.cross, loss.align); "
+                              "keep at least one")
+        for name in ("intra_weight", "cross_weight", "align_weight"):
+            if getattr(loss, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(loss, name)}")
+        for name in ("temperature", "target_eps"):
+            if getattr(loss, name) <= 0:
+                raise ConfigError(f"loss.{name} must be > 0, got {getattr(loss, name)}")
+        for name in ("decoder_hidden", "proj_dim"):
+            if getattr(loss, name) < 1:
+                raise ConfigError(f"loss.{name} must be >= 1, got {getattr(loss, name)}")
+        if not 0 < self.mask.ratio < 1:
+            raise ConfigError(f"mask.ratio must lie strictly between 0 and 1, got {self.mask.ratio}")
+        if min(self.mask.patch_size) < 1 or min(self.crop.size) < 1:
+            raise ConfigError(f"mask.patch_size and crop.size must be positive, got {self.mask.patch_size} "
+                              f"and {self.crop.size}")
+        check_crop(self.crop.size, self.mask.patch_size, net_config(self.model).divisor)
+        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if getattr(self.train, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self.train, name)}")
+        if self.optim.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.optim.name!r}")
+        if self.optim.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, "
+                              f"got {self.optim.schedule!r}")
+        return self

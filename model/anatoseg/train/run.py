@@ -1,0 +1,100 @@
+"""``anato train`` as a function: find the cases, fingerprint them, resolve the config, train.
+
+Config precedence (lowest first): dataclass defaults, dataset-fingerprint defaults
+(or, with ``resume``, the config stored in ``checkpoint.pt``), the config file,
+then the ``section.key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from anatoseg.checkpoint import check_same_network, load_checkpoint
+from anatoseg.config import Config, apply_overrides, defaults_from_fingerprint, load_file, merge
+from anatoseg.data.case import load_case
+from anatoseg.data.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
+from anatoseg.data.layouts import find_cases
+from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.train import distributed as D
+from anatoseg.train.loop import CHECKPOINT_NAME, TrainResult, train
+from anatoseg.train.model import divisor, net_config, net_dict
+
+FINGERPRINT_NAME = "fingerprint.json"
+
+
+def resolve_config(fingerprint: dict, config_file: str | os.PathLike | None = None,
+                   overrides: Sequence[str] = (), resume: dict | None = None) -> Config:
+    """The run's config (module docstring). With ``resume``, the network and optimiser must stay
+    those of the checkpoint (ConfigError naming the differences otherwise)."""
+    file_values = load_file(config_file) if config_file is not None else {}
+    if resume is not None:
+        base = Config.from_dict(resume["meta"]["config"])
+    else:
+        # The patch-size default depends on the network (divisor, budget), which the file or
+        # the overrides may choose: resolve the model section first.
+        model = apply_overrides(merge(Config(), file_values), overrides).model
+        base = merge(Config(), defaults_from_fingerprint(fingerprint, model.preset, divisor(model)))
+    config = apply_overrides(merge(base, file_values), overrides).validate()
+    if resume is not None:
+        check_same_network(resume["meta"], config.model.arch, net_dict(net_config(config.model)), "--resume")
+        stored = base.optim.name
+        if config.optim.name != stored:
+            raise ConfigError(f"--resume: the checkpoint was trained with optimiser {stored!r}, "
+                              f"not {config.optim.name!r}")
+    return config
+
+
+def _fingerprint(cases, out: Path, path: str | os.PathLike | None, ctx: D.DistContext, progress: bool) -> dict:
+    if path is not None:
+        return load_fingerprint(path)
+    target = out / FINGERPRINT_NAME
+    if ctx.is_main and not target.is_file():
+        from tqdm.auto import tqdm
+
+        stream = (load_case(files) for files in tqdm(cases, desc="fingerprint", unit="case",
+                                                     disable=not progress, leave=False))
+        save_fingerprint(compute_fingerprint(stream), target)
+    D.barrier(ctx)
+    return load_fingerprint(target)
+
+
+def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: str | os.PathLike | None = None,
+              overrides: Sequence[str] = (), init: str | os.PathLike | None = None,
+              organs_dir: str | os.PathLike | None = None, organ_model: str | os.PathLike | None = None,
+              resume: bool = False, stop_at: int | None = None, fingerprint: str | os.PathLike | None = None,
+              layout: str | None = None, device: str | None = None, progress: bool = True) -> TrainResult:
+    """Train a stage-3 model on the dataset ``data`` into the run folder ``out`` (see :mod:`.loop`).
+
+    ``fingerprint``: a fingerprint JSON to use; by default ``out/fingerprint.json``,
+    computed from the cases on first use. Under ``torchrun`` this runs DDP.
+    """
+    out = Path(out)
+    ctx = D.setup(device)
+    try:
+        cases = find_cases(data, layout=layout)
+        if not cases:
+            raise AnatoError("no cases found", data)
+        checkpoint = None
+        if not resume and (out / CHECKPOINT_NAME).exists():
+            raise AnatoError("already holds a run (checkpoint.pt): continue it with --resume, or train into "
+                             "another folder", out)
+        if resume:
+            checkpoint = load_checkpoint(out / CHECKPOINT_NAME, kind="stage3")
+            if "train_state" not in checkpoint:
+                raise ConfigError("checkpoint has no training state to resume from", out / CHECKPOINT_NAME)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        fp = _fingerprint(cases, out, fingerprint, ctx, progress)
+        config = resolve_config(fp, config_file, overrides, checkpoint)
+        if organ_model is not None:
+            organ_model = str(Path(organ_model).resolve())
+            if not Path(organ_model).is_file():
+                raise AnatoError("stage-1 organ model not found", organ_model)
+        elif checkpoint is not None:
+            organ_model = checkpoint["meta"].get("organ_model")
+        return train(config, cases, out, fingerprint=fp, ctx=ctx, resume=checkpoint, init=init,
+                     organs_dir=organs_dir, organ_model=organ_model, stop_at=stop_at, progress=progress)
+    finally:
+        D.teardown(ctx)

@@ -1,0 +1,158 @@
+"""Training patches: lesion-oversampled crops plus MONAI augmentation, as a pure function of the step.
+
+Sample ``i`` of the global batch at step ``s`` is drawn with
+``numpy.random.default_rng([seed, s, i])`` — case, crop position and every
+augmentation parameter. Batches therefore do not depend on how many DDP
+processes share them, on DataLoader workers, or on whether the run was resumed:
+restoring ``step`` restores the data stream exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAffined,
+    RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from scipy import ndimage
+
+from anatoseg.config import AugmentConfig
+
+
+@dataclass
+class TrainVolume:
+    """One preprocessed case held in memory.
+
+    ``image``: ``(2, Z, Y, X)`` float32, channels [PET, CT], normalised.
+    ``label``: ``(Z, Y, X)`` uint8 lesion mask (0/1).
+    ``organs``: ``(Z, Y, X)`` uint8 organ ids, or ``None``.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    organs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 4 or self.image.shape[0] != 2:
+            raise ValueError(f"{self.name}: image must be (2, Z, Y, X), got {self.image.shape}")
+        if self.label.shape != self.image.shape[1:]:
+            raise ValueError(f"{self.name}: label shape {self.label.shape} != image {self.image.shape[1:]}")
+        if self.organs is not None and self.organs.shape != self.label.shape:
+            raise ValueError(f"{self.name}: organs shape {self.organs.shape} != image {self.image.shape[1:]}")
+        components, count = ndimage.label(self.label > 0)
+        flat = np.flatnonzero(components)
+        ids = components.ravel()[flat]
+        order = np.argsort(ids, kind="stable")
+        #: ``(N, 3)`` int32 lesion voxel coordinates, grouped by connected component.
+        self.lesion_voxels = np.stack(np.unravel_index(flat[order], self.label.shape), axis=1).astype(np.int32)
+        sizes = np.bincount(ids, minlength=count + 1)[1:]
+        #: offsets into ``lesion_voxels``: component k is rows ``[starts[k], starts[k + 1])``.
+        self.component_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    @property
+    def num_lesions(self) -> int:
+        return len(self.component_starts) - 1
+
+
+def make_augmentation(config: AugmentConfig, with_organs: bool) -> Compose:
+    """MONAI dict transforms on ``image (2, *P)``, ``label (1, *P)``, ``organs (1, *P)``."""
+    keys = ["image", "label"] + (["organs"] if with_organs else [])
+    nearest = ["nearest"] * (len(keys) - 1)
+    angle = np.deg2rad(config.rotate_deg)
+    return Compose([
+        *(RandFlipd(keys, prob=config.flip_prob, spatial_axis=axis) for axis in range(3)),
+        RandAffined(keys, prob=config.affine_prob, rotate_range=(angle, angle, angle),
+                    scale_range=(config.scale,) * 3, mode=["bilinear", *nearest],
+                    padding_mode=["border", *(["zeros"] * len(nearest))]),
+        RandScaleIntensityd("image", factors=config.intensity_scale, prob=config.intensity_prob,
+                            channel_wise=True),
+        RandShiftIntensityd("image", offsets=config.intensity_shift, prob=config.intensity_prob,
+                            channel_wise=True),
+    ])
+
+
+def crop_start(centre: int, size: int, patch: int) -> int:
+    """Start of a ``patch``-long crop centred at ``centre`` and kept inside ``[0, size)`` where it fits."""
+    return int(min(max(centre - patch // 2, 0), max(size - patch, 0)))
+
+
+def crop(volume: TrainVolume, start: Sequence[int], patch: Sequence[int]):
+    """``(image (2, *patch), label (1, *patch), organs (1, *patch) | None)`` copies from ``start``;
+    the image is edge-padded, the labels zero-padded where the volume is smaller than the patch."""
+    region = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+    image = np.array(volume.image[(slice(None), *region)])  # writable copies, also of read-only memory maps
+    label = np.array(volume.label[region][None])
+    organs = None if volume.organs is None else np.array(volume.organs[region][None])
+    pad = [(0, p - n) for p, n in zip(patch, label.shape[1:], strict=True)]
+    if any(after for _, after in pad):
+        image = np.pad(image, [(0, 0), *pad], mode="edge")
+        label = np.pad(label, [(0, 0), *pad])
+        organs = None if organs is None else np.pad(organs, [(0, 0), *pad])
+    return image, label, organs
+
+
+class PatchBatches(torch.utils.data.Dataset):
+    """``dataset[step]`` is this process's share of the global batch of that step.
+
+    Returns ``{"image": (b, 2, *P) float32, "label": (b, 1, *P) float32,
+    "organs": (b, *P) int64}`` (``organs`` only when ``use_organs``), where
+    ``b = batch_size // world_size`` and this rank holds samples
+    ``[rank * b, (rank + 1) * b)`` of the global batch.
+    """
+
+    def __init__(self, volumes: Sequence[TrainVolume], patch_size: Sequence[int], *, batch_size: int,
+                 lesion_fraction: float, augment: AugmentConfig, seed: int, use_organs: bool,
+                 rank: int = 0, world_size: int = 1, steps: int):
+        if not volumes:
+            raise ValueError("no training volumes")
+        if use_organs and any(v.organs is None for v in volumes):
+            missing = next(v.name for v in volumes if v.organs is None)
+            raise ValueError(f"{missing}: the network uses organ prompts but this case has no organ labels")
+        self.volumes = list(volumes)
+        self.patch = tuple(int(p) for p in patch_size)
+        self.per_rank = batch_size // world_size
+        self.rank = rank
+        self.lesion_fraction = lesion_fraction
+        self.seed = seed
+        self.use_organs = use_organs
+        self.steps = steps
+        self.augment = make_augmentation(augment, use_organs)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def sample(self, step: int, index: int) -> dict[str, np.ndarray]:
+        """Sample ``index`` of the global batch at ``step``: a crop and its augmentation."""
+        rng = np.random.default_rng([self.seed, step, index])
+        volume = self.volumes[int(rng.integers(len(self.volumes)))]
+        shape = volume.label.shape
+        if volume.num_lesions and rng.random() < self.lesion_fraction:
+            k = int(rng.integers(volume.num_lesions))
+            row = int(rng.integers(volume.component_starts[k], volume.component_starts[k + 1]))
+            centre = volume.lesion_voxels[row]
+            start = [crop_start(int(c), s, p) for c, s, p in zip(centre, shape, self.patch, strict=True)]
+        else:
+            start = [int(rng.integers(max(s - p, 0) + 1)) for s, p in zip(shape, self.patch, strict=True)]
+        image, label, organs = crop(volume, start, self.patch)
+        item = {"image": image, "label": label.astype(np.float32)}
+        if self.use_organs:
+            item["organs"] = organs.astype(np.float32)
+        self.augment.set_random_state(seed=int(rng.integers(2**31)))
+        out = self.augment(item)
+        return {key: np.asarray(value) for key, value in out.items()}
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        samples = [self.sample(step, self.rank * self.per_rank + i) for i in range(self.per_rank)]
+        batch = {"image": torch.from_numpy(np.stack([s["image"] for s in samples]).astype(np.float32)),
+                 "label": torch.from_numpy(np.stack([s["label"] for s in samples]).astype(np.float32))}
+        if self.use_organs:
+            batch["organs"] = torch.from_numpy(np.stack([s["organs"][0] for s in samples])).round().long()
+        return batch

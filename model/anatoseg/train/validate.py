@@ -1,0 +1,43 @@
+"""Validation during training: sliding-window Dice on held-out preprocessed cases."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from torch import nn
+
+from anatoseg.config import InferConfig
+from anatoseg.inference.sliding_window import sliding_window_probability
+from anatoseg.train.distributed import DistContext, all_sum
+from anatoseg.train.sampling import TrainVolume
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Foreground Dice of two boolean arrays of one shape (NaN when both are empty)."""
+    overlap = np.logical_and(pred, truth).sum()
+    total = pred.sum() + truth.sum()
+    return float(2 * overlap / total) if total else math.nan
+
+
+def validate(net: nn.Module, volumes: Sequence[TrainVolume], patch_size: Sequence[int], infer: InferConfig,
+             ctx: DistContext, *, amp: bool, use_organs: bool) -> float:
+    """Mean Dice over the validation cases that contain lesions (NaN if none do).
+
+    Each process takes every ``world_size``-th case; the sums are all-reduced.
+    ``net`` is the bare module (not the DDP wrapper); it is put back in training mode.
+    """
+    net.eval()
+    total, count = 0.0, 0.0
+    for volume in volumes[ctx.rank::ctx.world_size]:
+        if not volume.num_lesions:
+            continue
+        prob = sliding_window_probability(net, volume.image, patch_size, organs=volume.organs if use_organs else None,
+                                          overlap=infer.overlap, sigma_scale=infer.sigma_scale,
+                                          batch_size=infer.batch_size, device=ctx.device, amp=amp)
+        total += dice(prob.numpy() >= 0.5, np.asarray(volume.label) > 0)
+        count += 1
+    net.train()
+    total, count = all_sum(ctx, [total, count])
+    return total / count if count else math.nan
