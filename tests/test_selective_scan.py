@@ -2,7 +2,8 @@
 
 Triton runs through the interpreter here (about 0.05 ms per scanned element), so
 its shapes are the smallest that still cover several chunks (16 steps each in
-the interpreter), partial last chunks, odd channel counts and every order kind.
+the interpreter, and in the C++ kernels through a fixture), partial last chunks,
+odd channel counts and every order kind.
 """
 
 import pytest
@@ -17,6 +18,12 @@ from kernel_testing import assert_rel_close, backend_cases, rel_err
 
 CASES = backend_cases("selective_scan3d")
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@pytest.fixture(autouse=True)
+def _short_cpu_chunks(monkeypatch):
+    """The C++ kernels checkpoint every 16 steps here (256 by default), so that every test crosses chunks."""
+    monkeypatch.setattr(cpu_backend, "CHUNK", 16)
 
 
 def _inputs3d(b, k, d, length, n, dtype, device, optional=True, softplus=True):
@@ -244,7 +251,7 @@ def test_cpu_instruction_sets_agree(device, backend, isa, monkeypatch):
 @pytest.mark.parametrize("device, backend", CPU_ONLY)
 def test_cpu_many_chunks_and_phases(device, backend, monkeypatch):
     """Odd chunk length and a sequence spanning two synchronisation phases of the C++ kernels."""
-    monkeypatch.setattr(cpu_backend, "CHUNK", 16)  # phases of 65536 / (B·G·N·16) = 32 chunks, 512 steps
+    # chunks of 16 (the fixture): phases of 65536 / (B·G·N·16) = 32 chunks, 512 steps
     spatial, orders = (1, 1, 600), ("-zyx", "zyx")
     inputs = _leaves(_inputs3d(8, 2, 2, 600, 16, torch.float32, "cpu"))
     out = _run3d(inputs, spatial, orders, True, "cpu")

@@ -8,14 +8,13 @@
 // geometry (K, 7) int64 and every other buffer are contiguous, in the accumulation dtype acc_t (float, or
 // double for float64 inputs). out, dz (Bt, Dm, L) are in acc_t too; the caller casts them.
 //
-// Work split: the sequence is walked chunk by chunk (T steps), all threads in step. For each chunk the
-// B and C rows of the chunk are gathered once into (T, N) tiles (n contiguous), then the (b, d) rows are
-// shared among the threads; each thread scans its rows serially over t, vectorised over the N states.
+// Work split: the sequence is walked in phases of a few chunks (T steps each), all threads in step. For
+// each phase the B and C rows are gathered once into (steps, N) tiles (n contiguous), then the (b, d) rows
+// are handed out to the threads one at a time (dynamic: a thread that is descheduled on a shared machine
+// does not hold up the phase); each thread scans its row serially over t, vectorised over the N states.
 // Orders are walked inside one thread's rows, so the sum over orders needs no atomics and is
 // deterministic. The backward recomputes each chunk from its checkpoint; dB and dC (summed over the
-// channels of a group) are reduced per chunk from per-thread partial tiles.
-#include <omp.h>
-
+// channels of a group) are reduced per phase from the partial tiles of fixed blocks of rows.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -358,21 +357,28 @@ struct RowScratch {
 };
 
 // The (steps, N) tiles of B and C of one phase of order k: tiles[((b*G + g)*S + s)*N + n], S = phase steps.
-// A work-shared loop: call from every thread of the team.
+// A work-shared loop over blocks of steps (each thread writes whole cache lines): call from every thread.
 template <typename scalar_t, typename acc_t>
 void gather_tiles(const Problem& p, const Strided<scalar_t>& B, const Strided<scalar_t>& C, int64_t k,
                   const int64_t* pos, int64_t steps, acc_t* tile_b, acc_t* tile_c) {
-  const int64_t rows = p.batch * p.groups * p.n_state, S = p.phase_chunks * p.chunk;
+  constexpr int64_t kStepBlock = 64;
+  const int64_t S = p.phase_chunks * p.chunk, N = p.n_state;
 #pragma omp for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = r % p.n_state, g = (r / p.n_state) % p.groups, b = r / (p.n_state * p.groups);
-    const scalar_t* src_b = B.ptr + b * B.s[0] + k * B.s[1] + g * B.s[2] + n * B.s[3];
-    const scalar_t* src_c = C.ptr + b * C.s[0] + k * C.s[1] + g * C.s[2] + n * C.s[3];
-    acc_t* dst_b = tile_b + (b * p.groups + g) * S * p.n_state + n;
-    acc_t* dst_c = tile_c + (b * p.groups + g) * S * p.n_state + n;
-    for (int64_t s = 0; s < steps; ++s) {
-      dst_b[s * p.n_state] = static_cast<acc_t>(src_b[pos[s] * B.s[4]]);
-      dst_c[s * p.n_state] = static_cast<acc_t>(src_c[pos[s] * C.s[4]]);
+  for (int64_t s0 = 0; s0 < steps; s0 += kStepBlock) {
+    const int64_t s1 = std::min(steps, s0 + kStepBlock);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        acc_t* dst_b = tile_b + (b * p.groups + g) * S * N;
+        acc_t* dst_c = tile_c + (b * p.groups + g) * S * N;
+        for (int64_t n = 0; n < N; ++n) {
+          const scalar_t* src_b = B.ptr + b * B.s[0] + k * B.s[1] + g * B.s[2] + n * B.s[3];
+          const scalar_t* src_c = C.ptr + b * C.s[0] + k * C.s[1] + g * C.s[2] + n * C.s[3];
+          for (int64_t s = s0; s < s1; ++s) {
+            dst_b[s * N + n] = static_cast<acc_t>(src_b[pos[s] * B.s[4]]);
+            dst_c[s * N + n] = static_cast<acc_t>(src_c[pos[s] * C.s[4]]);
+          }
+        }
+      }
     }
   }
 }
@@ -417,7 +423,7 @@ void forward_impl(const Problem& p, const at::Tensor& u_t, const at::Tensor& del
         const Phase phase(p, ph);
         positions(order, phase.start, phase.steps(), row.pos.data());
         gather_tiles(p, B, C, k, row.pos.data(), phase.steps(), tile_b.data(), tile_c.data());
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t b = r / p.dim, d = r % p.dim, grp = d / p.per_group;
           const int64_t bkd = (b * p.orders + k) * p.dim + d;
@@ -467,15 +473,14 @@ void backward_impl(const Problem& p, const at::Tensor& dout_t, const acc_t* dlas
   const int64_t T = p.chunk, N = p.n_state, rows = p.batch * p.dim, L = p.length, S = p.phase_chunks * T;
   const int64_t tile_size = p.batch * p.groups * S * N;
   const int n_threads = at::get_num_threads();
+  // The rows are cut into fixed blocks, each with its own partial dB, dC tiles of a phase, summed in a
+  // fixed order: the result does not depend on which thread ran which block.
+  const int64_t n_blocks = std::min<int64_t>(rows, 4 * static_cast<int64_t>(n_threads));
   std::vector<acc_t> tile_b(tile_size), tile_c(tile_size);
-  // per-thread partial dB, dC tiles of a phase (slots of threads that do not run stay zero)
-  std::vector<acc_t> part_b(static_cast<size_t>(n_threads) * tile_size, acc_t(0)), part_c(part_b.size(), acc_t(0));
+  std::vector<acc_t> part_b(static_cast<size_t>(n_blocks) * tile_size), part_c(part_b.size());
   std::vector<acc_t> dh(rows * N), dA(rows * N), dD(rows), dbias(rows);
 #pragma omp parallel num_threads(n_threads)
   {
-    const int tid = omp_get_thread_num();
-    acc_t* my_b = part_b.data() + static_cast<size_t>(tid) * tile_size;
-    acc_t* my_c = part_c.data() + static_cast<size_t>(tid) * tile_size;
     RowScratch<acc_t> row(p);
     for (int64_t k = 0; k < p.orders; ++k) {
       const ScanOrder order = ScanOrder::from_row(geometry + 7 * k, L);
@@ -489,55 +494,60 @@ void backward_impl(const Problem& p, const at::Tensor& dout_t, const acc_t* dlas
       for (int64_t ph = p.n_phases - 1; ph >= 0; --ph) {
         const Phase phase(p, ph);
         positions(order, phase.start, phase.steps(), row.pos.data());
-        std::fill_n(my_b, tile_size, acc_t(0));
-        std::fill_n(my_c, tile_size, acc_t(0));
         gather_tiles(p, B, C, k, row.pos.data(), phase.steps(), tile_b.data(), tile_c.data());
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t b = r / p.dim, d = r % p.dim, grp = d / p.per_group;
-          const int64_t bkd = (b * p.orders + k) * p.dim + d;
-          const acc_t skip = p.has_d ? Dv[k * p.dim + d] : acc_t(0);
-          const scalar_t* dout_row = dout.ptr + b * dout.s[0] + d * dout.s[1];
-          const scalar_t* z_row = p.has_z ? z.ptr + b * z.s[0] + d * z.s[1] : nullptr;
-          scalar_t* du_row = du_out + bkd * L;
-          scalar_t* ddelta_row = ddelta_out + bkd * L;
-          acc_t* dz_row = p.has_z ? dz_out + r * L : nullptr;
-          acc_t sum_d = 0, sum_bias = 0;
-          for (int64_t c = phase.end_chunk - 1; c >= phase.first_chunk; --c) {
-            const int64_t offset = c * T - phase.start, steps = std::min(T, L - c * T);
-            const int64_t* pos = row.pos.data() + offset;
-            load_row(p, kernels, u, delta, bias, b, k, d, pos, steps, row, p.softplus);
-            for (int64_t t = 0; t < steps; ++t) row.g[t] = static_cast<acc_t>(dout_row[pos[t] * dout.s[2]]);
-            acc_t* gated = row.g.data();  // dL/dy_k: dout, times silu(z) when gated
-            if (p.has_z) {
-              for (int64_t t = 0; t < steps; ++t) row.z[t] = static_cast<acc_t>(z_row[pos[t] * z.s[2]]);
-              kernels.activations(steps, row.z.data(), false, nullptr, row.sig_z.data());
-              for (int64_t t = 0; t < steps; ++t) row.gated[t] = row.g[t] * row.z[t] * row.sig_z[t];
-              gated = row.gated.data();
-            }
-            const int64_t tile = ((b * p.groups + grp) * S + offset) * N;
-            kernels.backward(steps, N, row.dt.data(), row.u.data(), gated, tile_b.data() + tile,
-                             tile_c.data() + tile, A + (k * p.dim + d) * N, ckpt + (bkd * p.n_chunks + c) * N,
-                             dh.data() + r * N, row.hs.data(), row.as.data(), p.has_z ? row.y.data() : nullptr,
-                             row.du.data(), row.ddt.data(), dA.data() + r * N, my_b + tile, my_c + tile);
-            for (int64_t t = 0; t < steps; ++t) {
-              du_row[pos[t]] = static_cast<scalar_t>(row.du[t] + skip * gated[t]);
-              sum_d += gated[t] * row.u[t];
-              const acc_t grad_x =
-                  p.softplus ? (row.x[t] > acc_t(20) ? row.ddt[t] : row.ddt[t] * row.sig_x[t]) : row.ddt[t];
-              ddelta_row[pos[t]] = static_cast<scalar_t>(grad_x);
-              sum_bias += grad_x;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < n_blocks; ++blk) {
+          acc_t* block_b = part_b.data() + static_cast<size_t>(blk) * tile_size;
+          acc_t* block_c = part_c.data() + static_cast<size_t>(blk) * tile_size;
+          std::fill_n(block_b, tile_size, acc_t(0));
+          std::fill_n(block_c, tile_size, acc_t(0));
+          for (int64_t r = blk * rows / n_blocks; r < (blk + 1) * rows / n_blocks; ++r) {
+            const int64_t b = r / p.dim, d = r % p.dim, grp = d / p.per_group;
+            const int64_t bkd = (b * p.orders + k) * p.dim + d;
+            const acc_t skip = p.has_d ? Dv[k * p.dim + d] : acc_t(0);
+            const scalar_t* dout_row = dout.ptr + b * dout.s[0] + d * dout.s[1];
+            const scalar_t* z_row = p.has_z ? z.ptr + b * z.s[0] + d * z.s[1] : nullptr;
+            scalar_t* du_row = du_out + bkd * L;
+            scalar_t* ddelta_row = ddelta_out + bkd * L;
+            acc_t* dz_row = p.has_z ? dz_out + r * L : nullptr;
+            acc_t sum_d = 0, sum_bias = 0;
+            for (int64_t c = phase.end_chunk - 1; c >= phase.first_chunk; --c) {
+              const int64_t offset = c * T - phase.start, steps = std::min(T, L - c * T);
+              const int64_t* pos = row.pos.data() + offset;
+              load_row(p, kernels, u, delta, bias, b, k, d, pos, steps, row, p.softplus);
+              for (int64_t t = 0; t < steps; ++t) row.g[t] = static_cast<acc_t>(dout_row[pos[t] * dout.s[2]]);
+              acc_t* gated = row.g.data();  // dL/dy_k: dout, times silu(z) when gated
               if (p.has_z) {
-                const acc_t sig = row.sig_z[t];
-                const acc_t v = row.g[t] * (row.y[t] + skip * row.u[t]) * sig * (acc_t(1) + row.z[t] * (acc_t(1) - sig));
-                dz_row[pos[t]] = k == 0 ? v : dz_row[pos[t]] + v;
+                for (int64_t t = 0; t < steps; ++t) row.z[t] = static_cast<acc_t>(z_row[pos[t] * z.s[2]]);
+                kernels.activations(steps, row.z.data(), false, nullptr, row.sig_z.data());
+                for (int64_t t = 0; t < steps; ++t) row.gated[t] = row.g[t] * row.z[t] * row.sig_z[t];
+                gated = row.gated.data();
+              }
+              const int64_t tile = ((b * p.groups + grp) * S + offset) * N;
+              kernels.backward(steps, N, row.dt.data(), row.u.data(), gated, tile_b.data() + tile,
+                               tile_c.data() + tile, A + (k * p.dim + d) * N, ckpt + (bkd * p.n_chunks + c) * N,
+                               dh.data() + r * N, row.hs.data(), row.as.data(), p.has_z ? row.y.data() : nullptr,
+                               row.du.data(), row.ddt.data(), dA.data() + r * N, block_b + tile, block_c + tile);
+              for (int64_t t = 0; t < steps; ++t) {
+                du_row[pos[t]] = static_cast<scalar_t>(row.du[t] + skip * gated[t]);
+                sum_d += gated[t] * row.u[t];
+                const acc_t grad_x =
+                    p.softplus ? (row.x[t] > acc_t(20) ? row.ddt[t] : row.ddt[t] * row.sig_x[t]) : row.ddt[t];
+                ddelta_row[pos[t]] = static_cast<scalar_t>(grad_x);
+                sum_bias += grad_x;
+                if (p.has_z) {
+                  const acc_t sig = row.sig_z[t];
+                  const acc_t dsilu = sig * (acc_t(1) + row.z[t] * (acc_t(1) - sig));
+                  const acc_t v = row.g[t] * (row.y[t] + skip * row.u[t]) * dsilu;
+                  dz_row[pos[t]] = k == 0 ? v : dz_row[pos[t]] + v;
+                }
               }
             }
+            dD[r] += sum_d;
+            dbias[r] += sum_bias;
           }
-          dD[r] += sum_d;
-          dbias[r] += sum_bias;
         }
-        // dB, dC of this phase: the sum of the threads' partial tiles, written at the phase's positions
+        // dB, dC of this phase: the sum of the blocks' partial tiles, written at the phase's positions
         const int64_t tile_rows = p.batch * p.groups * N;
 #pragma omp for schedule(static)
         for (int64_t tr = 0; tr < tile_rows; ++tr) {
@@ -545,8 +555,8 @@ void backward_impl(const Problem& p, const at::Tensor& dout_t, const acc_t* dlas
           const int64_t dst = (((bg / p.groups) * p.orders + k) * p.groups + bg % p.groups) * N * L + n * L;
           for (int64_t s = 0; s < phase.steps(); ++s) {
             acc_t sum_b = 0, sum_c = 0;
-            for (int th = 0; th < n_threads; ++th) {
-              const size_t at = static_cast<size_t>(th) * tile_size + (bg * S + s) * N + n;
+            for (int64_t blk = 0; blk < n_blocks; ++blk) {
+              const size_t at = static_cast<size_t>(blk) * tile_size + (bg * S + s) * N + n;
               sum_b += part_b[at];
               sum_c += part_c[at];
             }

@@ -174,7 +174,9 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ScanForwardArgs<T, ac
   __syncthreads();
   const int64_t N = s.n_state, L = s.length;
   for (int64_t c = 0; c < s.n_chunks; ++c) {
-    for (int64_t n = threadIdx.x; n < N; n += kThreads) args.checkpoints[(row.index * s.n_chunks + c) * N + n] = state[n];
+    for (int64_t n = threadIdx.x; n < N; n += kThreads) {
+      args.checkpoints[(row.index * s.n_chunks + c) * N + n] = state[n];
+    }
     int64_t pos[kItems];
     bool valid[kItems];
     acc_t u[kItems], dt[kItems], y[kItems];
