@@ -3,32 +3,20 @@
 //   anatokernels::masked_patch_scatter_cuda(patches, index, out, patch, accumulate)
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
+#include "cuda_dtype.h"
 #include "masked_patch/masked_patch_args.h"
 #include "masked_patch/masked_patch_cuda.h"
 
 namespace anatokernels {
 namespace {
 
-template <typename Fn>
-void dispatch_cuda_dtype(at::ScalarType dtype, Fn&& fn) {
-  switch (dtype) {
-    case at::kFloat: fn(float{}); break;
-    case at::kDouble: fn(double{}); break;
-    case at::kHalf: fn(__half{}); break;
-    case at::kBFloat16: fn(__nv_bfloat16{}); break;
-    default: TORCH_CHECK(false, "masked patch ops support float16/bfloat16/float32/float64, got ", dtype);
-  }
-}
-
 void masked_patch_gather_cuda_op(const at::Tensor& x, const at::Tensor& index, at::Tensor& out,
                                  at::IntArrayRef patch) {
   const PatchGeometry g = masked_patch_geometry(x, index, out, patch, at::kCUDA);
   TORCH_CHECK(out.scalar_type() == x.scalar_type(), "out must have x's dtype");
   const c10::cuda::CUDAGuard guard(x.device());
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto tag) {
+  dispatch_cuda_dtype(x.scalar_type(), "masked patch ops", [&](auto tag) {
     using T = decltype(tag);
     const cudaError_t err = masked_patch_gather_cuda<T>(
         reinterpret_cast<const T*>(x.const_data_ptr()), index.const_data_ptr<int64_t>(),
@@ -44,7 +32,7 @@ void masked_patch_scatter_cuda_op(const at::Tensor& patches, const at::Tensor& i
               "accumulating scatter needs a float32/float64 output");
   const at::Tensor src = patches.scalar_type() == out.scalar_type() ? patches : patches.to(out.scalar_type());
   const c10::cuda::CUDAGuard guard(out.device());
-  dispatch_cuda_dtype(out.scalar_type(), [&](auto tag) {
+  dispatch_cuda_dtype(out.scalar_type(), "masked patch ops", [&](auto tag) {
     using T = decltype(tag);
     const cudaError_t err = masked_patch_scatter_cuda<T>(
         reinterpret_cast<const T*>(src.const_data_ptr()), index.const_data_ptr<int64_t>(),

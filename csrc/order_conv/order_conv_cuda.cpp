@@ -3,25 +3,13 @@
 //   anatokernels::order_conv1d_bwd_cuda(grad, x, weight, bias, geometry, silu, dx, dweight, dbias)
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
+#include "cuda_dtype.h"
 #include "order_conv/order_conv_args.h"
 #include "order_conv/order_conv_cuda.h"
 
 namespace anatokernels {
 namespace {
-
-template <typename Fn>
-void dispatch_cuda_dtype(at::ScalarType dtype, Fn&& fn) {
-  switch (dtype) {
-    case at::kFloat: fn(float{}); break;
-    case at::kDouble: fn(double{}); break;
-    case at::kHalf: fn(__half{}); break;
-    case at::kBFloat16: fn(__nv_bfloat16{}); break;
-    default: TORCH_CHECK(false, "order_conv1d supports float16/bfloat16/float32/float64, got ", dtype);
-  }
-}
 
 template <typename T>
 const T* ptr_or_null(const std::optional<at::Tensor>& t) {
@@ -32,7 +20,7 @@ void order_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight, const 
                            const at::Tensor& geometry, bool silu, at::Tensor& out) {
   const OrderConvShape s = order_conv_shape(x, weight, bias, geometry, {&out}, at::kCUDA);
   const c10::cuda::CUDAGuard guard(x.device());
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto tag) {
+  dispatch_cuda_dtype(x.scalar_type(), "order_conv1d", [&](auto tag) {
     using T = decltype(tag);
     const cudaError_t err = order_conv1d_forward_cuda<T>(
         reinterpret_cast<const T*>(x.const_data_ptr()), reinterpret_cast<const T*>(weight.const_data_ptr()),
@@ -50,7 +38,7 @@ void order_conv1d_bwd_cuda(const at::Tensor& grad, const at::Tensor& x, const at
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor partial = at::empty({s.orders, s.channels, order_conv1d_backward_parts(s), s.width + 1},
                                  dweight.options());
-  dispatch_cuda_dtype(x.scalar_type(), [&](auto tag) {
+  dispatch_cuda_dtype(x.scalar_type(), "order_conv1d", [&](auto tag) {
     using T = decltype(tag);
     using A = typename OrderConvAcc<T>::type;
     const cudaError_t err = order_conv1d_backward_cuda<T>(
