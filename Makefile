@@ -30,8 +30,10 @@ build: $(STAMP)
 test: build
 	ANATO_REQUIRE_EXT=1 TRITON_INTERPRET=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
 
+# The whole method on synthetic phantoms into demo_out/ (replaced on every run).
 demo: build
-	$(VENV)/bin/anato demo
+	rm -rf demo_out
+	$(VENV)/bin/anato demo demo_out
 
 # CPU benchmarks; writes benchmarks/results/<device>-<commit>.json.
 bench: build
