@@ -10,12 +10,14 @@
    start at zero), and is trained on the target set against the pseudo-labels
    whose confidence reaches ``student.threshold`` (other voxels are ignored), on
    strongly augmented patches, with an EMA mean-teacher consistency loss.
-4. **Output.** The mean teacher labels every target case; label maps go on the
-   PET grid with per-organ confidence JSON files, and the model is saved for
-   ``anato predict`` (:func:`predict_organs`). With ground-truth organs, the
-   report gives the organ Dice of teacher, student and mean teacher.
+4. **Output.** The student (its mean-teacher, i.e. EMA, weights) labels every
+   target case; label maps go on the PET grid with per-organ confidence JSON
+   files, and the model is saved for ``anato predict`` (:func:`predict_organs`).
+   With ground-truth organs, the report gives the organ Dice of teacher and
+   student on the target domain.
 
-Everything runs on a working grid (default 4 mm) cropped to the body.
+Everything runs on a working grid (default 4 mm) cropped to the body;
+inference uses sliding windows of the training patch size.
 Public API: :func:`run_pseudolabel`, :func:`load_organ_model`,
 :func:`predict_organs`, :class:`Stage1Config`, :func:`build_config`.
 """

@@ -125,8 +125,10 @@ def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     Contrast × U(0.7, 1.3) and brightness + U(-0.3, 0.3) per channel, Gaussian
     blur (σ ∈ [0.3, 1.2] voxels, half the samples), simulated low resolution
     (down- and upsampling by up to 2, half the samples), Gaussian noise
-    (σ ∈ [0, 0.3]), and one cut-out box of up to a third of each side set to
-    the channel's patch mean.
+    (σ ∈ [0, 0.3]), and a cut-out: per sample and channel, one box of up to half
+    of each side set to the channel's patch mean. The boxes of the CT and the PET
+    channel are placed independently, so where one modality is blanked the other
+    is usually still there and the student has to learn to read both.
     """
     b, c = x.shape[:2]
 
@@ -144,11 +146,12 @@ def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
         small = F.interpolate(out[i:i + 1], scale_factor=1 / factor, mode="trilinear", align_corners=False)
         out[i:i + 1] = F.interpolate(small, size=x.shape[2:], mode="trilinear", align_corners=False)
     out = out + torch.randn(out.shape, generator=generator).to(x) * uniform(0.0, 0.3, b).reshape(b, 1, 1, 1, 1)
+    means = out.mean(dim=(2, 3, 4))
     for i in range(b):
-        size = [int(torch.randint(1, max(2, n // 3 + 1), (1,), generator=generator)) for n in x.shape[2:]]
-        start = [int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip(x.shape[2:], size)]
-        region = tuple(slice(s, s + n) for s, n in zip(start, size))
-        out[(i, slice(None), *region)] = out[i].mean(dim=(1, 2, 3)).reshape(c, 1, 1, 1)
+        for channel in range(c):
+            size = [int(torch.randint(1, max(2, n // 2 + 1), (1,), generator=generator)) for n in x.shape[2:]]
+            start = [int(torch.randint(0, n - s + 1, (1,), generator=generator)) for n, s in zip(x.shape[2:], size)]
+            out[(i, channel, *(slice(s, s + n) for s, n in zip(start, size)))] = means[i, channel]
     return out
 
 

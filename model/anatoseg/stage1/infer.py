@@ -1,41 +1,41 @@
 """Whole-volume organ segmentation with a stage-1 network, and per-organ confidence.
 
-The volume is cut into slabs along Z (``slab`` voxels, plus ``margin`` voxels of
-context on each side that are computed and thrown away), so memory is bounded by
-one slab of activations whatever the body length, and only the label and its
-softmax probability are kept per voxel (no full-volume class probabilities).
+The networks normalise with GroupNorm, whose statistics depend on the extent of
+the input, so inference runs on windows of exactly the training patch size
+(sliding window with Gaussian blending, as nnU-Net does); a forward pass over
+a whole volume would see other statistics than training did. Windows are run
+one Z slab at a time (``slab`` voxels plus half a patch of context on each side,
+computed and thrown away), so memory is bounded by one slab of class scores
+whatever the body length, and only the label and its probability are kept per voxel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 from torch import nn
 
 from anatoseg.data.labels import ORGANS
 
 
-def _pad_to(x: torch.Tensor, divisor: int) -> torch.Tensor:
-    """Replicate-pad ``x`` (B, C, X, Y, Z) at the end of each spatial axis up to a multiple of ``divisor``."""
-    pad = []
-    for n in reversed(x.shape[2:]):
-        pad += [0, (-n) % divisor]
-    return F.pad(x, pad, mode="replicate") if any(pad) else x
-
-
 @torch.no_grad()
-def segment(net: nn.Module, image: np.ndarray, *, divisor: int, slab: int = 64, margin: int = 16,
+def segment(net: nn.Module, image: np.ndarray, *, patch: Sequence[int], overlap: float = 0.5, slab: int = 96,
             device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Organ labels and their confidence for a whole volume.
 
     ``image``: ``(C, X, Y, Z)`` float32, normalised, with the network's channels.
-    ``divisor``: the network's total downsampling. Returns ``labels`` ``(X, Y, Z)``
-    uint8 (argmax class) and ``confidence`` ``(X, Y, Z)`` float32, the softmax
-    probability of that class, in [0, 1].
+    ``patch``: the training patch ``(X, Y, Z)``, used as the window; ``overlap``:
+    window overlap per axis. Volumes smaller than a window are edge-padded, as in
+    training. Returns ``labels`` ``(X, Y, Z)`` uint8 (argmax class) and
+    ``confidence`` ``(X, Y, Z)`` float32, the blended softmax probability of that class, in [0, 1].
     """
     was_training = net.training
     net.eval()
+    patch = [int(p) for p in patch]
+    margin = patch[2] // 2
     size_z = image.shape[-1]
     labels = np.empty(image.shape[1:], dtype=np.uint8)
     confidence = np.empty(image.shape[1:], dtype=np.float32)
@@ -43,8 +43,9 @@ def segment(net: nn.Module, image: np.ndarray, *, divisor: int, slab: int = 64, 
         z1 = min(z0 + slab, size_z)
         lo, hi = max(0, z0 - margin), min(size_z, z1 + margin)
         x = torch.from_numpy(np.ascontiguousarray(image[..., lo:hi], dtype=np.float32))[None].to(device)
-        probs = net(_pad_to(x, divisor)).float().softmax(1)[0, :, : image.shape[1], : image.shape[2], z0 - lo:z1 - lo]
-        best, arg = probs.max(0)
+        logits = sliding_window_inference(x, patch, 2, net, overlap=overlap, mode="gaussian",
+                                          padding_mode="replicate")
+        best, arg = logits[0, ..., z0 - lo:z1 - lo].float().softmax(0).max(0)
         labels[..., z0:z1] = arg.to(torch.uint8).cpu().numpy()
         confidence[..., z0:z1] = best.cpu().numpy()
     net.train(was_training)

@@ -8,10 +8,11 @@ Checkpoint (``torch.load(path, weights_only=True)`` reads it; written atomically
               "widths": [8, 16, 32, 64],         # OrganUNet levels
               "organs": {"1": "brain", ...},     # anatoseg.data.labels.organ_table()
               "preprocessing": "{...}",          # Preprocessing.to_dict() as JSON
-              "slab": 64, "slab_margin": 16,     # inference slabs (working voxels)
+              "patch_size": [48, 48, 48],        # inference windows = training patches (X, Y, Z)
+              "overlap": 0.5, "slab": 96,        # window overlap; Z slab length (working voxels)
               "config": "{...}",                 # the Stage1Config as JSON
               "dice": {...} | None},             # the run's Dice summary, when ground truth existed
-     "model": state_dict}                        # the student's mean-teacher (EMA) weights
+     "model": state_dict}                        # the student (its mean-teacher / EMA weights)
 
 :func:`predict_organs` turns it into organ prompts for a
 :class:`~anatoseg.data.case.Case`; stage 3 calls it when no ``--organs`` folder is given.
@@ -47,16 +48,16 @@ class OrganModel:
     net: OrganUNet
     preprocessing: Preprocessing
     in_channels: int
+    patch_size: tuple[int, int, int]
+    overlap: float
     slab: int
-    slab_margin: int
     meta: dict[str, Any]
 
     def predict(self, case: Case, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """See :func:`predict_organs`."""
         work = preprocess_case(case, self.preprocessing)
-        labels, confidence = segment(self.net.to(device), work.image[: self.in_channels],
-                                     divisor=self.net.divisor, slab=self.slab, margin=self.slab_margin,
-                                     device=device)
+        labels, confidence = segment(self.net.to(device), work.image[: self.in_channels], patch=self.patch_size,
+                                     overlap=self.overlap, slab=self.slab, device=device)
         return (work.restore(labels, order=0, fill=0, dtype=np.uint8),
                 np.clip(work.restore(confidence, order=1, fill=1.0, dtype=np.float32), 0.0, 1.0))
 
@@ -67,7 +68,7 @@ def save_organ_model(path: str | os.PathLike, net: OrganUNet, config: Stage1Conf
     in_channels = net.stem.conv1.in_channels
     meta = {"in_channels": in_channels, "num_classes": net.head.out_channels, "widths": list(config.widths),
             "organs": organ_table(), "preprocessing": json.dumps(preprocessing.to_dict()),
-            "slab": config.data.slab, "slab_margin": config.data.slab_margin,
+            "patch_size": list(config.data.patch_size), "overlap": config.data.overlap, "slab": config.data.slab,
             "config": json.dumps(config.to_dict()), "dice": dice}
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return save_checkpoint(path, {"format": FORMAT, "version": VERSION, "kind": KIND, "meta": meta, "model": state})
@@ -84,7 +85,8 @@ def load_organ_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     load_state_strict(net, checkpoint["model"], path, what="stage-1 model")
     preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
     return OrganModel(net=net.to(device).eval(), preprocessing=preprocessing, in_channels=int(meta["in_channels"]),
-                      slab=int(meta["slab"]), slab_margin=int(meta["slab_margin"]), meta=meta)
+                      patch_size=tuple(int(p) for p in meta["patch_size"]), overlap=float(meta["overlap"]),
+                      slab=int(meta["slab"]), meta=meta)
 
 
 def predict_organs(model: OrganModel | str | os.PathLike, case: Case,

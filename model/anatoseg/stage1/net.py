@@ -22,7 +22,7 @@ class OrganUNet(nn.Module):
     """Residual UNet: (B, in_channels, X, Y, Z) → logits (B, num_classes, X, Y, Z).
 
     ``widths``: channels per level; there are ``len(widths) - 1`` downsamplings by
-    2, so X, Y, Z must be multiples of :attr:`divisor`. Each level has one
+    2, so X, Y, Z must be multiples of ``2 ** (len(widths) - 1)``. Each level has one
     residual block on the way down and one on the way up.
     """
 
@@ -37,7 +37,6 @@ class OrganUNet(nn.Module):
         self.up = nn.ModuleList(DecoderStage(w_in, w_out, w_out)
                                 for w_in, w_out in zip(widths[:0:-1], widths[-2::-1]))
         self.head = nn.Conv3d(widths[0], num_classes, 1)
-        self.divisor = 2 ** (len(widths) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]

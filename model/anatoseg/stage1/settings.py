@@ -29,8 +29,8 @@ class Stage1Data:
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)  # working grid; outputs go back to the PET grid
     patch_size: tuple[int, int, int] = (48, 48, 48)
     batch_size: int = 2
-    slab: int = 64  # inference: Z slab length (working voxels), plus ``slab_margin`` of context each side
-    slab_margin: int = 16
+    overlap: float = 0.5  # inference: sliding windows of patch_size, this overlap per axis ...
+    slab: int = 96  # ... run on Z slabs of this many working voxels (bounded memory)
 
 
 @dataclass
@@ -74,9 +74,9 @@ class Stage1Config:
         if any(p < divisor or p % divisor for p in self.data.patch_size):
             raise ConfigError(f"data.patch_size must be multiples of {divisor} (the network's downsampling), "
                               f"got {self.data.patch_size}")
-        if self.data.slab < divisor or self.data.slab % divisor or self.data.slab_margin < 0:
-            raise ConfigError(f"data.slab must be a multiple of {divisor} and data.slab_margin >= 0, "
-                              f"got {self.data.slab} and {self.data.slab_margin}")
+        if self.data.slab < 1 or not 0 <= self.data.overlap < 1:
+            raise ConfigError(f"data.slab must be >= 1 and data.overlap in [0, 1), "
+                              f"got {self.data.slab} and {self.data.overlap}")
         if min(self.data.spacing) <= 0:
             raise ConfigError(f"data.spacing must be positive, got {self.data.spacing}")
         for name in ("data.batch_size", "teacher.steps", "student.steps"):

@@ -122,10 +122,10 @@ def student_channels(image: np.ndarray, use_pet: bool) -> np.ndarray:
 
 
 def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], teacher: OrganUNet,
-                  config: Stage1Config, device: str | torch.device = "cpu") -> tuple[OrganUNet, OrganUNet]:
+                  config: Stage1Config, device: str | torch.device = "cpu") -> OrganUNet:
     """Train the student on target cases against the trusted voxels of their pseudo-labels (module docstring).
 
-    Returns ``(student, mean_teacher)``, both in eval mode.
+    Returns the student's mean teacher (the EMA weights), in eval mode: the student stage 1 outputs.
     """
     settings = config.student
     torch.manual_seed(config.seed + 2)
@@ -161,4 +161,4 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
         scheduler.step()
         ema_update(ema, student, settings.ema_decay)
         progress.set_postfix(sup=f"{supervised.item():.3f}", cons=f"{consistency.item():.4f}")
-    return student.eval(), ema.eval()
+    return ema.eval()
