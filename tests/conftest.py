@@ -43,3 +43,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored afterwards.
+
+    Small tensors spend most of their time in OpenMP hand-offs with more threads,
+    which is slowest of all on a shared 2-core machine. Opt in per module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from anatoseg.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -23,13 +22,7 @@ from anatoseg.stage1.model import save_organ_model
 from anatoseg.stage1.net import OrganUNet
 from anatoseg.stage1.settings import Stage1Config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(*args):

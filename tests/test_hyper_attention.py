@@ -19,14 +19,7 @@ from kernel_testing import assert_rel_close, backend_cases, rel_err
 CASES = backend_cases("hyper_cross_attention")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation per op, which dominates on a
-    loaded machine (gradcheck makes thousands of small calls)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NAMES = ("x", "k", "v", "w_q", "w_o", "b_q", "b_o")

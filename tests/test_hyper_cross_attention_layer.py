@@ -12,14 +12,7 @@ DIM, PROMPT_DIM, HEADS, RANK = 20, 12, 4, 3
 SPATIAL = (3, 5, 7)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP synchronisation per op, which dominates on a
-    loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(**kw):

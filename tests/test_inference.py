@@ -18,14 +18,7 @@ from anatoseg.data.preprocess import Preprocessing, preprocess_case
 from anatoseg.inference.predict import from_ras, quantise, restore_mask
 from anatoseg.inference.sliding_window import gaussian_1d, sliding_window_probability, window_starts
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small per-window ops: one thread avoids OpenMP hand-offs on the shared 2-core test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ConvLogits(torch.nn.Module):

@@ -15,12 +15,7 @@ SETTINGS = ["model.preset=tiny", "data.patch_size=32,32,32", "train.batch_size=2
             "train.ckpt_every=2", "train.log_every=1", "data.val_cases=0", "augment.affine_prob=0.5"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

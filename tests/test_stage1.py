@@ -33,13 +33,7 @@ TINY = ["widths=4,8,8,8", "data.spacing=12,12,12", "data.patch_size=16,16,16", "
         "data.overlap=0.25", "teacher.steps=3", "student.steps=3", "student.threshold=0.05"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These small convolutions run fastest on one thread (and a loaded shared machine thrashes with more)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,7 @@ CROP, PATCH = (16, 16, 16), (4, 4, 4)
 NO_AUGMENT = {"flip_prob": 0.0, "affine_prob": 0.0, "intensity_prob": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _small_model(**objective) -> PretrainModel:

@@ -30,14 +30,7 @@ from anatoseg.train.optim import LRSchedule, make_loss
 from anatoseg.train.run import resolve_config
 from anatoseg.train.sampling import PatchBatches, TrainVolume
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP hand-offs on the shared 2-core test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FINGERPRINT = {"median_spacing": [2.04, 2.04, 3.0], "median_body_shape": [380, 250, 326],
