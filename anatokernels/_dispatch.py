@@ -6,8 +6,11 @@ tensors only under ``TRITON_INTERPRET=1``), ``cpu`` (C++/OpenMP extension) and
 
 ``auto`` on CPU tensors picks ``cpu`` when the extension is already built, else
 ``reference``. On CUDA tensors it picks the first *verified* backend of the
-op's GPU preference list (a backend that has not passed its tests on a real GPU
-is ``unverified`` and never picked automatically), else ``reference``.
+op's GPU preference list, else ``reference``. Triton kernels count as verified
+by their interpreter tests; a CUDA kernel only on the GPU architectures where
+it has passed its tests on a real GPU (``OpSpec.cuda_verified_on``): elsewhere
+it is ``unverified`` and never picked automatically (``backend="cuda"`` still
+runs it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class OpSpec:
     backends: the backends implemented, in ``BACKENDS`` names.
     extension_ops: per compiled backend, the ``torch.ops.anatokernels`` names it needs.
     unverified: per backend, why it is not yet trusted (e.g. never run on a GPU).
+    cuda_verified_on: compute capabilities (e.g. ``(9, 0)``) on which the ``cuda``
+        backend passed the GPU test suite; on any other GPU it is unverified.
     gpu_preference: order in which ``auto`` tries backends on CUDA tensors.
     """
 
@@ -45,8 +50,13 @@ class OpSpec:
     backends: tuple[str, ...]
     extension_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unverified: dict[str, str] = field(default_factory=dict)
+    cuda_verified_on: tuple[tuple[int, int], ...] = ()
     gpu_preference: tuple[str, ...] = ("triton", "cuda")
 
+
+# Where the csrc CUDA kernels passed ``pytest -m gpu tests`` (all 102 GPU cases): an H100 80GB
+# (sm_90), torch 2.11.0+cu130, triton 3.6.0, 2026-11-24 (benchmarks/results/gpu-h100-2026-11-24.md).
+CUDA_TESTED_ON: tuple[tuple[int, int], ...] = ((9, 0),)
 
 _REGISTRY: dict[str, OpSpec] = {}
 _announced = False
@@ -89,6 +99,11 @@ def availability(spec: OpSpec, backend: str) -> str:
         status = _extension_status(spec, "cuda")
     if status == AVAILABLE and backend in spec.unverified:
         return f"unverified: {spec.unverified[backend]}"
+    if status == AVAILABLE and backend == "cuda":
+        arch = torch.cuda.get_device_capability()
+        if arch not in spec.cuda_verified_on:
+            where = ", ".join(f"sm_{a}{b}" for a, b in spec.cuda_verified_on) or "no GPU"
+            return f"unverified: passed its GPU tests on {where} only, not yet on this sm_{arch[0]}{arch[1]}"
     return status
 
 

@@ -11,6 +11,7 @@ bandwidth and peak memory).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -25,6 +26,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _commit() -> str:
+    if os.environ.get("ANATO_COMMIT"):  # a copy of the tree without .git (e.g. a lent GPU machine)
+        return os.environ["ANATO_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()

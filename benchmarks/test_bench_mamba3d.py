@@ -1,4 +1,4 @@
-"""Mamba3d against the SegMamba-style PyTorch layer, and order_conv1d ``cpu`` against its reference (CPU).
+"""Mamba3d against the SegMamba-style PyTorch layer (CPU), and order_conv1d against its reference (CPU, GPU).
 
     OMP_NUM_THREADS=1 python -m pytest -q benchmarks/test_bench_mamba3d.py --benchmark-columns=median,iqr
 
@@ -19,7 +19,8 @@ on an 8×16×16 volume (2,048 tokens; segmamba_ref is a Python loop over tokens)
 and on 32³ (32,768 tokens; segmamba_ops and mamba3d only). Each baseline row
 records mamba3d's speedup over it and mamba3d's peak memory as a fraction of its
 own, measured in the same run (issue targets: ≥ 3× faster than the SegMamba-style layer at
-≤ 0.5× its peak memory). order_conv1d: B=1, K=3, D=96 over 32³ tokens, W=4.
+≤ 0.5× its peak memory). order_conv1d: K=3, D=96, W=4, fwd+bwd; CPU B=1 over 32³ tokens,
+GPU (``gpu`` marker: reference, triton, cuda) B=2 over 64³.
 """
 
 import pytest
@@ -38,7 +39,7 @@ ORDERS = ("zyx", "-zyx", "yxz")
 LAYER_CASES = [((8, 16, 16), "mamba3d"), ((8, 16, 16), "segmamba_ops"), ((8, 16, 16), "segmamba_ref"),
                ((32, 32, 32), "mamba3d"), ((32, 32, 32), "segmamba_ops")]
 _layer_results: dict[tuple[tuple[int, int, int], str], tuple[float, float]] = {}
-_conv_results: dict[str, float] = {}
+_conv_results: dict[tuple[str, str], float] = {}  # (device, backend) -> median s
 
 
 def _fast_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -75,25 +76,37 @@ def test_mamba3d_layer_cpu(benchmark, spatial, provider):
            **ratios)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_order_conv1d_cpu(benchmark, backend):
-    spatial, k, d, width = (32, 32, 32), 3, 96, 4
+def _order_conv1d(benchmark, device, backend, batch, spatial, rounds):
+    """order_conv1d forward + backward, K=3, D=96, W=4, float32; speedup against the reference when timed."""
+    k, d, width = 3, 96, 4
     length = spatial[0] * spatial[1] * spatial[2]
-    x = torch.randn(1, k, d, length, requires_grad=True)
-    weight = torch.randn(k, d, width, requires_grad=True)
-    bias = torch.randn(k, d, requires_grad=True)
-    grad = torch.randn(1, k, d, length)
+    x = torch.randn(batch, k, d, length, device=device, requires_grad=True)
+    weight = torch.randn(k, d, width, device=device, requires_grad=True)
+    bias = torch.randn(k, d, device=device, requires_grad=True)
+    grad = torch.randn(batch, k, d, length, device=device)
 
     def step():
         x.grad = weight.grad = bias.grad = None
         ak.order_conv1d(x, weight, bias, spatial_shape=spatial, orders=ORDERS, backend=backend).backward(grad)
 
-    bench(benchmark, step, "cpu", rounds=5)
-    _conv_results[backend] = median_s(benchmark)
+    bench(benchmark, step, device, rounds=rounds)
+    _conv_results[device, backend] = median_s(benchmark)
     ratios = {}
-    if backend == "cpu" and "reference" in _conv_results:
-        ratios["speedup_vs_reference"] = round(_conv_results["reference"] / median_s(benchmark), 2)
+    if backend != "reference" and (device, "reference") in _conv_results:
+        ratios["speedup_vs_reference"] = round(_conv_results[device, "reference"] / median_s(benchmark), 2)
     # forward reads x, writes out; backward reads grad and x, writes dx
-    record(benchmark, bytes_moved=5 * x.numel() * x.element_size(), peak_mb=peak_memory_mb(step, "cpu"),
-           kernel="order_conv1d", mode="full", provider=backend, size=f"B1-K{k}-D{d}-32x32x32-W{width}",
-           threads=torch.get_num_threads(), **ratios)
+    record(benchmark, bytes_moved=5 * x.numel() * x.element_size(), peak_mb=peak_memory_mb(step, device),
+           kernel="order_conv1d", mode="full", provider=backend,
+           size=f"B{batch}-K{k}-D{d}-{'x'.join(map(str, spatial))}-W{width}", threads=torch.get_num_threads(),
+           **ratios)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_order_conv1d_cpu(benchmark, backend):
+    _order_conv1d(benchmark, "cpu", backend, 1, (32, 32, 32), rounds=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
+def test_order_conv1d_gpu(benchmark, backend):
+    _order_conv1d(benchmark, "cuda", backend, 2, (64, 64, 64), rounds=30)

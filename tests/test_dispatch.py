@@ -48,15 +48,31 @@ def test_auto_on_cpu_prefers_built_extension():
     assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cpu")) == "cpu"
 
 
-def test_unverified_backend_is_never_auto(monkeypatch):
+def test_cuda_backend_is_auto_only_where_it_passed_on_a_gpu(monkeypatch):
     spec = _dispatch._REGISTRY["masked_patch_gather"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(_dispatch, "_extension_status", lambda s, b: _dispatch.AVAILABLE)
-    assert _dispatch.availability(spec, "cuda").startswith("unverified")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
+    assert _dispatch.availability(spec, "cuda").startswith("unverified: passed its GPU tests on sm_90 only")
     monkeypatch.setattr(_dispatch, "_triton_status", lambda: "triton not installed")
     assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cuda")) == "reference"
     monkeypatch.setattr(_dispatch, "_triton_status", lambda: _dispatch.AVAILABLE)
     assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cuda")) == "triton"
+    assert _dispatch.resolve("masked_patch_gather", "cuda", torch.device("cuda")) == "cuda"  # by name it runs
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert _dispatch.availability(spec, "cuda") == _dispatch.AVAILABLE
+    assert _dispatch.resolve("masked_patch_gather", "auto", torch.device("cuda")) == "cuda"
+
+
+def test_unverified_backend_is_never_auto(monkeypatch):
+    spec = _dispatch.OpSpec(name="toy", package="anatokernels.masked_patch", backends=("reference", "cuda"),
+                            unverified={"cuda": "never run"}, cuda_verified_on=((9, 0),), gpu_preference=("cuda",))
+    monkeypatch.setitem(_dispatch._REGISTRY, "toy", spec)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(_dispatch, "_extension_status", lambda s, b: _dispatch.AVAILABLE)
+    assert _dispatch.availability(spec, "cuda") == "unverified: never run"
+    assert _dispatch.resolve("toy", "auto", torch.device("cuda")) == "reference"
 
 
 def test_triton_failure_on_gpu_falls_back_once(monkeypatch):

@@ -25,7 +25,7 @@ SPEC = _dispatch.register(_dispatch.OpSpec(
     name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
     extension_ops={"cpu": ("order_conv1d_fwd_cpu", "order_conv1d_bwd_cpu"),
                    "cuda": ("order_conv1d_fwd_cuda", "order_conv1d_bwd_cuda")},
-    unverified={"cuda": "not yet run on a GPU"}))
+    cuda_verified_on=_dispatch.CUDA_TESTED_ON, gpu_preference=("cuda", "triton")))
 
 ACTIVATIONS = (None, "silu")
 

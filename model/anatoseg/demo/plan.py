@@ -17,14 +17,15 @@ class DemoPlan:
     train_cases: int  # PET-CT cases for stages 1 (target), 2 and 3
     test_cases: int  # held-out PET-CT cases predicted whole-body
     spacing: float
-    stage1_steps: int  # teacher and student each
+    teacher_steps: int  # stage 1: the CT teacher on the organ set ...
+    student_steps: int  # ... and the student on the PET-CT set
     pretrain_steps: int
     train_steps: int
     patch: tuple[int, int, int]
     val_every: int
 
     def stage1_overrides(self) -> list[str]:
-        return [f"teacher.steps={self.stage1_steps}", f"student.steps={self.stage1_steps}"]
+        return [f"teacher.steps={self.teacher_steps}", f"student.steps={self.student_steps}"]
 
     def pretrain_overrides(self) -> list[str]:
         return [f"train.steps={self.pretrain_steps}", "crop.size=[32,32,32]", "mask.patch_size=[8,8,8]",
@@ -36,7 +37,9 @@ class DemoPlan:
                 f"train.val_every={self.val_every}", "data.val_cases=1"]
 
 
-QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, stage1_steps=15, pretrain_steps=10,
-                 train_steps=15, patch=(32, 32, 32), val_every=15)
-FULL = DemoPlan(organ_cases=4, train_cases=8, test_cases=3, spacing=4.0, stage1_steps=150, pretrain_steps=100,
-                train_steps=300, patch=(32, 64, 64), val_every=100)
+QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, teacher_steps=15, student_steps=15,
+                 pretrain_steps=10, train_steps=15, patch=(32, 32, 32), val_every=15)
+# The teacher needs ~1500 steps (~0.09 s each on 2 cores) to reach a mean organ Dice of ~0.65; fewer
+# leave it labelling little more than the liver and the skeleton.
+FULL = DemoPlan(organ_cases=4, train_cases=8, test_cases=3, spacing=4.0, teacher_steps=1500, student_steps=300,
+                pretrain_steps=100, train_steps=300, patch=(32, 64, 64), val_every=100)
