@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from anatoseg.demo.plan import TRAIN_LR
+
 SEEDS = {"organ_ct": 1101, "train": 2202, "test": 3303}
 VARIANTS = {  # name: (arch, prompts: None | "pseudo" | "gt", stage-2 init)
     "full method": ("anatoseg", "pseudo", True),
@@ -89,6 +91,7 @@ def markdown(results: dict) -> str:
             f"{meta['test_cases']} test cases ({meta['test_positive']} with lesions); mean ± sd over cases; "
             f"Dice, FNV and sensitivity over cases with lesions, FPV over all.",
             f"Budget per variant: {meta['steps']} steps, batch {meta['batch_size']}, patch {meta['patch']}, "
+            f"AdamW lr {meta.get('lr')} (poly decay), "
             f"preset {meta['preset']}, seed {meta['seed']}; {meta['train_cases']} training cases "
             f"({meta['val_cases']} for validation), phantom spacing {meta['spacing']} mm.",
             "Stage 1, mean organ Dice on the training cases: "
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     results["meta"] = {
         "command": " ".join(["python", *(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])]),
         "machine": _machine(device), "steps": args.steps, "batch_size": args.batch_size,
-        "patch": f"{z}×{y}×{x}", "preset": args.preset, "seed": args.seed, "spacing": args.spacing,
+        "patch": f"{z}×{y}×{x}", "lr": args.lr, "preset": args.preset, "seed": args.seed, "spacing": args.spacing,
         "train_cases": args.train_cases, "val_cases": args.val_cases, "test_cases": args.test_cases,
         "seconds": seconds}
 
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
         shutil.rmtree(folder, ignore_errors=True)  # a failed or interrupted attempt starts over
         settings = [f"model.arch={arch}", f"model.preset={args.preset}", f"train.steps={args.steps}",
                     f"train.batch_size={args.batch_size}", f"data.patch_size=[{z},{y},{x}]",
-                    f"train.seed={args.seed}", f"train.val_every={max(1, args.steps // 2)}",
+                    f"train.seed={args.seed}", f"train.val_every={max(1, args.steps // 2)}", f"optim.lr={args.lr}",
                     f"data.val_cases={args.val_cases}"]
         if arch == "anatoseg" and prompts is None:
             settings.append("model.net.use_prompts=false")
@@ -227,6 +230,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("out", help="run folder (created; an existing one is continued)")
     parser.add_argument("--steps", type=int, default=600, help="stage-3 steps of every variant")
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=TRAIN_LR, help="AdamW learning rate of every variant")
     parser.add_argument("--patch", type=int, nargs=3, default=(32, 64, 64), metavar=("Z", "Y", "X"),
                         help="stage-3 patch; divisible by 32 for SwinUNETR")
     parser.add_argument("--preset", default="tiny", choices=("tiny", "base"))

@@ -17,6 +17,7 @@ from anatoseg.config import (
     PATCH_VOXEL_BUDGET,
     AugmentConfig,
     Config,
+    LossConfig,
     apply_overrides,
     defaults_from_fingerprint,
     load_file,
@@ -133,6 +134,18 @@ def test_about_a_third_of_patches_are_centred_on_lesions():
     assert small.sum() > 0.3 * hits.sum()  # the one-voxel lesion is sampled as often as the big one, not by voxel count
 
 
+def test_every_batch_holds_its_share_of_lesion_patches():
+    volume = _volume(shape=(64, 64, 64))
+    batches = PatchBatches([volume], (16, 16, 16), batch_size=2, lesion_fraction=1 / 3, augment=NO_AUGMENT,
+                           seed=0, use_organs=False, steps=30)
+    for step in range(30):  # as nnU-Net: the second of two samples is always centred on a lesion
+        assert batches[step]["label"][1].sum() > 0
+    single = PatchBatches([volume], (16, 16, 16), batch_size=1, lesion_fraction=0.5, augment=NO_AUGMENT,
+                          seed=0, use_organs=False, steps=60)
+    hits = sum(bool(single[step]["label"].sum() > 0) for step in range(60))
+    assert 15 < hits < 45  # a batch of one draws with probability lesion_fraction
+
+
 def test_small_volumes_are_padded_to_the_patch():
     volume = _volume(shape=(10, 40, 12))
     batch = PatchBatches([volume], (16, 16, 16), batch_size=2, lesion_fraction=1.0, augment=NO_AUGMENT,
@@ -147,6 +160,9 @@ def test_loss_and_schedule():
     label[:, :, 4:12, 4:12, 4:12] = 1
     perfect = torch.cat([-10 * (label * 2 - 1), 10 * (label * 2 - 1)], 1)
     assert loss(perfect, label) < 0.01 < loss(-perfect, label)
+    all_background = torch.cat([torch.full_like(label, 10.0), torch.full_like(label, -10.0)], 1)
+    dice_term = make_loss(LossConfig(ce_weight=0.0))
+    assert dice_term(all_background, label) == pytest.approx(1.0, abs=1e-3)  # the lesion Dice alone, no background
     levels = [perfect, perfect[:, :, ::2, ::2, ::2], perfect[:, :, ::4, ::4, ::4]]
     assert loss(levels, label) < 0.02 < loss([perfect, -levels[1], levels[2]], label)
     poly, cosine = LRSchedule("poly", 100, 10), LRSchedule("cosine", 100)

@@ -11,14 +11,15 @@ from anatoseg.config import LossConfig, OptimConfig
 
 
 def make_loss(config: LossConfig) -> torch.nn.Module:
-    """Dice + cross-entropy on two-class logits.
+    """Dice + cross-entropy on two-class logits; the Dice term is the lesion class's only (nnU-Net's
+    ``do_bg=False``: a background Dice near 1 would halve the pull towards the tiny lesion class).
 
     ``loss(logits, label)``: logits ``(B, 2, Z, Y, X)`` or a deep-supervision list
     of them at strides 1, 2, 4, ... (weights 1, 1/2, 1/4, ..., floor 1/16; the label
     is downsampled by nearest neighbour); label ``(B, 1, Z, Y, X)`` float {0, 1}.
     Logits are cast to float32 first, so the loss is exact under bf16 autocast.
     """
-    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=config.batch_dice,
+    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=config.batch_dice, include_background=False,
                          lambda_dice=config.dice_weight, lambda_ce=config.ce_weight)
     return DeepSupervisionLoss(dice_ce, weight_mode="exp")
 

@@ -118,6 +118,7 @@ class PatchBatches(torch.utils.data.Dataset):
             raise ValueError(f"{missing}: the network uses organ prompts but this case has no organ labels")
         self.volumes = list(volumes)
         self.patch = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
         self.per_rank = batch_size // world_size
         self.rank = rank
         self.lesion_fraction = lesion_fraction
@@ -129,12 +130,25 @@ class PatchBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.steps
 
+    def lesion_centred(self, index: int, rng: np.random.Generator) -> bool:
+        """Whether sample ``index`` of a global batch is centred on a lesion.
+
+        As nnU-Net: the last ``batch - round(batch · (1 - lesion_fraction))`` samples of every
+        batch are, so each batch of 2 at the default 1/3 holds one lesion patch. Without that
+        guarantee, batches without lesions pull the tiny foreground class towards zero and
+        training can sit at the all-background solution for hundreds of steps. A batch of one
+        draws with probability ``lesion_fraction`` instead.
+        """
+        if self.batch_size == 1:
+            return bool(rng.random() < self.lesion_fraction)
+        return index >= round(self.batch_size * (1 - self.lesion_fraction))
+
     def sample(self, step: int, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` of the global batch at ``step``: a crop and its augmentation."""
         rng = np.random.default_rng([self.seed, step, index])
         volume = self.volumes[int(rng.integers(len(self.volumes)))]
         shape = volume.label.shape
-        if volume.num_lesions and rng.random() < self.lesion_fraction:
+        if volume.num_lesions and self.lesion_centred(index, rng):
             k = int(rng.integers(volume.num_lesions))
             row = int(rng.integers(volume.component_starts[k], volume.component_starts[k + 1]))
             centre = volume.lesion_voxels[row]
