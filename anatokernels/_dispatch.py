@@ -30,6 +30,11 @@ AVAILABLE = "available"
 log = logging.getLogger("anatokernels")
 
 
+# Where the csrc CUDA kernels passed ``pytest -m gpu tests`` (all 102 GPU cases): an H100 80GB
+# (sm_90), torch 2.11.0+cu130, triton 3.6.0, 2026-11-24 (benchmarks/results/gpu-h100-2026-11-24.md).
+CUDA_TESTED_ON: tuple[tuple[int, int], ...] = ((9, 0),)
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """What one public op implements.
@@ -43,6 +48,7 @@ class OpSpec:
     cuda_verified_on: compute capabilities (e.g. ``(9, 0)``) on which the ``cuda``
         backend passed the GPU test suite; on any other GPU it is unverified.
     gpu_preference: order in which ``auto`` tries backends on CUDA tensors.
+    The defaults fit an op with csrc CUDA kernels covered by the GPU suite.
     """
 
     name: str
@@ -50,13 +56,9 @@ class OpSpec:
     backends: tuple[str, ...]
     extension_ops: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unverified: dict[str, str] = field(default_factory=dict)
-    cuda_verified_on: tuple[tuple[int, int], ...] = ()
-    gpu_preference: tuple[str, ...] = ("triton", "cuda")
+    cuda_verified_on: tuple[tuple[int, int], ...] = CUDA_TESTED_ON
+    gpu_preference: tuple[str, ...] = ("cuda", "triton")  # CUDA measured faster on the H100
 
-
-# Where the csrc CUDA kernels passed ``pytest -m gpu tests`` (all 102 GPU cases): an H100 80GB
-# (sm_90), torch 2.11.0+cu130, triton 3.6.0, 2026-11-24 (benchmarks/results/gpu-h100-2026-11-24.md).
-CUDA_TESTED_ON: tuple[tuple[int, int], ...] = ((9, 0),)
 
 _REGISTRY: dict[str, OpSpec] = {}
 _announced = False
@@ -83,8 +85,9 @@ def _triton_status() -> str:
     return "no CUDA device (TRITON_INTERPRET=1 runs the kernels on the CPU)"
 
 
-def availability(spec: OpSpec, backend: str) -> str:
-    """'available', or why ``backend`` cannot be used for ``spec`` on this machine."""
+def availability(spec: OpSpec, backend: str, device: torch.device | None = None) -> str:
+    """'available', or why ``backend`` cannot be used for ``spec`` on this machine
+    (for ``cuda``: on ``device``, default the current CUDA device)."""
     if backend not in spec.backends:
         return "not implemented for this op"
     if backend == "reference":
@@ -100,7 +103,7 @@ def availability(spec: OpSpec, backend: str) -> str:
     if status == AVAILABLE and backend in spec.unverified:
         return f"unverified: {spec.unverified[backend]}"
     if status == AVAILABLE and backend == "cuda":
-        arch = torch.cuda.get_device_capability()
+        arch = torch.cuda.get_device_capability(device)
         if arch not in spec.cuda_verified_on:
             where = ", ".join(f"sm_{a}{b}" for a, b in spec.cuda_verified_on) or "no GPU"
             return f"unverified: passed its GPU tests on {where} only, not yet on this sm_{arch[0]}{arch[1]}"
@@ -181,7 +184,7 @@ def resolve(name: str, backend: str, device: torch.device) -> str:
         _extension.load(build=True)
     if backend == "cuda" and device.type != "cuda":
         raise RuntimeError(f"{name}: backend='cuda' needs CUDA tensors, got {device.type} tensors")
-    status = availability(spec, backend)
+    status = availability(spec, backend, device)
     if status != AVAILABLE and not status.startswith("unverified"):
         raise RuntimeError(f"{name}: backend={backend!r} unavailable: {status}")
     return backend
@@ -200,7 +203,7 @@ def _auto(spec: OpSpec, device: torch.device) -> str:
         for backend in spec.gpu_preference:
             if (spec.name, backend) in _triton_broken:
                 continue
-            if availability(spec, backend) == AVAILABLE:
+            if availability(spec, backend, device) == AVAILABLE:
                 return backend
     return "reference"
 

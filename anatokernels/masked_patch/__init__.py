@@ -15,8 +15,7 @@ from anatokernels import _checks, _dispatch
 from anatokernels.masked_patch import reference
 from anatokernels.masked_patch.function import MaskedPatchGather, MaskedPatchScatter
 
-_COMMON = dict(package="anatokernels.masked_patch", backends=("reference", "triton", "cuda", "cpu"),
-               cuda_verified_on=_dispatch.CUDA_TESTED_ON, gpu_preference=("cuda", "triton"))
+_COMMON = dict(package="anatokernels.masked_patch", backends=("reference", "triton", "cuda", "cpu"))
 GATHER = _dispatch.register(_dispatch.OpSpec(
     name="masked_patch_gather", extension_ops={"cpu": ("masked_patch_gather_cpu", "masked_patch_scatter_cpu"),
                                                "cuda": ("masked_patch_gather_cuda", "masked_patch_scatter_cuda")},

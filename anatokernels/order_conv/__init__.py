@@ -24,8 +24,7 @@ from anatokernels.scan_order import check_spatial, order_geometry, parse_order
 SPEC = _dispatch.register(_dispatch.OpSpec(
     name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
     extension_ops={"cpu": ("order_conv1d_fwd_cpu", "order_conv1d_bwd_cpu"),
-                   "cuda": ("order_conv1d_fwd_cuda", "order_conv1d_bwd_cuda")},
-    cuda_verified_on=_dispatch.CUDA_TESTED_ON, gpu_preference=("cuda", "triton")))
+                   "cuda": ("order_conv1d_fwd_cuda", "order_conv1d_bwd_cuda")}))
 
 ACTIVATIONS = (None, "silu")
 

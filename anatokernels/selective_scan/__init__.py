@@ -23,7 +23,6 @@ from anatokernels.selective_scan import reference
 from anatokernels.selective_scan.function import SelectiveScan
 
 _COMMON = dict(package="anatokernels.selective_scan", backends=("reference", "triton", "cuda", "cpu"),
-               cuda_verified_on=_dispatch.CUDA_TESTED_ON, gpu_preference=("cuda", "triton"),
                extension_ops={"cpu": ("selective_scan3d_fwd_cpu", "selective_scan3d_bwd_cpu"),
                               "cuda": ("selective_scan3d_fwd_cuda", "selective_scan3d_bwd_cuda")})
 SCAN = _dispatch.register(_dispatch.OpSpec(name="selective_scan", **_COMMON))

@@ -45,7 +45,7 @@ QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, teache
                  pretrain_steps=10, train_steps=15, patch=(32, 32, 32), val_every=15)
 # Sized for 15 minutes on 2 CPU cores, measured per step at these patches: teacher 0.32 s (48³, batch 2),
 # anatoseg tiny 0.42 s (32×64×64, batch 2). More teacher steps give better organ prompts (see the
-# results table, which gives stage 1 twice as many) but do not fit the budget.
+# results table, which gives the teacher 1200) but do not fit the budget.
 # Measured `make demo` on 2 cores, 2026-11-24: 694 s wall (stage 1 343 s, stage 3 226 s, prediction 67 s).
 FULL = DemoPlan(organ_cases=4, train_cases=6, test_cases=3, spacing=4.0, teacher_steps=500, student_steps=150,
                 pretrain_steps=100, train_steps=500, patch=(32, 64, 64), val_every=250)
