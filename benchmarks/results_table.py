@@ -1,6 +1,6 @@
 """The results table: the full method, its ablations and four baselines, at one budget.
 
-    python benchmarks/results_table.py OUT [--steps 600] [--preset tiny] [--device cuda]
+    python benchmarks/results_table.py OUT [--steps 800] [--preset tiny] [--device cuda]
 
 Cohort, all synthetic phantoms with fixed seeds (the demo's generator, other seeds):
   organ_ct    diagnostic-CT cases with organ labels: the stage-1 teacher's source domain
@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from anatoseg.demo.plan import TRAIN_LR
+from anatoseg.demo.plan import TRAIN_LESION_FRACTION, TRAIN_LR
 
 SEEDS = {"organ_ct": 1101, "train": 2202, "test": 3303}
 VARIANTS = {  # name: (arch, prompts: None | "pseudo" | "gt", stage-2 init)
@@ -91,7 +91,7 @@ def markdown(results: dict) -> str:
             f"{meta['test_cases']} test cases ({meta['test_positive']} with lesions); mean ± sd over cases; "
             f"Dice, FNV and sensitivity over cases with lesions, FPV over all.",
             f"Budget per variant: {meta['steps']} steps, batch {meta['batch_size']}, patch {meta['patch']}, "
-            f"AdamW lr {meta.get('lr')} (poly decay), "
+            f"AdamW lr {meta.get('lr')} (poly decay), lesion-centred patch share {meta['lesion_fraction']:.2f}, "
             f"preset {meta['preset']}, seed {meta['seed']}; {meta['train_cases']} training cases "
             f"({meta['val_cases']} for validation), phantom spacing {meta['spacing']} mm.",
             "Stage 1, mean organ Dice on the training cases: "
@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> dict:
     results["meta"] = {
         "command": " ".join(["python", *(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])]),
         "machine": _machine(device), "steps": args.steps, "batch_size": args.batch_size,
-        "patch": f"{z}×{y}×{x}", "lr": args.lr, "preset": args.preset, "seed": args.seed, "spacing": args.spacing,
+        "patch": f"{z}×{y}×{x}", "lr": args.lr, "lesion_fraction": args.lesion_fraction, "preset": args.preset,
+        "seed": args.seed, "spacing": args.spacing,
         "train_cases": args.train_cases, "val_cases": args.val_cases, "test_cases": args.test_cases,
         "seconds": seconds}
 
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
         settings = [f"model.arch={arch}", f"model.preset={args.preset}", f"train.steps={args.steps}",
                     f"train.batch_size={args.batch_size}", f"data.patch_size=[{z},{y},{x}]",
                     f"train.seed={args.seed}", f"train.val_every={max(1, args.steps // 2)}", f"optim.lr={args.lr}",
-                    f"data.val_cases={args.val_cases}"]
+                    f"data.val_cases={args.val_cases}", f"data.lesion_fraction={args.lesion_fraction}"]
         if arch == "anatoseg" and prompts is None:
             settings.append("model.net.use_prompts=false")
         clock = time.perf_counter()
@@ -228,9 +229,11 @@ def run(args: argparse.Namespace) -> dict:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", help="run folder (created; an existing one is continued)")
-    parser.add_argument("--steps", type=int, default=600, help="stage-3 steps of every variant")
+    parser.add_argument("--steps", type=int, default=800, help="stage-3 steps of every variant")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=TRAIN_LR, help="AdamW learning rate of every variant")
+    parser.add_argument("--lesion-fraction", type=float, default=TRAIN_LESION_FRACTION,
+                        help="share of training patches centred on a lesion voxel (the demo's; nnU-Net: 1/3)")
     parser.add_argument("--patch", type=int, nargs=3, default=(32, 64, 64), metavar=("Z", "Y", "X"),
                         help="stage-3 patch; divisible by 32 for SwinUNETR")
     parser.add_argument("--preset", default="tiny", choices=("tiny", "base"))
