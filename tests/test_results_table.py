@@ -49,7 +49,8 @@ def test_markdown_holds_every_variant_the_budget_and_the_command():
                      "SwinUNETR": {"arch": "swinunetr", "error": "RuntimeError: out of memory"}},
         "stage1_dice": {"teacher": 0.61, "student": 0.64},
         "meta": {"test_cases": 1, "test_positive": 1, "steps": 600, "batch_size": 2, "patch": "32×64×64",
-                 "lr": 0.002, "lesion_fraction": 1.0, "preset": "tiny", "seed": 0, "train_cases": 12, "val_cases": 2, "spacing": 4.0,
+                 "lr": 0.002, "lesion_fraction": 1.0, "preset": "tiny", "seed": 0, "train_cases": 12, "val_cases": 2,
+                 "spacing": 4.0,
                  "command": "python benchmarks/results_table.py runs/table", "machine": "x86_64 CPU, 2 cores",
                  "seconds_total": 3600.0, "seconds": {"cohort": 60.0, "stage1": 400.0, "stage2": 200.0}}}
     text = results_table.markdown(results)

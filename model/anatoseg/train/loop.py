@@ -138,7 +138,7 @@ def train(config: Config, cases: Sequence[CaseFiles], out: str | Path, *, finger
             "organ_model": organ_model, "case_ids": {"train": train_ids, "val": val_ids}}
     log = RunLog(out, resume_step=start if resume is not None else None) if ctx.is_main else None
     bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not (progress and ctx.is_main))
-    t0, last_loss, val_dice = time.perf_counter(), math.nan, None
+    t0, last_loss, val_dice = time.perf_counter(), None, None
     if resume is not None:
         val_dice = resume["meta"].get("val_dice")
     checkpoint_path = out / CHECKPOINT_NAME
@@ -170,7 +170,8 @@ def train(config: Config, cases: Sequence[CaseFiles], out: str | Path, *, finger
         if ctx.is_main and (logged or validated):
             log.write(done, time.perf_counter() - t0, loss=last_loss if logged else None,
                       lr=scheduler.get_last_lr()[0], val_dice=val_dice if validated else None)
-        bar.set_postfix(loss=f"{last_loss:.4f}", val_dice="-" if val_dice is None else f"{val_dice:.3f}")
+        bar.set_postfix(loss="-" if last_loss is None else f"{last_loss:.4f}",
+                        val_dice="-" if val_dice is None else f"{val_dice:.3f}")
         bar.update(1)
         if done % run.ckpt_every == 0 or done == end:
             ranks = D.gather_objects(ctx, {"rng": rng.capture(), "losses": list(losses)})
@@ -188,8 +189,8 @@ def train(config: Config, cases: Sequence[CaseFiles], out: str | Path, *, finger
             save_checkpoint(out / MODEL_NAME, make_checkpoint(
                 "stage3", {**meta, "step": end, "val_dice": val_dice}, model=net.state_dict()))
     D.barrier(ctx)
-    return TrainResult(step=end, loss=last_loss, val_dice=val_dice, checkpoint=checkpoint_path,
-                       model=out / MODEL_NAME if end == run.steps else None, rank=ctx.rank)
+    return TrainResult(step=end, loss=math.nan if last_loss is None else last_loss, val_dice=val_dice,
+                       checkpoint=checkpoint_path, model=out / MODEL_NAME if end == run.steps else None, rank=ctx.rank)
 
 
 def _jsonable(values: dict) -> dict:
