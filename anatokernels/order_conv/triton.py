@@ -80,25 +80,36 @@ def _grad_pre(g_row, x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st
 
 
 @triton.jit
-def _order_conv1d_forward_kernel(x_ptr, w_ptr, bias_ptr, geo_ptr, out_ptr, K, D, L,
-                                 sx_b, sx_k, sx_d, sx_l,
-                                 W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
-                                 BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+def _program_tile(K, D, L, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Grid (L blocks, D blocks, Bt·K): this program's flat (b, k) index, b, k, native positions
+    p (BLOCK_L,) with p < L, channels d (BLOCK_D,) with d < D; b, p, d int64."""
     pid_l, pid_d, pid_bk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b = (pid_bk // K).to(tl.int64)
-    k = pid_bk % K
-    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
     p = pid_l.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L).to(tl.int64)
-    mask_l = p < L
-    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
     d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    mask_d = d < D
-    x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
-    w_row = w_ptr + (k * D + d) * W
+    return pid_bk, (pid_bk // K).to(tl.int64), pid_bk % K, p, p < L, d, d < D
+
+
+@triton.jit
+def _channel_bias(bias_ptr, k, d, mask_d, D, HAS_BIAS: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Order k's bias for channels d as a (BLOCK_D, 1) column; zeros without a bias."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + k * D + d, mask=mask_d, other=0.0).to(ACC)[:, None]
     else:
         bias = tl.zeros([BLOCK_D, 1], dtype=ACC)
+    return bias
+
+
+@triton.jit
+def _order_conv1d_forward_kernel(x_ptr, w_ptr, bias_ptr, geo_ptr, out_ptr, K, D, L,
+                                 sx_b, sx_k, sx_d, sx_l,
+                                 W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    pid_bk, b, k, p, mask_l, d, mask_d = _program_tile(K, D, L, BLOCK_D, BLOCK_L)
+    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
+    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
+    x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
+    w_row = w_ptr + (k * D + d) * W
+    bias = _channel_bias(bias_ptr, k, d, mask_d, D, HAS_BIAS, ACC, BLOCK_D)
     acc = _pre_activation(x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, W, ACC)
     if SILU:
         acc = acc / (1.0 + tl.exp(-acc))
@@ -111,22 +122,13 @@ def _order_conv1d_backward_kernel(g_ptr, x_ptr, w_ptr, bias_ptr, geo_ptr, dx_ptr
                                   K, D, L, sx_b, sx_k, sx_d, sx_l,
                                   W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                                   ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    pid_l, pid_d, pid_bk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b = (pid_bk // K).to(tl.int64)
-    k = pid_bk % K
+    pid_bk, b, k, p, mask_l, d, mask_d = _program_tile(K, D, L, BLOCK_D, BLOCK_L)
     n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
-    p = pid_l.to(tl.int64) * BLOCK_L + tl.arange(0, BLOCK_L).to(tl.int64)
-    mask_l = p < L
     t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
-    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    mask_d = d < D
     x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
     g_row = g_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L
     w_row = w_ptr + (k * D + d) * W
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + k * D + d, mask=mask_d, other=0.0).to(ACC)[:, None]
-    else:
-        bias = tl.zeros([BLOCK_D, 1], dtype=ACC)
+    bias = _channel_bias(bias_ptr, k, d, mask_d, D, HAS_BIAS, ACC, BLOCK_D)
     # dx[u] = sum_i w[W-1-i] * gpre[u+i]
     gp0 = _grad_pre(g_row, x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l,
                     W, SILU, ACC)
@@ -139,7 +141,7 @@ def _order_conv1d_backward_kernel(g_ptr, x_ptr, w_ptr, bias_ptr, geo_ptr, dx_ptr
     tl.store(dx_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L + p[None, :],
              dx.to(dx_ptr.dtype.element_ty), mask=tile_mask)
     # partial sums over this tile's positions: dw[m] += gpre[t] * x[t-(W-1)+m], db += gpre[t]
-    part = (b * tl.num_programs(0) + pid_l) * K + k
+    part = (b * tl.num_programs(0) + tl.program_id(0)) * K + k
     tl.store(db_part_ptr + part * D + d, tl.sum(gp0, axis=1), mask=mask_d)
     for m in tl.static_range(W):
         xm = _x_at(x_row, t - (W - 1) + m, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, ACC)

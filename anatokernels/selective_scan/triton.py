@@ -79,6 +79,36 @@ def _load_delta(delta_row, pos, s_l, t_mask, bias, HAS_BIAS: tl.constexpr, SOFTP
 
 
 @triton.jit
+def _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's sample b, scan order k, channels d (BLOCK_D,) and their B/C group, state lanes
+    n (BLOCK_N,) with the mask n < N, and the step offsets (CHUNK,) of a chunk; all int64."""
+    pid = tl.program_id(0).to(tl.int64)
+    dblk = pid % N_DBLOCKS
+    k = (pid // N_DBLOCKS) % K
+    b = pid // (N_DBLOCKS * K)
+    d = dblk * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    grp = (dblk * BLOCK_D) // PER_GROUP  # BLOCK_D divides PER_GROUP: one group per block
+    n = tl.arange(0, BLOCK_N).to(tl.int64)
+    steps = tl.arange(0, CHUNK).to(tl.int64)
+    return b, k, d, grp, n, n < N, steps
+
+
+@triton.jit
+def _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d, sD_k, sD_d,
+                    HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Order k's per-channel parameters for channels d: A (BLOCK_D, BLOCK_N), δ bias and D (BLOCK_D,),
+    zeros where absent."""
+    A = tl.load(A_ptr + k * sA_k + d[:, None] * sA_d + n[None, :] * sA_n, mask=n_mask[None, :], other=0.0).to(ACC)
+    bias = tl.zeros([BLOCK_D], dtype=ACC)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + k * sbias_k + d * sbias_d).to(ACC)
+    Dv = tl.zeros([BLOCK_D], dtype=ACC)
+    if HAS_D:
+        Dv = tl.load(D_ptr + k * sD_k + d * sD_d).to(ACC)
+    return A, bias, Dv
+
+
+@triton.jit
 def _selective_scan_forward_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, geo_ptr, out_ptr, last_ptr, ckpt_ptr,
         K, DM, L, N, PER_GROUP, N_DBLOCKS, N_CHUNKS,
@@ -88,23 +118,9 @@ def _selective_scan_forward_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         ATOMIC_OUT: tl.constexpr, ACC: tl.constexpr,
         BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    dblk = pid % N_DBLOCKS
-    k = (pid // N_DBLOCKS) % K
-    b = pid // (N_DBLOCKS * K)
-    d = dblk * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    grp = (dblk * BLOCK_D) // PER_GROUP  # BLOCK_D divides PER_GROUP: one group per block
-    n = tl.arange(0, BLOCK_N).to(tl.int64)
-    n_mask = n < N
-    steps = tl.arange(0, CHUNK).to(tl.int64)
-
-    A = tl.load(A_ptr + k * sA_k + d[:, None] * sA_d + n[None, :] * sA_n, mask=n_mask[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BLOCK_D], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + k * sbias_k + d * sbias_d).to(ACC)
-    Dv = tl.zeros([BLOCK_D], dtype=ACC)
-    if HAS_D:
-        Dv = tl.load(D_ptr + k * sD_k + d * sD_d).to(ACC)
+    b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
+    A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
+                                  sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
     u_row = u_ptr + b * su_b + k * su_k + d[:, None] * su_d
     delta_row = delta_ptr + b * sd_b + k * sd_k + d[:, None] * sd_d
     B_row = B_ptr + b * sB_b + k * sB_k + grp * sB_g + n[None, :] * sB_n
@@ -156,23 +172,9 @@ def _selective_scan_backward_kernel(
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         ATOMIC_DZ: tl.constexpr, ACC: tl.constexpr,
         BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    dblk = pid % N_DBLOCKS
-    k = (pid // N_DBLOCKS) % K
-    b = pid // (N_DBLOCKS * K)
-    d = dblk * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    grp = (dblk * BLOCK_D) // PER_GROUP
-    n = tl.arange(0, BLOCK_N).to(tl.int64)
-    n_mask = n < N
-    steps = tl.arange(0, CHUNK).to(tl.int64)
-
-    A = tl.load(A_ptr + k * sA_k + d[:, None] * sA_d + n[None, :] * sA_n, mask=n_mask[None, :], other=0.0).to(ACC)
-    bias = tl.zeros([BLOCK_D], dtype=ACC)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + k * sbias_k + d * sbias_d).to(ACC)
-    Dv = tl.zeros([BLOCK_D], dtype=ACC)
-    if HAS_D:
-        Dv = tl.load(D_ptr + k * sD_k + d * sD_d).to(ACC)
+    b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
+    A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
+                                  sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
     u_row = u_ptr + b * su_b + k * su_k + d[:, None] * su_d
     delta_row = delta_ptr + b * sd_b + k * sd_k + d[:, None] * sd_d
     B_row = B_ptr + b * sB_b + k * sB_k + grp * sB_g + n[None, :] * sB_n
