@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
+from anatoseg.cli.options import Device, Layout, NoProgress
 
 
 @app.command("predict")
@@ -24,13 +25,11 @@ def predict(
     overlap: Annotated[float | None, typer.Option(
         "--overlap", help="Window overlap (default: the training config's infer.overlap).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per forward pass.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
-                      ] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or manifest (default: detect).")
-                      ] = None,
+    device: Device = None,
+    layout: Layout = None,
     split: Annotated[str, typer.Option("--split", help="nnU-Net part to read: test (imagesTs) or train.")
                      ] = "test",
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    no_progress: NoProgress = False,
 ) -> None:
     """Predict lesion masks with sliding-window inference in bounded memory."""
     from anatoseg.inference.predict import Predictor, predict_cases

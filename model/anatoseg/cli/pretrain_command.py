@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
+from anatoseg.cli.options import ConfigFile, Device, Layout, NoProgress, config_overrides
 
 
 @app.command("pretrain")
@@ -15,7 +16,7 @@ def pretrain(
     data: Annotated[Path, typer.Argument(help="Cases: autoPET folder, nnU-Net raw folder or manifest .json.")],
     out: Annotated[Path, typer.Argument(help="Run folder: encoders.pt (for `anato train --init`), log.csv, "
                                         "config.yaml.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML or JSON config file.")] = None,
+    config: ConfigFile = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one value: section.key=value (repeatable), e.g. loss.temperature=0.2 or "
         "model.net.widths=[8,16,32,64].")] = None,
@@ -40,11 +41,9 @@ def pretrain(
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing); "
         "give stage 3 the same one.")] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or manifest (default: detect).")
-                      ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
-                      ] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    layout: Layout = None,
+    device: Device = None,
+    no_progress: NoProgress = False,
 ) -> None:
     """Pretrain the PET and CT encoders (shared patch mask, intra/cross-modal reconstruction, InfoNCE)."""
     from anatoseg.stage2.run import run_pretrain
@@ -52,7 +51,7 @@ def pretrain(
     typed = [("model.preset", preset), ("train.steps", steps), ("train.batch_size", batch_size),
              ("optim.lr", lr), ("crop.size", crop_size), ("mask.patch_size", mask_patch),
              ("mask.ratio", mask_ratio), ("train.seed", seed)]
-    settings = list(overrides or []) + [f"{key}={value}" for key, value in typed if value is not None]
+    settings = config_overrides(overrides, typed)
     settings += [f"loss.{term}=false" for term, off in (("intra", no_intra), ("cross", no_cross),
                                                          ("align", no_align)) if off]
     result = run_pretrain(data, out, config_file=config, overrides=settings, fingerprint=fingerprint,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
+from anatoseg.cli.options import ConfigFile, Device, Layout, NoProgress, config_overrides
 
 
 @app.command("train")
@@ -15,7 +16,7 @@ def train(
     data: Annotated[Path, typer.Argument(help="Training cases: autoPET folder, nnU-Net raw folder or "
                                          "manifest .json.")],
     out: Annotated[Path, typer.Argument(help="Run folder: checkpoint.pt, model.pt, log.csv, config.yaml.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML or JSON config file.")] = None,
+    config: ConfigFile = None,
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="Override one value: section.key=value (repeatable), e.g. optim.lr=3e-4 or "
         "model.net.widths=[8,16,32,64].")] = None,
@@ -47,11 +48,9 @@ def train(
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing).")
                            ] = None,
-    layout: Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or manifest (default: detect).")
-                      ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")
-                      ] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    layout: Layout = None,
+    device: Device = None,
+    no_progress: NoProgress = False,
 ) -> None:
     """Train the stage-3 lesion segmentation network. Multi-GPU: torchrun --nproc_per_node N -m anatoseg train ..."""
     from anatoseg.train.run import run_train
@@ -59,7 +58,7 @@ def train(
     typed = [("model.arch", arch), ("model.preset", preset), ("train.steps", steps),
              ("train.batch_size", batch_size), ("optim.lr", lr), ("data.patch_size", patch_size),
              ("train.seed", seed)]
-    settings = list(overrides or []) + [f"{key}={value}" for key, value in typed if value is not None]
+    settings = config_overrides(overrides, typed)
     if gradient_checkpointing:
         settings.append("model.net.gradient_checkpointing=true")
     if no_prompts:
