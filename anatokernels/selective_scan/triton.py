@@ -109,6 +109,17 @@ def _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, s
 
 
 @triton.jit
+def _chunk_states(h0, dt, u, A, Bt):
+    """States of one chunk from the state h0 (BLOCK_D, BLOCK_N) before it: h_t = exp(δ_t A)·h_{t-1} + δ_t u_t B_t
+    for δ, u (BLOCK_D, CHUNK), A (BLOCK_D, BLOCK_N), B (CHUNK, BLOCK_N). Returns the input term δ u B and
+    the states, both (BLOCK_D, CHUNK, BLOCK_N)."""
+    a = tl.exp(dt[:, :, None] * A[:, None, :])
+    bu = (dt * u)[:, :, None] * Bt[None, :, :]
+    aa, bb = tl.associative_scan((a, bu), axis=1, combine_fn=_affine_combine)
+    return bu, aa * h0[:, None, :] + bb
+
+
+@triton.jit
 def _selective_scan_forward_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, geo_ptr, out_ptr, last_ptr, ckpt_ptr,
         K, DM, L, N, PER_GROUP, N_DBLOCKS, N_CHUNKS,
@@ -141,10 +152,7 @@ def _selective_scan_forward_kernel(
         bc_mask = t_mask[:, None] & n_mask[None, :]
         Bt = tl.load(B_row + pos[:, None] * sB_l, mask=bc_mask, other=0.0).to(ACC)
         Ct = tl.load(C_row + pos[:, None] * sC_l, mask=bc_mask, other=0.0).to(ACC)
-        a = tl.exp(dt[:, :, None] * A[:, None, :])
-        bu = (dt * u)[:, :, None] * Bt[None, :, :]
-        aa, bb = tl.associative_scan((a, bu), axis=1, combine_fn=_affine_combine)
-        hs = aa * h[:, None, :] + bb
+        bu, hs = _chunk_states(h, dt, u, A, Bt)
         y = tl.sum(hs * Ct[None, :, :], axis=2)
         if HAS_D:
             y += Dv[:, None] * u
@@ -204,10 +212,7 @@ def _selective_scan_backward_kernel(
         Bt = tl.load(B_row + pos[:, None] * sB_l, mask=bc_mask, other=0.0).to(ACC)
         Ct = tl.load(C_row + pos[:, None] * sC_l, mask=bc_mask, other=0.0).to(ACC)
         # recompute the states of this chunk from its checkpoint
-        a = tl.exp(dt[:, :, None] * A[:, None, :])
-        bu = (dt * u)[:, :, None] * Bt[None, :, :]
-        aa, bb = tl.associative_scan((a, bu), axis=1, combine_fn=_affine_combine)
-        hs = aa * h0[:, None, :] + bb
+        bu, hs = _chunk_states(h0, dt, u, A, Bt)
         g = tl.load(dout_row + pos[None, :] * so_l, mask=t_mask[None, :], other=0.0).to(ACC)
         if HAS_Z:
             zt = tl.load(z_row + pos[None, :] * sz_l, mask=t_mask[None, :], other=0.0).to(ACC)
