@@ -53,7 +53,7 @@ def train(
     no_progress: NoProgress = False,
 ) -> None:
     """Train the stage-3 lesion segmentation network. Multi-GPU: torchrun --nproc_per_node N -m anatoseg train ..."""
-    from anatoseg.train.run import run_train
+    from anatoseg.stage3.run import run_train
 
     typed = [("model.arch", arch), ("model.preset", preset), ("train.steps", steps),
              ("train.batch_size", batch_size), ("optim.lr", lr), ("data.patch_size", patch_size),

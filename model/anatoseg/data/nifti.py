@@ -264,3 +264,13 @@ def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray
         else:
             index_map[axis, w] = 1.0
     return out, np.asarray(affine, dtype=np.float64) @ index_map
+
+
+def from_ras(array: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
+    """Undo :func:`anatoseg.data.nifti.to_ras`: ``array`` in RAS order back to the voxel order of a
+    file whose affine is ``original_affine``."""
+    import nibabel as nib
+
+    original = nib.orientations.io_orientation(original_affine)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), original)
+    return nib.orientations.apply_orientation(array, back)

@@ -45,7 +45,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, progress: bool = Tr
     from anatoseg.metrics.report import format_table, write_csv, write_json
     from anatoseg.stage1 import build_config, report_text, run_pseudolabel
     from anatoseg.stage2.run import run_pretrain
-    from anatoseg.train.run import run_train
+    from anatoseg.stage3.run import run_train
 
     plan: DemoPlan = QUICK if quick else FULL
     out = Path(out)

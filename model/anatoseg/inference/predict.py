@@ -37,12 +37,12 @@ from anatoseg.checkpoint import load_checkpoint, load_state_strict
 from anatoseg.config import Config
 from anatoseg.data.case import Case, CaseFiles, load_case
 from anatoseg.data.layouts import find_cases
-from anatoseg.data.nifti import is_nifti, save_nifti
+from anatoseg.data.nifti import from_ras, is_nifti, save_nifti
 from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess_case
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.inference.sliding_window import sliding_window_probability
-from anatoseg.inference.volumes import network_image, network_labels, with_organs_from
+from anatoseg.data.volumes import network_image, network_labels, with_organs_from
 
 _SLAB_VOXELS = 1 << 22  # output voxels resampled per call when mapping back to the PET grid
 
@@ -138,14 +138,6 @@ def restore_mask(prob_u8: np.ndarray, pre: PreprocessedCase) -> np.ndarray:
                                 order=1, fill=0.0, dtype=np.float32)
         out[:, :, z0:z1] = slab >= 127.5
     return out
-
-
-def from_ras(array: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
-    """Undo :func:`anatoseg.data.nifti.to_ras`: ``array`` in RAS order back to the voxel order of a
-    file whose affine is ``original_affine``."""
-    original = nib.orientations.io_orientation(original_affine)
-    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), original)
-    return nib.orientations.apply_orientation(array, back)
 
 
 class OrganSource:

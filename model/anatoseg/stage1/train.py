@@ -38,7 +38,7 @@ from anatoseg.stage1.data import Stage1Case
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.stage1.settings import Stage1Config
-from anatoseg.train.optim import LRSchedule
+from anatoseg.training.optim import LRSchedule
 
 NUM_CLASSES = NUM_ORGANS + 1  # background + organs
 

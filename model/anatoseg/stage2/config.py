@@ -22,7 +22,7 @@ from typing import Any
 from anatoseg.config import OPTIMIZERS, SCHEDULES, AugmentConfig, ModelConfig, OptimConfig, merge
 from anatoseg.errors import ConfigError
 from anatoseg.stage2.masking import check_crop
-from anatoseg.train.model import net_config
+from anatoseg.training.network import net_config
 
 #: The architectures with separate PET and CT encoders (``anato train --arch``).
 ENCODER_ARCHS = ("anatoseg", "anatoseg_noprompt")

@@ -15,7 +15,7 @@ Outputs in ``out``:
 - ``log.csv``: step, loss, each term (empty when switched off), lr, seconds;
 - ``config.yaml``, and ``preprocessed/`` (the data cache, as in stage 3).
 
-Crops are drawn like stage 3's patches (:class:`anatoseg.train.sampling.PatchBatches`,
+Crops are drawn like stage 3's patches (:class:`anatoseg.training.sampling.PatchBatches`,
 a pure function of (seed, step), no lesion oversampling); masks come from one
 generator seeded with ``train.seed``. Intensities are normalised exactly as in
 stage 3, from the same dataset fingerprint.
@@ -43,10 +43,10 @@ from anatoseg.errors import ConfigError
 from anatoseg.stage2.config import PretrainConfig
 from anatoseg.stage2.masking import draw_shared_mask
 from anatoseg.stage2.model import RECONSTRUCTIONS, PretrainModel
-from anatoseg.train.data import load_volumes, prepare_cache
-from anatoseg.train.model import net_config, net_dict
-from anatoseg.train.optim import make_optimizer
-from anatoseg.train.sampling import PatchBatches, TrainVolume
+from anatoseg.training.cache import load_volumes, prepare_cache
+from anatoseg.training.network import net_config, net_dict
+from anatoseg.training.optim import make_optimizer
+from anatoseg.training.sampling import PatchBatches, TrainVolume
 
 CHECKPOINT_NAME = "encoders.pt"
 LOG_NAME = "log.csv"

@@ -1,19 +1,13 @@
-"""The results table's arithmetic and rendering (benchmarks/results_table.py; the full run is too long for CI)."""
+"""The results table's arithmetic and rendering (anatoseg.experiments.table; the full run is too long for CI)."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from anatoseg.metrics.autopet import evaluate_case
 
-_SPEC = importlib.util.spec_from_file_location(
-    "results_table", Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py")
-results_table = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(results_table)
+from anatoseg.experiments import table as results_table
 
 
 def _case(name: str, truth_boxes, pred_boxes) -> dict:
@@ -51,11 +45,11 @@ def test_markdown_holds_every_variant_the_budget_and_the_command():
         "meta": {"test_cases": 1, "test_positive": 1, "steps": 600, "batch_size": 2, "patch": "32×64×64",
                  "lr": 0.002, "lesion_fraction": 1.0, "preset": "tiny", "seed": 0, "train_cases": 12, "val_cases": 2,
                  "spacing": 4.0,
-                 "command": "python benchmarks/results_table.py runs/table", "machine": "x86_64 CPU, 2 cores",
+                 "command": "python -m anatoseg.experiments.table runs/table", "machine": "x86_64 CPU, 2 cores",
                  "seconds_total": 3600.0, "seconds": {"cohort": 60.0, "stage1": 400.0, "stage2": 200.0}}}
     text = results_table.markdown(results)
     assert "| full method | 1.000 ± 0.000 | 0.000 ± 0.000 | 0.000 ± 0.000 | 1.000 ± 0.000 | 1.000 | 12 |" in text
     assert "| SwinUNETR | failed: RuntimeError: out of memory |" in text
     assert "teacher 0.610, student 0.640" in text
-    assert "`python benchmarks/results_table.py runs/table`" in text and "total 3600 s" in text
+    assert "`python -m anatoseg.experiments.table runs/table`" in text and "total 3600 s" in text
     assert "600 steps" in text and "lr 0.002" in text and "lesion-centred patch share 1.00" in text

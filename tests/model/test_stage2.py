@@ -27,8 +27,8 @@ from anatoseg.stage2 import (
     normalised_targets,
     pretrain_volumes,
 )
-from anatoseg.train.model import net_config
-from anatoseg.train.sampling import TrainVolume
+from anatoseg.training.network import net_config
+from anatoseg.training.sampling import TrainVolume
 
 # A two-stage network (divisor 4) keeps every model test well under a second.
 SMALL_NET = {"widths": [4, 8], "stem_width": 4, "res_depths": [1, 1], "mamba_depths": [0, 1], "d_state": 4,

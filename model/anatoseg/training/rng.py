@@ -2,7 +2,7 @@
 
 The state is made of tensors, strings and numbers only, so it fits a
 ``weights_only`` checkpoint. Patch sampling and augmentation need no entry: they
-are seeded from (seed, step, sample) (:mod:`anatoseg.train.sampling`).
+are seeded from (seed, step, sample) (:mod:`anatoseg.training.sampling`).
 """
 
 from __future__ import annotations

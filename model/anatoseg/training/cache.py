@@ -23,8 +23,8 @@ from anatoseg.data.atomic import atomic_dir
 from anatoseg.data.case import CaseFiles, load_case
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
 from anatoseg.errors import ConfigError, DataError
-from anatoseg.inference.volumes import network_image, network_labels, with_organs_from
-from anatoseg.train.sampling import TrainVolume
+from anatoseg.data.volumes import network_image, network_labels, with_organs_from
+from anatoseg.training.sampling import TrainVolume
 
 
 def split_cases(case_ids: Sequence[str], config: DataConfig, seed: int) -> tuple[list[str], list[str]]:

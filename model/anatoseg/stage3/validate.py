@@ -10,8 +10,8 @@ from torch import nn
 
 from anatoseg.config import InferConfig
 from anatoseg.inference.sliding_window import sliding_window_probability
-from anatoseg.train.distributed import DistContext, all_sum
-from anatoseg.train.sampling import TrainVolume
+from anatoseg.training.distributed import DistContext, all_sum
+from anatoseg.training.sampling import TrainVolume
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -25,11 +25,11 @@ from anatoseg.config import (
 )
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.nets import NetConfig, build_network
-from anatoseg.train.data import split_cases
-from anatoseg.train.model import net_config
-from anatoseg.train.optim import LRSchedule, make_loss
-from anatoseg.train.run import resolve_config
-from anatoseg.train.sampling import PatchBatches, TrainVolume
+from anatoseg.training.cache import split_cases
+from anatoseg.training.network import net_config
+from anatoseg.training.optim import LRSchedule, make_loss
+from anatoseg.stage3.run import resolve_config
+from anatoseg.training.sampling import PatchBatches, TrainVolume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

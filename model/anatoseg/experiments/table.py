@@ -1,6 +1,6 @@
 """The results table: the full method, its ablations and four baselines, at one budget.
 
-    python benchmarks/results_table.py OUT [--steps 800] [--preset tiny] [--device cuda]
+    python -m anatoseg.experiments.table OUT [--steps 800] [--preset tiny] [--device cuda]
 
 Cohort, all synthetic phantoms with fixed seeds (the demo's generator, other seeds):
   organ_ct    diagnostic-CT cases with organ labels: the stage-1 teacher's source domain
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
     from anatoseg.stage1 import build_config, run_pseudolabel
     from anatoseg.stage1.pseudolabel import REPORT_NAME
     from anatoseg.stage2.run import run_pretrain
-    from anatoseg.train.run import run_train
+    from anatoseg.stage3.run import run_train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter() - results.get("meta", {}).get("seconds_total", 0.0)
     z, y, x = args.patch
     results["meta"] = {
-        "command": " ".join(["python", *(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])]),
+        "command": " ".join(["python -m anatoseg.experiments.table", *(shlex.quote(a) for a in sys.argv[1:])]),
         "machine": _machine(device), "steps": args.steps, "batch_size": args.batch_size,
         "patch": f"{z}×{y}×{x}", "lr": args.lr, "lesion_fraction": args.lesion_fraction, "preset": args.preset,
         "seed": args.seed, "spacing": args.spacing,

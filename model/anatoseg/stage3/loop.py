@@ -39,14 +39,14 @@ from anatoseg.config import Config
 from anatoseg.data.case import CaseFiles
 from anatoseg.data.preprocess import Preprocessing
 from anatoseg.errors import ConfigError
-from anatoseg.train import distributed as D
-from anatoseg.train import rng
-from anatoseg.train.data import load_volumes, prepare_cache, split_cases
-from anatoseg.train.log import RunLog
-from anatoseg.train.model import build_model, net_dict
-from anatoseg.train.optim import LRSchedule, make_loss, make_optimizer
-from anatoseg.train.sampling import PatchBatches
-from anatoseg.train.validate import validate
+from anatoseg.training import distributed as D
+from anatoseg.training import rng
+from anatoseg.training.cache import load_volumes, prepare_cache, split_cases
+from anatoseg.training.log import RunLog
+from anatoseg.training.network import build_model, net_dict
+from anatoseg.training.optim import LRSchedule, make_loss, make_optimizer
+from anatoseg.training.sampling import PatchBatches
+from anatoseg.stage3.validate import validate
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"

@@ -17,9 +17,9 @@ from anatoseg.data.case import load_case
 from anatoseg.data.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
 from anatoseg.data.layouts import find_cases
 from anatoseg.errors import AnatoError, ConfigError
-from anatoseg.train import distributed as D
-from anatoseg.train.loop import CHECKPOINT_NAME, TrainResult, train
-from anatoseg.train.model import divisor, net_config, net_dict
+from anatoseg.training import distributed as D
+from anatoseg.stage3.loop import CHECKPOINT_NAME, TrainResult, train
+from anatoseg.training.network import divisor, net_config, net_dict
 
 FINGERPRINT_NAME = "fingerprint.json"
 

@@ -9,7 +9,7 @@ import torch
 from anatoseg.checkpoint import load_checkpoint
 from anatoseg.data.phantom import generate_cohort
 from anatoseg.errors import AnatoError, ConfigError
-from anatoseg.train.run import run_train
+from anatoseg.stage3.run import run_train
 
 SETTINGS = ["model.preset=tiny", "data.patch_size=32,32,32", "train.batch_size=2", "train.steps=4",
             "train.ckpt_every=2", "train.log_every=1", "data.val_cases=0", "augment.affine_prob=0.5"]
