@@ -1,6 +1,7 @@
 """anatokernels: fused kernels for 3D medical imaging.
 
-Public ops (each takes ``backend="auto"``; see :func:`backends`):
+Public ops (each takes ``backend="auto"``; :func:`backends` gives each op's
+backends as :class:`Availability` values):
   masked_patch_gather, masked_patch_scatter, patchify, unpatchify, random_patch_mask
   selective_scan, selective_scan3d
   order_conv1d
@@ -10,6 +11,7 @@ Importing this package never imports a compiled binary or defines a Triton
 kernel: both happen on first use of the backend that needs them.
 """
 
+from anatokernels._availability import Availability
 from anatokernels._dispatch import backends
 from anatokernels.hyper_attention import hyper_cross_attention
 from anatokernels.masked_patch import (
@@ -26,6 +28,7 @@ from anatokernels.selective_scan import selective_scan, selective_scan3d
 __version__ = "0.1.0"
 
 __all__ = [
+    "Availability",
     "backends",
     "hyper_cross_attention",
     "masked_patch_gather",

@@ -1,16 +1,19 @@
-"""Backend registry and selection shared by every public op.
+"""Backend registry, selection and the one dispatch call shared by every public op.
 
-Backends: ``reference`` (plain PyTorch), ``triton`` (Triton kernels; on CPU
-tensors only under ``TRITON_INTERPRET=1``), ``cpu`` (C++/OpenMP extension) and
-``cuda`` (CUDA extension).
+Backends: ``reference`` (the plain PyTorch definition), ``chunked`` (an
+optimised PyTorch evaluation, where an op has one), ``triton`` (Triton kernels;
+on CPU tensors only under ``TRITON_INTERPRET=1``), ``cpu`` (C++/OpenMP
+extension) and ``cuda`` (CUDA extension).
 
-``auto`` on CPU tensors picks ``cpu`` when the extension is already built, else
-``reference``. On CUDA tensors it picks the first *verified* backend of the
-op's GPU preference list, else ``reference``. Triton kernels count as verified
-by their interpreter tests; a CUDA kernel only on the GPU architectures where
-it has passed its tests on a real GPU (``OpSpec.cuda_verified_on``): elsewhere
-it is ``unverified`` and never picked automatically (``backend="cuda"`` still
-runs it).
+``auto`` on CPU tensors picks ``cpu`` when the extension is already built,
+else the op's PyTorch fallback (``OpSpec.fallback``: ``reference``, or
+``chunked`` where the op has it). On CUDA tensors it picks the first
+*available* backend of the op's GPU preference list, else the fallback.
+Triton kernels count as verified by their interpreter tests; a CUDA kernel only
+on the GPU architectures where it has passed its tests on a real GPU
+(``OpSpec.cuda_verified_on``): elsewhere it is ``unverified`` and never picked
+automatically (``backend="cuda"`` still runs it). See
+:class:`anatokernels.Availability`.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ import importlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from anatokernels import _extension
+from anatokernels._availability import AVAILABLE, Availability, unavailable
 
-BACKENDS = ("reference", "triton", "cuda", "cpu")
-AVAILABLE = "available"
+BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu")
+PYTORCH_BACKENDS = ("reference", "chunked")  # plain PyTorch: run on any device, always available
 log = logging.getLogger("anatokernels")
 
 
@@ -41,13 +47,15 @@ class OpSpec:
 
     name: the public function name, e.g. ``"masked_patch_gather"``.
     package: the op's folder, e.g. ``"anatokernels.masked_patch"``; its
-        ``triton``/``cpu``/``cuda`` modules hold the backends.
+        ``chunked``/``triton``/``cpu``/``cuda`` modules hold the backends.
     backends: the backends implemented, in ``BACKENDS`` names.
     extension_ops: per compiled backend, the ``torch.ops.anatokernels`` names it needs.
     unverified: per backend, why it is not yet trusted (e.g. never run on a GPU).
     cuda_verified_on: compute capabilities (e.g. ``(9, 0)``) on which the ``cuda``
         backend passed the GPU test suite; on any other GPU it is unverified.
     gpu_preference: order in which ``auto`` tries backends on CUDA tensors.
+    fallback: the PyTorch backend ``auto`` runs where no fast backend is
+        available, and the one a failing Triton kernel falls back to.
     The defaults fit an op with csrc CUDA kernels covered by the GPU suite.
     """
 
@@ -58,6 +66,13 @@ class OpSpec:
     unverified: dict[str, str] = field(default_factory=dict)
     cuda_verified_on: tuple[tuple[int, int], ...] = CUDA_TESTED_ON
     gpu_preference: tuple[str, ...] = ("cuda", "triton")  # CUDA measured faster on the H100
+    fallback: str = "reference"
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or self.fallback not in PYTORCH_BACKENDS or self.fallback not in self.backends:
+            raise ValueError(f"OpSpec {self.name}: backends {self.backends} must be among {BACKENDS} and include "
+                             f"the fallback {self.fallback!r}, one of {PYTORCH_BACKENDS}")
 
 
 _REGISTRY: dict[str, OpSpec] = {}
@@ -75,55 +90,61 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _triton_status() -> str:
+def _triton_availability() -> Availability:
     try:
         importlib.import_module("triton")
     except ImportError:
-        return "triton not installed"
+        return unavailable("triton not installed")
     if torch.cuda.is_available() or interpreter_enabled():
         return AVAILABLE
-    return "no CUDA device (TRITON_INTERPRET=1 runs the kernels on the CPU)"
+    return unavailable("no CUDA device (TRITON_INTERPRET=1 runs the kernels on the CPU)")
 
 
-def availability(spec: OpSpec, backend: str, device: torch.device | None = None) -> str:
-    """'available', or why ``backend`` cannot be used for ``spec`` on this machine
+def availability(spec: OpSpec, backend: str, device: torch.device | None = None) -> Availability:
+    """Whether ``backend`` can run ``spec`` on this machine, and if not, why
     (for ``cuda``: on ``device``, default the current CUDA device)."""
     if backend not in spec.backends:
-        return "not implemented for this op"
-    if backend == "reference":
+        return Availability("unimplemented", "not implemented for this op")
+    if backend in PYTORCH_BACKENDS:
         return AVAILABLE
     if backend == "triton":
-        status = _triton_status()
+        status = _triton_availability()
     elif backend == "cpu":
-        status = _extension_status(spec, "cpu")
-    else:  # cuda
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-        status = _extension_status(spec, "cuda")
-    if status == AVAILABLE and backend in spec.unverified:
-        return f"unverified: {spec.unverified[backend]}"
-    if status == AVAILABLE and backend == "cuda":
+        status = _extension_availability(spec, "cpu")
+    elif not torch.cuda.is_available():
+        return unavailable("no CUDA device")
+    else:
+        status = _extension_availability(spec, "cuda")
+    if not status.is_available:
+        return status
+    if backend in spec.unverified:
+        return Availability("unverified", spec.unverified[backend])
+    if backend == "cuda":
         arch = torch.cuda.get_device_capability(device)
         if arch not in spec.cuda_verified_on:
             where = ", ".join(f"sm_{a}{b}" for a, b in spec.cuda_verified_on) or "no GPU"
-            return f"unverified: passed its GPU tests on {where} only, not yet on this sm_{arch[0]}{arch[1]}"
+            return Availability("unverified", f"passed its GPU tests on {where} only, "
+                                              f"not yet on this sm_{arch[0]}{arch[1]}")
     return status
 
 
-def _extension_status(spec: OpSpec, backend: str) -> str:
+def _extension_availability(spec: OpSpec, backend: str) -> Availability:
     status = _extension.status()
-    if status != AVAILABLE:
+    if not status.is_available:
         return status
     if backend == "cuda" and not _extension.has_cuda():
-        return "extension not built with CUDA"
+        return unavailable("extension not built with CUDA")
     missing = [name for name in spec.extension_ops.get(backend, ()) if not _extension.has_op(name)]
     if missing:
-        return f"extension lacks {', '.join(missing)} (rebuild: python -m anatokernels.build)"
+        return unavailable(f"extension lacks {', '.join(missing)} (rebuild: python -m anatokernels.build)")
     return AVAILABLE
 
 
-def backends() -> dict[str, dict[str, str]]:
-    """``{op_name: {backend: "available" | reason}}`` for this machine."""
+def backends(build: bool = False) -> dict[str, dict[str, Availability]]:
+    """``{op_name: {backend: Availability}}`` for this machine (``str()`` of a value is
+    ``"available"`` or the reason). ``build=True`` compiles the C++ extension first if it is missing."""
+    if build:
+        _extension.load(build=True)
     _load_all_ops()
     return {name: {b: availability(spec, b) for b in BACKENDS} for name, spec in sorted(_REGISTRY.items())}
 
@@ -137,19 +158,18 @@ def _announce() -> None:
     if _announced:
         return
     _announced = True
-    ext = _extension.status()
-    triton = _triton_status()
-    log.info("anatokernels backends: reference=available, triton=%s, C++ extension=%s", triton, ext)
+    log.info("anatokernels backends: reference=available, triton=%s, C++ extension=%s", _triton_availability(),
+             _extension.status())
 
 
-def _warn_no_cpu_kernels(reason: str) -> None:
+def _warn_no_cpu_kernels(status: Availability) -> None:
     global _warned_no_cpu
-    if _warned_no_cpu or reason.startswith("disabled"):
+    if _warned_no_cpu or status.state == "disabled":
         return
     _warned_no_cpu = True
-    warnings.warn(f"anatokernels: C++ CPU kernels unavailable ({reason}); ops on CPU tensors use the PyTorch "
+    warnings.warn(f"anatokernels: C++ CPU kernels unavailable ({status}); ops on CPU tensors use the PyTorch "
                   "reference, which is slower. Build them with `python -m anatokernels.build`.",
-                  RuntimeWarning, stacklevel=4)
+                  RuntimeWarning, stacklevel=5)
 
 
 def resolve(name: str, backend: str, device: torch.device) -> str:
@@ -166,7 +186,7 @@ def resolve(name: str, backend: str, device: torch.device) -> str:
         raise ValueError(f"{name}: unknown backend {backend!r}; choose 'auto' or one of {BACKENDS}")
     if backend not in spec.backends:
         raise ValueError(f"{name}: backend {backend!r} is not implemented (it has {spec.backends})")
-    if backend == "reference":
+    if backend in PYTORCH_BACKENDS:
         return backend
     if backend == "triton":
         if device.type == "cpu" and not interpreter_enabled():
@@ -174,38 +194,30 @@ def resolve(name: str, backend: str, device: torch.device) -> str:
                                "anatokernels is imported (it runs the Triton interpreter)")
         if device.type not in ("cpu", "cuda"):
             raise RuntimeError(f"{name}: backend='triton' needs CUDA tensors, got {device.type}")
-        status = _triton_status()
-        if status != AVAILABLE:
-            raise RuntimeError(f"{name}: backend='triton' unavailable: {status}")
-        return backend
-    if backend == "cpu":
-        if device.type != "cpu":
-            raise RuntimeError(f"{name}: backend='cpu' needs CPU tensors, got {device.type} tensors")
-        _extension.load(build=True)
-    if backend == "cuda" and device.type != "cuda":
-        raise RuntimeError(f"{name}: backend='cuda' needs CUDA tensors, got {device.type} tensors")
-    status = availability(spec, backend, device)
-    if status != AVAILABLE and not status.startswith("unverified"):
+        status = _triton_availability()
+    else:
+        if device.type != backend:
+            raise RuntimeError(f"{name}: backend={backend!r} needs {backend.upper()} tensors, got {device.type} "
+                               "tensors")
+        if backend == "cpu":
+            _extension.load(build=True)
+        status = availability(spec, backend, device)
+    if not status.runs_by_name:
         raise RuntimeError(f"{name}: backend={backend!r} unavailable: {status}")
     return backend
 
 
 def _auto(spec: OpSpec, device: torch.device) -> str:
-    if device.type == "cpu":
-        if "cpu" not in spec.backends:
-            return "reference"
+    if device.type == "cpu" and "cpu" in spec.backends:
         status = availability(spec, "cpu")
-        if status == AVAILABLE:
+        if status.is_available:
             return "cpu"
         _warn_no_cpu_kernels(status)
-        return "reference"
     if device.type == "cuda":
         for backend in spec.gpu_preference:
-            if (spec.name, backend) in _triton_broken:
-                continue
-            if availability(spec, backend, device) == AVAILABLE:
+            if (spec.name, backend) not in _triton_broken and availability(spec, backend, device).is_available:
                 return backend
-    return "reference"
+    return spec.fallback
 
 
 def module(spec_name: str, backend: str):
@@ -213,8 +225,27 @@ def module(spec_name: str, backend: str):
     return importlib.import_module(f"{_REGISTRY[spec_name].package}.{backend}")
 
 
-def run_with_fallback(name: str, backend: str, fast, reference):
-    """Run ``fast()``; if a Triton kernel fails to compile on a GPU, warn once and run ``reference()``.
+def dispatch(name: str, backend: str, device: torch.device, *, fast: Callable[[Any], Any],
+             reference: Callable[[], Any]):
+    """Run op ``name`` on tensors on ``device`` with ``backend`` (a name, or ``"auto"``).
+
+    ``reference()`` evaluates the plain definition; ``fast(impl)`` evaluates the
+    op through the backend module ``impl`` (``<package>.chunked``/``triton``/
+    ``cpu``/``cuda``). The backend is resolved (:func:`resolve`); ``reference``
+    runs ``reference()``, any other backend ``fast(module)``. A Triton kernel
+    that fails to compile on a GPU falls back, with a warning, to the op's
+    ``fallback`` backend (see :func:`run_with_fallback`).
+    """
+    chosen = resolve(name, backend, device)
+    if chosen == "reference":
+        return reference()
+    fallback = _REGISTRY[name].fallback
+    run_fallback = reference if fallback == "reference" else lambda: fast(module(name, fallback))
+    return run_with_fallback(name, chosen, lambda: fast(module(name, chosen)), run_fallback)
+
+
+def run_with_fallback(name: str, backend: str, fast: Callable[[], Any], fallback: Callable[[], Any]):
+    """Run ``fast()``; if a Triton kernel fails to compile on a GPU, warn once and run ``fallback()``.
 
     Errors raised by our own validation (ValueError/TypeError) and interpreter
     runs are never swallowed: only GPU compilation failures fall back.
@@ -227,8 +258,9 @@ def run_with_fallback(name: str, backend: str, fast, reference):
         raise
     except Exception as exc:  # Triton compile errors have no common base class across versions
         if (name, backend) not in _triton_broken:
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
             warnings.warn(f"anatokernels: the Triton kernel for {name} failed on this GPU ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); using the PyTorch reference from now on",
+                          f"{first_line}); using the PyTorch {_REGISTRY[name].fallback} backend from now on",
                           RuntimeWarning, stacklevel=3)
             _triton_broken.add((name, backend))
-        return reference()
+        return fallback()

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import torch
 
+from anatokernels._availability import AVAILABLE, Availability, unavailable
+
 _NAME = "anatokernels_C"
+_DISABLED = "disabled by ANATO_BUILD_EXT=0"
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "error": None}
 
@@ -110,7 +113,7 @@ def load(build: bool = False) -> bool:
         if _state["loaded"]:
             return True
         if disabled():
-            _state["error"] = "disabled by ANATO_BUILD_EXT=0"
+            _state["error"] = _DISABLED
             return False
         try:
             with_cuda = _want_cuda()
@@ -171,11 +174,13 @@ def _compile(directory: Path, with_cuda: bool) -> bool:
     return True
 
 
-def status() -> str:
-    """'available' if loaded (or loadable without compiling), else the reason."""
+def status() -> Availability:
+    """Available if loaded (or loadable without compiling); else disabled or unavailable, with the reason."""
     if load(build=False):
-        return "available"
-    return str(_state["error"] or "extension not built (python -m anatokernels.build)")
+        return AVAILABLE
+    if disabled():
+        return Availability("disabled", _DISABLED)
+    return unavailable(str(_state["error"] or "extension not built (python -m anatokernels.build)"))
 
 
 def has_cuda() -> bool:

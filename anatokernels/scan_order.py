@@ -11,15 +11,23 @@ position arithmetically through :class:`OrderGeometry`::
     s = L-1-t if reverse else t
     c0, c1, c2 = s // (n1*n2), (s // n2) % n1, s % n2
     native(t) = c0*stride0 + c1*stride1 + c2*stride2
+
+This module is the one order parser (:func:`parse_order`; ``NetConfig`` and
+``Mamba3d`` validate with it too). The kernels get the (K, 7) rows of
+:func:`geometry_tensor`; the Triton side of the mapping is
+:mod:`anatokernels._triton_common`, the C++/CUDA side ``csrc/*/`` ``ScanOrder``/``ScanGeometry``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
 
 import torch
+
+from anatokernels._checks import positive_ints
 
 AXES = "zyx"
 ALL_ORDERS = tuple(sign + "".join(p) for sign in ("", "-") for p in permutations(AXES))
@@ -50,14 +58,33 @@ def parse_order(order: str) -> tuple[tuple[int, int, int], bool]:
     return tuple(AXES.index(a) for a in letters), reverse  # type: ignore[return-value]
 
 
+def is_valid_order(order) -> bool:
+    """Whether :func:`parse_order` accepts ``order``."""
+    try:
+        parse_order(order)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_orders(op: str, orders: Sequence[str] | str, count: int) -> tuple[str, ...]:
+    """``orders`` (one order string, or a sequence of them) as a tuple of ``count`` valid orders."""
+    if isinstance(orders, str):
+        orders = (orders,)
+    if not isinstance(orders, Sequence):
+        raise TypeError(f"{op}: orders must be a sequence of order strings such as ('zyx', '-zyx'), "
+                        f"got {orders!r}")
+    orders = tuple(orders)
+    if len(orders) != count:
+        raise ValueError(f"{op}: got {len(orders)} orders {orders} but the tensors have K={count} orders")
+    for order in orders:
+        parse_order(order)
+    return orders
+
+
 def check_spatial(spatial_shape: Sequence[int], length: int | None = None, op: str = "scan") -> tuple[int, int, int]:
     """Validate (Z, Y, X); if ``length`` is given it must equal Z·Y·X."""
-    try:
-        spatial = tuple(int(s) for s in spatial_shape)
-    except TypeError:
-        raise TypeError(f"{op}: spatial_shape must be (Z, Y, X), got {spatial_shape!r}") from None
-    if len(spatial) != 3 or any(s <= 0 for s in spatial):
-        raise ValueError(f"{op}: spatial_shape must be 3 positive sizes (Z, Y, X), got {spatial_shape!r}")
+    spatial = positive_ints(op, "spatial_shape", spatial_shape, 3, "3 positive sizes (Z, Y, X)")
     if length is not None and spatial[0] * spatial[1] * spatial[2] != length:
         raise ValueError(f"{op}: sequence length L={length} does not match spatial_shape {spatial} "
                          f"(Z·Y·X = {spatial[0] * spatial[1] * spatial[2]})")
@@ -81,3 +108,10 @@ def scan_order(spatial_shape: Sequence[int], order: str) -> torch.Tensor:
     pi = (torch.arange(n0).view(-1, 1, 1) * s0 + torch.arange(n1).view(1, -1, 1) * s1
           + torch.arange(n2).view(1, 1, -1) * s2).reshape(-1)
     return pi.flip(0) if geo.reverse else pi
+
+
+@functools.lru_cache(maxsize=64)
+def geometry_tensor(spatial: tuple[int, int, int], orders: tuple[str, ...], device: torch.device) -> torch.Tensor:
+    """(K, 7) int64 rows :meth:`OrderGeometry.as_ints` of ``orders`` on ``device``: what the kernels read."""
+    rows = [order_geometry(spatial, order).as_ints() for order in orders]
+    return torch.tensor(rows, dtype=torch.int64, device=device)

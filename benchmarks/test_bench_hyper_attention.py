@@ -5,9 +5,10 @@ W_q and W_o, every sample with at least one kept key (SDPA gives NaN
 otherwise). Providers:
 
 - ``triton``: the fused kernels (GPU only);
-- ``reference``: our chunked PyTorch path (``backend="reference"``);
+- ``chunked``: our chunked PyTorch path (``backend="chunked"``; called ``reference`` in rows recorded
+  before it got its own backend name);
 - ``sdpa``: unfused PyTorch, einsum + ``F.scaled_dot_product_attention`` + einsum;
-- ``naive``: the op's definition (einsum, softmax, einsum), CPU only.
+- ``naive``: the op's definition (einsum, softmax, einsum; what ``backend="reference"`` runs), CPU only.
 
 GPU: L = 56·80·64 and 28·40·32, C in {64, 128, 256}, bf16 and fp32, forward
 and forward+backward. CPU: only L = 28·40·32 with C = 64 in fp32 forward+backward
@@ -111,14 +112,14 @@ def cpu_threads(request):
     torch.set_num_threads(previous)
 
 
-@pytest.mark.parametrize("provider", ["sdpa", "naive", "reference"])
+@pytest.mark.parametrize("provider", ["sdpa", "naive", "chunked"])
 def test_hyper_attention_cpu(benchmark, provider, cpu_threads):
     _run(benchmark, provider, CPU_SPATIAL, CPU_C, "full", "cpu", torch.float32, rounds=3, warmup=1,
          threads=cpu_threads)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("provider", ["sdpa", "triton", "reference"])
+@pytest.mark.parametrize("provider", ["sdpa", "triton", "chunked"])
 @pytest.mark.parametrize("mode", ["full", "fwd"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("c", GPU_C, ids=[f"C{c}" for c in GPU_C])

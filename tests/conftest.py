@@ -6,7 +6,7 @@
 - Every buffer a kernel writes into starts as NaN (``anatokernels._memory``).
 - Markers: ``gpu`` (needs CUDA), ``interpret`` (Triton interpreter on the CPU),
   ``slow``. Backend parametrisation and relative-error bounds live in
-  ``kernel_testing.py``.
+  ``kernels/kernel_testing.py``.
 """
 
 import os

@@ -6,13 +6,14 @@ Per sample b, with H heads of width dh = E/H:
     out = concat_h(a_h·v_h)·W_o(b) + b_o           W_o (E, C) shared or (B, E, C)
 A sample whose keys are all masked has attention output 0, so out = b_o.
 
-Backends: ``reference`` (PyTorch; evaluates the op in chunks of L rows with a
-recomputing backward, so its peak memory beyond inputs, output and gradients
-is O(chunk·H·M); it is also what ``auto`` picks on CPU) and ``triton`` (fused
-forward and backward kernels, see :mod:`anatokernels.hyper_attention.triton`).
-Both evaluate the absorbed form described in
-:mod:`anatokernels.hyper_attention.function`; the unfused definition is
-:func:`anatokernels.hyper_attention.reference.hyper_cross_attention`.
+Backends: ``reference`` (the unfused definition, autograd through plain
+PyTorch ops, :mod:`anatokernels.hyper_attention.reference`), ``chunked``
+(PyTorch; evaluates the op in chunks of L rows with a recomputing backward, so
+its peak memory beyond inputs, output and gradients is O(chunk·H·M); what
+``auto`` picks on CPU, :mod:`anatokernels.hyper_attention.chunked`) and
+``triton`` (fused forward and backward kernels,
+:mod:`anatokernels.hyper_attention.triton`). The last two evaluate the
+absorbed form described in :mod:`anatokernels.hyper_attention.function`.
 """
 
 from __future__ import annotations
@@ -23,20 +24,13 @@ import torch
 
 from anatokernels import _checks, _dispatch
 from anatokernels.hyper_attention import reference
-from anatokernels.hyper_attention.function import OP, AbsorbedAttention, absorb
+from anatokernels.hyper_attention.function import OP, absorbed_attention
 
 SPEC = _dispatch.register(_dispatch.OpSpec(
-    name=OP, package="anatokernels.hyper_attention", backends=("reference", "triton"),
-    gpu_preference=("triton",)))
+    name=OP, package="anatokernels.hyper_attention", backends=("reference", "chunked", "triton"),
+    gpu_preference=("triton",), fallback="chunked"))
 
 __all__ = ["hyper_cross_attention"]
-
-
-def _check_shape(name: str, t, shape: tuple[int, ...], layout: str) -> None:
-    _checks.check_tensor(OP, name, t, ndim=len(shape), layout=layout)
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{OP}: {name} must have shape {layout} = {_checks.shape_str(shape)}, "
-                         f"got {_checks.shape_str(t.shape)}")
 
 
 def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -> float:
@@ -50,16 +44,16 @@ def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -
     if c == 0 or m == 0 or e == 0:
         raise ValueError(f"{OP}: C, M and E must be non-empty, got x {_checks.shape_str(x.shape)} and "
                          f"k {_checks.shape_str(k.shape)} (mask every key instead of passing M=0)")
-    _check_shape("v", v, (b, m, e), "(B, M, E)")
-    _check_shape("w_q", w_q, (b, c, e), "(B, C, E)")
+    _checks.check_shape(OP, "v", v, (b, m, e), "(B, M, E)")
+    _checks.check_shape(OP, "w_q", w_q, (b, c, e), "(B, C, E)")
     _checks.check_tensor(OP, "w_o", w_o)
     if tuple(w_o.shape) not in ((e, c), (b, e, c)):
         raise ValueError(f"{OP}: w_o must have shape (E, C) = ({e}, {c}) or (B, E, C) = ({b}, {e}, {c}), "
                          f"got {_checks.shape_str(w_o.shape)}")
     if b_q is not None:
-        _check_shape("b_q", b_q, (b, e), "(B, E)")
+        _checks.check_shape(OP, "b_q", b_q, (b, e), "(B, E)")
     if b_o is not None:
-        _check_shape("b_o", b_o, (c,), "(C,)")
+        _checks.check_shape(OP, "b_o", b_o, (c,), "(C,)")
     if key_padding_mask is not None:
         _checks.check_tensor(OP, "key_padding_mask", key_padding_mask, ndim=2, layout="(B, M)",
                              dtypes=(torch.bool,))
@@ -97,23 +91,14 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     Returns (B, L, C) in x's dtype; differentiable in x, k, v, w_q, w_o, b_q and b_o.
 
     ``auto`` runs ``triton`` on CUDA tensors once that backend is verified on a
-    GPU (see :func:`anatokernels.backends`), and ``reference`` otherwise,
+    GPU (see :func:`anatokernels.backends`), and ``chunked`` otherwise,
     including problems outside the Triton limits (float64, M > 64, or
-    next_pow2(H)·max(16, next_pow2(M)) > 1024).
+    next_pow2(H)·max(16, next_pow2(M)) > 1024). ``reference`` runs the plain definition.
     """
     scale = _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale)
-    chosen = _dispatch.resolve(OP, backend, x.device)
-    m = k.shape[1]
-    if chosen == "triton":
-        triton_impl = _dispatch.module(OP, chosen)
-        problem = triton_impl.unsupported(m, num_heads, x.dtype)
-        if problem is not None and backend == "triton":
-            raise ValueError(f"{OP}: backend='triton' {problem}; use backend='reference'")
-        if problem is None:
-            hp, mp = triton_impl.padded_heads(num_heads), triton_impl.padded_keys(m)
-            A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, hp, mp)
-            return _dispatch.run_with_fallback(
-                OP, chosen, lambda: AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, triton_impl, chosen, reference),
-                lambda: AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, reference, "reference", reference))
-    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, num_heads, m)
-    return AbsorbedAttention.apply(x, A, a, Bv, b_o, m, reference, "reference", reference)
+    return _dispatch.dispatch(
+        OP, backend, x.device,
+        fast=lambda impl: absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale,
+                                             explicit=backend != "auto"),
+        reference=lambda: reference.hyper_cross_attention(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads,
+                                                          scale))

@@ -17,12 +17,14 @@ minimum of 16 keys); padded and excluded keys get a = −inf, so their
 probability is exactly 0, and a head without any key gets probabilities 0
 (its attention output is 0, out = b_o).
 
-A backend module provides
+A backend module (``chunked``, ``triton``) provides
 
+    unsupported(m, num_heads, dtype) -> None, or why it cannot run the problem
+    padded_heads(h) -> HP,  padded_keys(m) -> MP
     forward(x, A, a, Bv, b_o, mp) -> out (B, L, C)
     backward(x, dout, A, a, Bv, b_o, mp) -> (dx, dA, da, dBv, db_o)
 
-(see :mod:`anatokernels.hyper_attention.reference` for the exact contract).
+(see :mod:`anatokernels.hyper_attention.chunked` for the exact contract).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from anatokernels import _dispatch
+from anatokernels._checks import accumulation_dtype
+from anatokernels.hyper_attention import chunked
 
 OP = "hyper_cross_attention"
 
@@ -45,7 +49,7 @@ def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tenso
     b, m, e = k.shape
     c = w_q.shape[1]
     h, dh = num_heads, e // num_heads
-    work = torch.float64 if k.dtype == torch.float64 else torch.float32
+    work = accumulation_dtype(k)
     kh = k.to(work).reshape(b, m, h, dh)
     vh = v.to(work).reshape(b, m, h, dh)
     A = torch.einsum("bchd,bmhd->bchm", w_q.to(work).reshape(b, c, h, dh), kh) * scale
@@ -67,15 +71,15 @@ def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tenso
 
 
 class AbsorbedAttention(torch.autograd.Function):
-    """out = softmax_heads(x·A + a)·Bv + b_o through a backend module (see the module docstring).
+    """out = softmax_heads(x·A + a)·Bv + b_o through the backend module ``impl`` named ``backend``.
 
-    ``fallback`` is the module the backward uses if ``impl``'s Triton kernel fails to compile on the GPU.
+    If the backward's Triton kernel fails to compile on the GPU, the ``chunked`` backward runs instead.
     """
 
     @staticmethod
-    def forward(ctx, x, A, a, Bv, b_o, mp, impl, backend, fallback):
+    def forward(ctx, x, A, a, Bv, b_o, mp, impl, backend):
         ctx.save_for_backward(x, A, a, Bv, b_o)
-        ctx.mp, ctx.impl, ctx.backend, ctx.fallback = mp, impl, backend, fallback
+        ctx.mp, ctx.impl, ctx.backend = mp, impl, backend
         return impl.forward(x, A, a, Bv, b_o, mp)
 
     @staticmethod
@@ -83,5 +87,23 @@ class AbsorbedAttention(torch.autograd.Function):
         x, A, a, Bv, b_o = ctx.saved_tensors
         args = (x, dout, A, a, Bv, b_o, ctx.mp)
         dx, dA, da, dBv, dbo = _dispatch.run_with_fallback(OP, ctx.backend, lambda: ctx.impl.backward(*args),
-                                                           lambda: ctx.fallback.backward(*args))
-        return dx, dA, da, dBv, dbo, None, None, None, None
+                                                           lambda: chunked.backward(*args))
+        return dx, dA, da, dBv, dbo, None, None, None
+
+
+def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads: int, scale: float,
+                       explicit: bool) -> torch.Tensor:
+    """The op through a backend module ``impl`` of the absorbed form (``chunked`` or ``triton``).
+
+    A problem ``impl`` cannot take (see its ``unsupported``) is a ValueError when
+    its backend was asked for by name (``explicit``), else it runs ``chunked``.
+    """
+    backend = impl.__name__.rsplit(".", 1)[-1]
+    problem = impl.unsupported(k.shape[1], num_heads, x.dtype)
+    if problem is not None:
+        if explicit:
+            raise ValueError(f"{OP}: backend={backend!r} {problem}; use backend='chunked' or 'reference'")
+        impl, backend = chunked, "chunked"
+    mp = impl.padded_keys(k.shape[1])
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, impl.padded_heads(num_heads), mp)
+    return AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, impl, backend)

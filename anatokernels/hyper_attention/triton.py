@@ -250,7 +250,7 @@ def _split(n_blocks: int, batch: int, device: torch.device) -> tuple[int, int]:
 
 def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
              b_o: torch.Tensor | None, mp: int):
-    """Gradients of :func:`forward` (same contract as ``reference.backward``): dx (B, L, C) in x's dtype,
+    """Gradients of :func:`forward` (same contract as ``chunked.backward``): dx (B, L, C) in x's dtype,
     dA (B, C, HP·MP), da (B, HP·MP), dBv (B, HP·MP, C) in float32, db_o (C,) or None."""
     b, n, c = x.shape
     hmp = A.shape[-1]

@@ -84,12 +84,9 @@ def masked_patch_gather(x: torch.Tensor, index: torch.Tensor, patch_size: int | 
     patch = _checks.triple(op, "patch_size", patch_size)
     grid = _grid(op, x.shape[2:], patch)
     _check_index(op, index, x.shape[0], grid[0] * grid[1] * grid[2], x.device)
-    chosen = _dispatch.resolve(op, backend, x.device)
-    if chosen == "reference":
-        return reference.masked_patch_gather(x, index, patch)
-    impl = _dispatch.module(op, chosen)
-    return _dispatch.run_with_fallback(op, chosen, lambda: MaskedPatchGather.apply(x, index, patch, impl),
-                                       lambda: reference.masked_patch_gather(x, index, patch))
+    return _dispatch.dispatch(op, backend, x.device,
+                              fast=lambda impl: MaskedPatchGather.apply(x, index, patch, impl),
+                              reference=lambda: reference.masked_patch_gather(x, index, patch))
 
 
 def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size: int | Sequence[int],
@@ -118,13 +115,9 @@ def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size:
     if index.shape[1] > 1 and bool((index.sort(dim=1).values.diff(dim=1) == 0).any()):
         raise ValueError(f"{op}: index has a duplicate patch id within a sample; scatter needs unique ids")
     fill = _fill_tensor(op, fill, channels, patches)
-    chosen = _dispatch.resolve(op, backend, patches.device)
-    if chosen == "reference":
-        return reference.masked_patch_scatter(patches, index, patch, spatial, fill)
-    impl = _dispatch.module(op, chosen)
-    return _dispatch.run_with_fallback(
-        op, chosen, lambda: MaskedPatchScatter.apply(patches, fill, index, patch, spatial, impl),
-        lambda: reference.masked_patch_scatter(patches, index, patch, spatial, fill))
+    return _dispatch.dispatch(op, backend, patches.device,
+                              fast=lambda impl: MaskedPatchScatter.apply(patches, fill, index, patch, spatial, impl),
+                              reference=lambda: reference.masked_patch_scatter(patches, index, patch, spatial, fill))
 
 
 def _fill_tensor(op: str, fill, channels: int, patches: torch.Tensor) -> torch.Tensor:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from anatokernels import _memory
-
-_ACCUMULATE_DTYPES = (torch.float32, torch.float64)
+from anatokernels import _checks, _memory
 
 
 def scatter_add(backend, grad: torch.Tensor, index: torch.Tensor, patch, shape, dtype) -> torch.Tensor:
     """Sum (B, M, P) patches into a zero (B, C, D, H, W) volume; low precision accumulates in float32."""
-    acc_dtype = dtype if dtype in _ACCUMULATE_DTYPES else torch.float32
-    out = torch.zeros(shape, dtype=acc_dtype, device=grad.device)
+    out = torch.zeros(shape, dtype=_checks.accumulation_dtype(grad), device=grad.device)
     backend.scatter(grad, index, patch, out, True)
     return out.to(dtype)
 

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as run_checkpointed
 
-from anatokernels.order_conv import check_orders, order_conv1d
+from anatokernels.order_conv import order_conv1d
+from anatokernels.scan_order import check_orders
 from anatokernels.selective_scan import selective_scan3d
 
 
@@ -47,7 +48,9 @@ class Mamba3d(nn.Module):
     orders: scan orders (see :mod:`anatokernels.scan_order`).
     dt_rank: "auto" for ceil(dim / 16), or an int.
     checkpoint: recompute the layer in the backward instead of keeping its
-        activations (only the input is stored).
+        activations (only the input is stored). This is the one checkpointing
+        level: a block wrapping Mamba3d passes ``checkpoint`` through instead of
+        checkpointing itself.
     backend: passed to both ops ("auto", "reference", "triton", "cpu", "cuda").
     """
 

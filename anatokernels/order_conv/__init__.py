@@ -11,7 +11,6 @@ padding W-1 and groups=D → activation → un-permute, without the permutes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +18,7 @@ import torch
 from anatokernels import _checks, _dispatch
 from anatokernels.order_conv import reference
 from anatokernels.order_conv.function import OrderConv1d
-from anatokernels.scan_order import check_spatial, order_geometry, parse_order
+from anatokernels.scan_order import check_orders, check_spatial, geometry_tensor
 
 SPEC = _dispatch.register(_dispatch.OpSpec(
     name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
@@ -29,28 +28,6 @@ SPEC = _dispatch.register(_dispatch.OpSpec(
 ACTIVATIONS = (None, "silu")
 
 __all__ = ["order_conv1d"]
-
-
-def check_orders(op: str, orders: Sequence[str] | str, count: int) -> tuple[str, ...]:
-    """``orders`` (one order string, or a sequence of them) as a tuple of ``count`` valid orders."""
-    if isinstance(orders, str):
-        orders = (orders,)
-    if not isinstance(orders, Sequence):
-        raise TypeError(f"{op}: orders must be a sequence of order strings such as ('zyx', '-zyx'), "
-                        f"got {orders!r}")
-    orders = tuple(orders)
-    if len(orders) != count:
-        raise ValueError(f"{op}: got {len(orders)} orders {orders} but the tensors have K={count} orders")
-    for order in orders:
-        parse_order(order)
-    return orders
-
-
-@functools.lru_cache(maxsize=64)
-def geometry_tensor(spatial: tuple[int, int, int], orders: tuple[str, ...], device: torch.device) -> torch.Tensor:
-    """(K, 7) int64 geometry rows (n0, n1, n2, stride0, stride1, stride2, reverse) on ``device``."""
-    rows = [order_geometry(spatial, order).as_ints() for order in orders]
-    return torch.tensor(rows, dtype=torch.int64, device=device)
 
 
 def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -86,13 +63,8 @@ def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         raise ValueError(f"{op}: bias must be (K, D) = ({k}, {d}), got {_checks.shape_str(bias.shape)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: activation must be 'silu' or None, got {activation!r}")
-    chosen = _dispatch.resolve(op, backend, device)
-    run_reference = lambda: reference.order_conv1d(x, weight, bias, spatial, orders, activation)
-    if chosen == "reference":
-        return run_reference()
-    impl = _dispatch.module(op, chosen)
-    geometry = geometry_tensor(spatial, orders, device)
-    bias_c = None if bias is None else bias.contiguous()
-    return _dispatch.run_with_fallback(
-        op, chosen, lambda: OrderConv1d.apply(x, weight.contiguous(), bias_c, geometry, activation == "silu", impl),
-        run_reference)
+    return _dispatch.dispatch(
+        op, backend, device,
+        fast=lambda impl: OrderConv1d.apply(x, weight.contiguous(), None if bias is None else bias.contiguous(),
+                                            geometry_tensor(spatial, orders, device), activation == "silu", impl),
+        reference=lambda: reference.order_conv1d(x, weight, bias, spatial, orders, activation))

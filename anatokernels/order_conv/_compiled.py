@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from anatokernels import _extension, _memory
+from anatokernels import _checks, _extension, _memory
 
 
 def forward(suffix: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: torch.Tensor,
@@ -19,7 +19,7 @@ def backward(suffix: str, grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
              geometry: torch.Tensor, silu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """grad (B, K, D, L) contiguous -> dx (B, K, D, L), dweight (K, D, W), dbias (K, D); the last two in
     float32 (float64 for float64 inputs)."""
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = _checks.accumulation_dtype(x)
     dx = _memory.empty(x.shape, dtype=x.dtype, device=x.device)
     dweight = _memory.empty(weight.shape, dtype=acc, device=x.device)
     dbias = _memory.empty(weight.shape[:2], dtype=acc, device=x.device)

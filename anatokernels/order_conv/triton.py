@@ -19,36 +19,15 @@ import torch
 import triton
 import triton.language as tl
 
-from anatokernels import _memory
-
-
-@triton.jit
-def _geometry(geo_ptr, k):
-    g = geo_ptr + k * 7
-    return (tl.load(g), tl.load(g + 1), tl.load(g + 2), tl.load(g + 3), tl.load(g + 4), tl.load(g + 5),
-            tl.load(g + 6))
-
-
-@triton.jit
-def _step_of(p, n0, n1, n2, st0, st1, st2, rev, L):
-    """Scan step at which native position p is visited."""
-    s = ((p // st0) % n0) * (n1 * n2) + ((p // st1) % n1) * n2 + (p // st2) % n2
-    return tl.where(rev != 0, L - 1 - s, s)
-
-
-@triton.jit
-def _native_of(t, n1, n2, st0, st1, st2, rev, L):
-    """Native position of scan step t (clamped into [0, L) so masked lanes stay in bounds)."""
-    t = tl.minimum(tl.maximum(t, 0), L - 1)
-    s = tl.where(rev != 0, L - 1 - t, t)
-    return (s // (n1 * n2)) * st0 + ((s // n2) % n1) * st1 + (s % n2) * st2
+from anatokernels import _checks, _memory
+from anatokernels._triton_common import native_position, order_geometry, scan_step, tl_dtype
 
 
 @triton.jit
 def _x_at(x_row, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, ACC: tl.constexpr):
     """x at scan steps t (0 outside [0, L)): a [BLOCK_D, BLOCK_L] tile."""
     valid = mask_l & (t >= 0) & (t < L)
-    q = _native_of(t, n1, n2, st0, st1, st2, rev, L)
+    q = native_position(t, n1, n2, st0, st1, st2, rev, L)
     return tl.load(x_row + q[None, :] * sx_l, mask=mask_d[:, None] & valid[None, :], other=0.0).to(ACC)
 
 
@@ -70,7 +49,7 @@ def _grad_pre(g_row, x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st
               W: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr):
     """Gradient w.r.t. the pre-activation at scan steps t (0 for t >= L)."""
     valid = mask_l & (t < L)
-    q = _native_of(t, n1, n2, st0, st1, st2, rev, L)
+    q = native_position(t, n1, n2, st0, st1, st2, rev, L)
     g = tl.load(g_row + q[None, :], mask=mask_d[:, None] & valid[None, :], other=0.0).to(ACC)
     if SILU:
         pre = _pre_activation(x_row, w_row, bias, t, mask_d, mask_l, n1, n2, st0, st1, st2, rev, L, sx_l, W, ACC)
@@ -105,8 +84,8 @@ def _order_conv1d_forward_kernel(x_ptr, w_ptr, bias_ptr, geo_ptr, out_ptr, K, D,
                                  W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, ACC: tl.constexpr,
                                  BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_bk, b, k, p, mask_l, d, mask_d = _program_tile(K, D, L, BLOCK_D, BLOCK_L)
-    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
-    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
+    n0, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    t = scan_step(p, n0, n1, n2, st0, st1, st2, rev, L)
     x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
     w_row = w_ptr + (k * D + d) * W
     bias = _channel_bias(bias_ptr, k, d, mask_d, D, HAS_BIAS, ACC, BLOCK_D)
@@ -123,8 +102,8 @@ def _order_conv1d_backward_kernel(g_ptr, x_ptr, w_ptr, bias_ptr, geo_ptr, dx_ptr
                                   W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                                   ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_bk, b, k, p, mask_l, d, mask_d = _program_tile(K, D, L, BLOCK_D, BLOCK_L)
-    n0, n1, n2, st0, st1, st2, rev = _geometry(geo_ptr, k)
-    t = _step_of(p, n0, n1, n2, st0, st1, st2, rev, L)
+    n0, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    t = scan_step(p, n0, n1, n2, st0, st1, st2, rev, L)
     x_row = x_ptr + b * sx_b + k.to(tl.int64) * sx_k + d[:, None] * sx_d
     g_row = g_ptr + (pid_bk.to(tl.int64) * D + d[:, None]) * L
     w_row = w_ptr + (k * D + d) * W
@@ -148,10 +127,6 @@ def _order_conv1d_backward_kernel(g_ptr, x_ptr, w_ptr, bias_ptr, geo_ptr, dx_ptr
         tl.store(dw_part_ptr + (part * D + d) * W + m, tl.sum(gp0 * xm, axis=1), mask=mask_d)
 
 
-def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
-
-
 def _tiles(d: int, length: int, interpreted: bool) -> tuple[int, int]:
     # Interpreted programs are slow to start: few, large tiles. On a GPU ~2K elements per program.
     max_l, elements = (4096, 1 << 16) if interpreted else (512, 2048)
@@ -171,7 +146,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ge
     grid = (triton.cdiv(length, block_l), triton.cdiv(d, block_d), b * k)
     _order_conv1d_forward_kernel[grid](x, weight, bias if bias is not None else weight, geometry, out, k, d, length,
                                        *x.stride(), W=weight.shape[2], HAS_BIAS=bias is not None, SILU=silu,
-                                       ACC=_acc_dtype(x.dtype)[1], BLOCK_D=block_d, BLOCK_L=block_l)
+                                       ACC=tl_dtype(_checks.accumulation_dtype(x)), BLOCK_D=block_d, BLOCK_L=block_l)
     return out
 
 
@@ -181,7 +156,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: to
     float32 (float64 for float64 inputs)."""
     b, k, d, length = x.shape
     width = weight.shape[2]
-    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    acc_torch = _checks.accumulation_dtype(x)
     dx = _memory.empty(x.shape, dtype=x.dtype, device=x.device)
     if dx.numel() == 0:
         return dx, torch.zeros(weight.shape, dtype=acc_torch, device=x.device), \
@@ -192,6 +167,6 @@ def backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: to
     db_part = _memory.empty((b * grid[0], k, d), dtype=acc_torch, device=x.device)
     _order_conv1d_backward_kernel[grid](grad, x, weight, bias if bias is not None else weight, geometry, dx,
                                         dw_part, db_part, k, d, length, *x.stride(), W=width,
-                                        HAS_BIAS=bias is not None, SILU=silu, ACC=acc_tl,
+                                        HAS_BIAS=bias is not None, SILU=silu, ACC=tl_dtype(acc_torch),
                                         BLOCK_D=block_d, BLOCK_L=block_l)
     return dx, dw_part.sum(dim=0), db_part.sum(dim=0)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from anatokernels import _checks, _dispatch
-from anatokernels.scan_order import check_spatial, order_geometry
+from anatokernels.scan_order import check_orders, check_spatial, geometry_tensor
 from anatokernels.selective_scan import reference
 from anatokernels.selective_scan.function import SelectiveScan
 
@@ -29,15 +29,6 @@ SCAN = _dispatch.register(_dispatch.OpSpec(name="selective_scan", **_COMMON))
 SCAN3D = _dispatch.register(_dispatch.OpSpec(name="selective_scan3d", **_COMMON))
 
 __all__ = ["selective_scan", "selective_scan3d"]
-
-
-def _check_shape(op: str, name: str, t, shape: tuple[int, ...], layout: str, optional: bool = False) -> None:
-    if t is None and optional:
-        return
-    _checks.check_tensor(op, name, t, ndim=len(shape), layout=layout)
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{op}: {name} must have shape {layout} = {_checks.shape_str(shape)}, "
-                         f"got {_checks.shape_str(t.shape)}")
 
 
 def _check_common(op: str, u, delta, A, D, z, delta_bias, B, C) -> None:
@@ -73,39 +64,37 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                              f"{_checks.shape_str(t.shape)}")
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    _check_shape(op, "delta", delta, (batch, dim, length), "(B, D, L)")
+    _checks.check_shape(op, "delta", delta, (batch, dim, length), "(B, D, L)")
     _checks.check_dim(op, "A", A.shape[0], dim, "D (channels, u.shape[1])")
     groups = B.shape[1] if B.dim() == 4 else 1
     expected = (batch, groups, n_state, length) if B.dim() == 4 else (batch, n_state, length)
     layout = "(B, G, N, L)" if B.dim() == 4 else "(B, N, L)"
-    _check_shape(op, "B", B, expected, layout)
+    _checks.check_shape(op, "B", B, expected, layout)
     if tuple(C.shape) != tuple(B.shape):
         raise ValueError(f"{op}: C must have B's shape {_checks.shape_str(B.shape)}, got {_checks.shape_str(C.shape)}")
     if groups == 0 or dim % groups:
         raise ValueError(f"{op}: the number of groups G={groups} of B and C must divide D={dim}")
-    _check_shape(op, "D", D, (dim,), "(D,)", optional=True)
-    _check_shape(op, "delta_bias", delta_bias, (dim,), "(D,)", optional=True)
-    _check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
+    _checks.check_shape(op, "D", D, (dim,), "(D,)", optional=True)
+    _checks.check_shape(op, "delta_bias", delta_bias, (dim,), "(D,)", optional=True)
+    _checks.check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
     _check_common(op, u, delta, A, D, z, delta_bias, B, C)
-    chosen = _dispatch.resolve(op, backend, u.device)
+    return _dispatch.dispatch(
+        op, backend, u.device,
+        fast=lambda impl: _scan_fast(impl, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state),
+        reference=lambda: reference.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                   return_last_state))
 
-    def run_reference():
-        return reference.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
-    if chosen == "reference":
-        return run_reference()
-    impl = _dispatch.module(op, chosen)
+def _scan_fast(impl, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    """The 1-D scan as the canonical layout's K=1, order "zyx" over spatial (1, 1, L)."""
     grouped_b = B.unsqueeze(1) if B.dim() == 4 else B[:, None, None]
     grouped_c = C.unsqueeze(1) if C.dim() == 4 else C[:, None, None]
-
-    def run_fast():
-        out, last = SelectiveScan.apply(
-            u.unsqueeze(1), delta.unsqueeze(1), A.unsqueeze(0), grouped_b, grouped_c,
-            None if D is None else D.unsqueeze(0), z, None if delta_bias is None else delta_bias.unsqueeze(0),
-            (order_geometry((1, 1, length), "zyx").as_ints(),), bool(delta_softplus), impl)
-        return (out, last[:, 0]) if return_last_state else out
-
-    return _dispatch.run_with_fallback(op, chosen, run_fast, run_reference)
+    geometry = geometry_tensor((1, 1, u.shape[-1]), ("zyx",), u.device)
+    out, last = SelectiveScan.apply(
+        u.unsqueeze(1), delta.unsqueeze(1), A.unsqueeze(0), grouped_b, grouped_c,
+        None if D is None else D.unsqueeze(0), z, None if delta_bias is None else delta_bias.unsqueeze(0),
+        geometry, bool(delta_softplus), impl)
+    return (out, last[:, 0]) if return_last_state else out
 
 
 def selective_scan3d(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -129,34 +118,20 @@ def selective_scan3d(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
     _checks.check_tensor(op, "B", B, ndim=4, layout="(B, K, N, L)")
     batch, k_orders, dim, length = u.shape
     n_state = A.shape[2]
-    if isinstance(orders, str):
-        orders = (orders,)
-    orders = tuple(orders)
-    if len(orders) != k_orders:
-        raise ValueError(f"{op}: got {len(orders)} orders {orders} but u has K={k_orders} (u.shape[1])")
+    orders = check_orders(op, orders, k_orders)
     spatial = check_spatial(spatial_shape, length, op)
-    geometry = tuple(order_geometry(spatial, order).as_ints() for order in orders)
-    _check_shape(op, "delta", delta, (batch, k_orders, dim, length), "(B, K, D, L)")
-    _check_shape(op, "A", A, (k_orders, dim, n_state), "(K, D, N)")
-    _check_shape(op, "B", B, (batch, k_orders, n_state, length), "(B, K, N, L)")
-    _check_shape(op, "C", C, (batch, k_orders, n_state, length), "(B, K, N, L)")
-    _check_shape(op, "D", D, (k_orders, dim), "(K, D)", optional=True)
-    _check_shape(op, "delta_bias", delta_bias, (k_orders, dim), "(K, D)", optional=True)
-    _check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
+    _checks.check_shape(op, "delta", delta, (batch, k_orders, dim, length), "(B, K, D, L)")
+    _checks.check_shape(op, "A", A, (k_orders, dim, n_state), "(K, D, N)")
+    _checks.check_shape(op, "B", B, (batch, k_orders, n_state, length), "(B, K, N, L)")
+    _checks.check_shape(op, "C", C, (batch, k_orders, n_state, length), "(B, K, N, L)")
+    _checks.check_shape(op, "D", D, (k_orders, dim), "(K, D)", optional=True)
+    _checks.check_shape(op, "delta_bias", delta_bias, (k_orders, dim), "(K, D)", optional=True)
+    _checks.check_shape(op, "z", z, (batch, dim, length), "(B, D, L)", optional=True)
     _check_common(op, u, delta, A, D, z, delta_bias, B, C)
-    chosen = _dispatch.resolve(op, backend, u.device)
-
-    def run_reference():
-        return reference.selective_scan3d(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                          spatial_shape=spatial, orders=orders)
-
-    if chosen == "reference":
-        return run_reference()
-    impl = _dispatch.module(op, chosen)
-
-    def run_fast():
-        out, _ = SelectiveScan.apply(u, delta, A, B.unsqueeze(2), C.unsqueeze(2), D, z, delta_bias, geometry,
-                                     bool(delta_softplus), impl)
-        return out
-
-    return _dispatch.run_with_fallback(op, chosen, run_fast, run_reference)
+    return _dispatch.dispatch(
+        op, backend, u.device,
+        fast=lambda impl: SelectiveScan.apply(u, delta, A, B.unsqueeze(2), C.unsqueeze(2), D, z, delta_bias,
+                                              geometry_tensor(spatial, orders, u.device), bool(delta_softplus),
+                                              impl)[0],
+        reference=lambda: reference.selective_scan3d(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                     spatial_shape=spatial, orders=orders))

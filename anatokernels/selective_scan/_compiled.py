@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from anatokernels import _extension, _memory
-
-
-def _acc_dtype(*tensors) -> torch.dtype:
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+from anatokernels import _checks, _extension, _memory
 
 
 def _param(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -26,14 +22,13 @@ def forward(suffix, u, delta, A, B, C, D, z, bias, geometry, softplus, chunk):
     """Canonical layout -> out (Bt, Dm, L) in u's dtype, last (Bt, K, Dm, N), checkpoints (Bt, K, Dm, NC, N)."""
     bt, k_orders, dm, length = u.shape
     n_state = A.shape[2]
-    acc = _acc_dtype(u, delta, A, B, C, D, z, bias)
+    acc = _checks.accumulation_dtype(u, delta, A, B, C, D, z, bias)
     dev = u.device
     out = _memory.empty((bt, dm, length), dtype=acc, device=dev)
     last = _memory.empty((bt, k_orders, dm, n_state), dtype=acc, device=dev)
     checkpoints = _memory.empty((bt, k_orders, dm, -(-length // chunk), n_state), dtype=acc, device=dev)
-    geo = torch.tensor(geometry, dtype=torch.int64, device=dev)
     _extension.op(f"selective_scan3d_fwd_{suffix}")(
-        u, delta, _param(A, acc), B, C, _param(D, acc), z, _param(bias, acc), geo, bool(softplus), chunk,
+        u, delta, _param(A, acc), B, C, _param(D, acc), z, _param(bias, acc), geometry, bool(softplus), chunk,
         out, last, checkpoints)
     return out.to(u.dtype), last, checkpoints
 
@@ -51,10 +46,9 @@ def backward(suffix, dout, dlast, u, delta, A, B, C, D, z, bias, checkpoints, ge
     dD = _memory.empty((k_orders, dm), dtype=acc, device=dev) if D is not None else dA.new_empty(0)
     dbias = _memory.empty((k_orders, dm), dtype=acc, device=dev) if bias is not None else dA.new_empty(0)
     dz = _memory.empty((bt, dm, length), dtype=acc, device=dev) if z is not None else dA.new_empty(0)
-    geo = torch.tensor(geometry, dtype=torch.int64, device=dev)
     _extension.op(f"selective_scan3d_bwd_{suffix}")(
         dout.to(u.dtype), dlast.to(acc).contiguous(), u, delta, _param(A, acc), B, C, _param(D, acc), z,
-        _param(bias, acc), checkpoints, geo, bool(softplus), chunk, du, ddelta, dA, dB, dC, dD, dz, dbias)
+        _param(bias, acc), checkpoints, geometry, bool(softplus), chunk, du, ddelta, dA, dB, dC, dD, dz, dbias)
     grads = (du, ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
              None if D is None else dD.to(D.dtype), None if z is None else dz.to(z.dtype),
              None if bias is None else dbias.to(bias.dtype))

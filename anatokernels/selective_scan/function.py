@@ -9,7 +9,8 @@ canonical layout, which covers both public ops (the 1-D scan is K=1, order
     B, C         (Bt, K, G, N, L)   channel d reads group d // (Dm / G)
     D, bias      (K, Dm) or None
     z            (Bt, Dm, L) or None
-    geometry     K tuples (n0, n1, n2, stride0, stride1, stride2, reverse)
+    geometry     (K, 7) int64 on the data's device: rows (n0, n1, n2, stride0, stride1, stride2, reverse)
+                 of :func:`anatokernels.scan_order.geometry_tensor`
 
 and provides
 

@@ -17,11 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from anatokernels._checks import accumulation_dtype
 from anatokernels.scan_order import scan_order
-
-
-def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, dtype):
@@ -63,7 +60,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     Returns y (Bt, Dm, L) in u's dtype, and with ``return_last_state`` also
     h_{L-1} (Bt, Dm, N) in the compute dtype (float32, or float64).
     """
-    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    dtype = accumulation_dtype(u, delta, A, B, C, D, z, delta_bias)
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     y, last = _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, dtype)
@@ -81,7 +78,7 @@ def selective_scan3d(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     z (Bt, Dm, L); L = Z·Y·X. Returns (Bt, Dm, L) in u's dtype:
     Σ_k y_k (y_k scanned along order k, put back at native positions), times silu(z).
     """
-    dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    dtype = accumulation_dtype(u, delta, A, B, C, D, z, delta_bias)
     total = None
     for k, order in enumerate(orders):
         pi = scan_order(spatial_shape, order).to(u.device)

@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from anatokernels import _memory
+from anatokernels import _checks, _memory
+from anatokernels._triton_common import native_position, order_geometry, tl_dtype
 
 _TILE = 2048  # scanned elements (CHUNK x N) per program on a GPU
 _INTERPRETER_CHUNK = 16
@@ -38,20 +39,6 @@ _INTERPRETER_MAX_BLOCK_D = 64
 def _affine_combine(a1, b1, a2, b2):
     # (a1, b1) then (a2, b2): x -> a2 * (a1 * x + b1) + b2
     return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _native_positions(t, L, geo_ptr, k):
-    """Native positions π_k(t) of the int64 steps ``t`` (clamped to L-1 where t >= L)."""
-    n1 = tl.load(geo_ptr + k * 7 + 1)
-    n2 = tl.load(geo_ptr + k * 7 + 2)
-    st0 = tl.load(geo_ptr + k * 7 + 3)
-    st1 = tl.load(geo_ptr + k * 7 + 4)
-    st2 = tl.load(geo_ptr + k * 7 + 5)
-    rev = tl.load(geo_ptr + k * 7 + 6)
-    tc = tl.minimum(t, L - 1)
-    s = tl.where(rev != 0, L - 1 - tc, tc)
-    return (s // (n1 * n2)) * st0 + ((s // n2) % n1) * st1 + (s % n2) * st2
 
 
 @triton.jit
@@ -109,6 +96,18 @@ def _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, s
 
 
 @triton.jit
+def _input_rows(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, b, k, d, grp, n, su_b, su_k, su_d, sd_b, sd_k, sd_d,
+                sB_b, sB_k, sB_g, sB_n, sC_b, sC_k, sC_g, sC_n, sz_b, sz_d):
+    """Pointers to position 0 of this program's rows: u, δ and z (BLOCK_D, 1); B, C (1, BLOCK_N)."""
+    u_row = u_ptr + b * su_b + k * su_k + d[:, None] * su_d
+    delta_row = delta_ptr + b * sd_b + k * sd_k + d[:, None] * sd_d
+    B_row = B_ptr + b * sB_b + k * sB_k + grp * sB_g + n[None, :] * sB_n
+    C_row = C_ptr + b * sC_b + k * sC_k + grp * sC_g + n[None, :] * sC_n
+    z_row = z_ptr + b * sz_b + d[:, None] * sz_d
+    return u_row, delta_row, B_row, C_row, z_row
+
+
+@triton.jit
 def _chunk_states(h0, dt, u, A, Bt):
     """States of one chunk from the state h0 (BLOCK_D, BLOCK_N) before it: h_t = exp(δ_t A)·h_{t-1} + δ_t u_t B_t
     for δ, u (BLOCK_D, CHUNK), A (BLOCK_D, BLOCK_N), B (CHUNK, BLOCK_N). Returns the input term δ u B and
@@ -132,11 +131,10 @@ def _selective_scan_forward_kernel(
     b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
     A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
                                   sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
-    u_row = u_ptr + b * su_b + k * su_k + d[:, None] * su_d
-    delta_row = delta_ptr + b * sd_b + k * sd_k + d[:, None] * sd_d
-    B_row = B_ptr + b * sB_b + k * sB_k + grp * sB_g + n[None, :] * sB_n
-    C_row = C_ptr + b * sC_b + k * sC_k + grp * sC_g + n[None, :] * sC_n
-    z_row = z_ptr + b * sz_b + d[:, None] * sz_d
+    _, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    u_row, delta_row, B_row, C_row, z_row = _input_rows(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, b, k, d, grp, n,
+                                                        su_b, su_k, su_d, sd_b, sd_k, sd_d, sB_b, sB_k, sB_g, sB_n,
+                                                        sC_b, sC_k, sC_g, sC_n, sz_b, sz_d)
     out_row = out_ptr + b * DM * L + d[:, None] * L
     state_off = ((b * K + k) * DM + d[:, None]) * N + n[None, :]
     ckpt_row = ckpt_ptr + ((b * K + k) * DM + d[:, None]) * N_CHUNKS * N + n[None, :]
@@ -146,7 +144,7 @@ def _selective_scan_forward_kernel(
         tl.store(ckpt_row + c * N, h, mask=n_mask[None, :])
         t = c * CHUNK + steps
         t_mask = t < L
-        pos = _native_positions(t, L, geo_ptr, k)
+        pos = native_position(t, n1, n2, st0, st1, st2, rev, L)
         u = tl.load(u_row + pos[None, :] * su_l, mask=t_mask[None, :], other=0.0).to(ACC)
         dt, _ = _load_delta(delta_row, pos, sd_l, t_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
         bc_mask = t_mask[:, None] & n_mask[None, :]
@@ -183,11 +181,10 @@ def _selective_scan_backward_kernel(
     b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
     A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
                                   sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
-    u_row = u_ptr + b * su_b + k * su_k + d[:, None] * su_d
-    delta_row = delta_ptr + b * sd_b + k * sd_k + d[:, None] * sd_d
-    B_row = B_ptr + b * sB_b + k * sB_k + grp * sB_g + n[None, :] * sB_n
-    C_row = C_ptr + b * sC_b + k * sC_k + grp * sC_g + n[None, :] * sC_n
-    z_row = z_ptr + b * sz_b + d[:, None] * sz_d
+    _, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    u_row, delta_row, B_row, C_row, z_row = _input_rows(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, b, k, d, grp, n,
+                                                        su_b, su_k, su_d, sd_b, sd_k, sd_d, sB_b, sB_k, sB_g, sB_n,
+                                                        sC_b, sC_k, sC_g, sC_n, sz_b, sz_d)
     dout_row = dout_ptr + b * so_b + d[:, None] * so_d
     # outputs are contiguous: du, ddelta (Bt, K, Dm, L); dB, dC (Bt, K, G, N, L); dz (Bt, Dm, L)
     dud_row = ((b * K + k) * DM + d[:, None]) * L
@@ -205,7 +202,7 @@ def _selective_scan_backward_kernel(
         h0 = tl.load(ckpt_row + c * N, mask=n_mask[None, :], other=0.0)
         t = c * CHUNK + steps
         t_mask = t < L
-        pos = _native_positions(t, L, geo_ptr, k)
+        pos = native_position(t, n1, n2, st0, st1, st2, rev, L)
         u = tl.load(u_row + pos[None, :] * su_l, mask=t_mask[None, :], other=0.0).to(ACC)
         dt, x = _load_delta(delta_row, pos, sd_l, t_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
         bc_mask = t_mask[:, None] & n_mask[None, :]
@@ -227,7 +224,7 @@ def _selective_scan_backward_kernel(
         # dh_t = g_t·C_t + a_{t+1}·dh_{t+1}: a reverse scan with a of the next step (1 past L)
         t1 = t + 1
         t1_mask = t1 < L
-        dt1, _ = _load_delta(delta_row, _native_positions(t1, L, geo_ptr, k), sd_l, t1_mask, bias,
+        dt1, _ = _load_delta(delta_row, native_position(t1, n1, n2, st0, st1, st2, rev, L), sd_l, t1_mask, bias,
                              HAS_BIAS, SOFTPLUS, ACC)
         a1 = tl.exp(dt1[:, :, None] * A[:, None, :])
         pa, pb = tl.associative_scan((a1, g[:, :, None] * Ct[None, :, :]), axis=1, combine_fn=_affine_combine,
@@ -281,14 +278,6 @@ def _block_d(per_group: int, interpreted: bool) -> int:
     return block
 
 
-def _acc_dtype(*tensors) -> torch.dtype:
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _tl_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
     return tuple(t.stride()) if t is not None else (0,) * ndim
 
@@ -319,9 +308,8 @@ def forward(u, delta, A, B, C, D, z, bias, geometry, softplus, chunk):
     """Canonical layout (see ``function.py``) -> out (Bt, Dm, L), last (Bt, K, Dm, N), checkpoints."""
     bt, k_orders, dm, length = u.shape
     n_state = A.shape[2]
-    acc = _acc_dtype(u, delta, A, B, C, D, z, bias)
+    acc = _checks.accumulation_dtype(u, delta, A, B, C, D, z, bias)
     grid, n_dblocks, n_chunks, meta = _launch_config(u, B, A, chunk)
-    geo = torch.tensor(geometry, dtype=torch.int64, device=u.device)
     atomic = k_orders > 1
     out = (torch.zeros((bt, dm, length), dtype=acc, device=u.device) if atomic
            else _memory.empty((bt, dm, length), dtype=u.dtype, device=u.device))
@@ -329,10 +317,10 @@ def forward(u, delta, A, B, C, D, z, bias, geometry, softplus, chunk):
     checkpoints = _memory.empty((bt, k_orders, dm, n_chunks, n_state), dtype=acc, device=u.device)
     common = _common_args(u, delta, A, B, C, D, z, bias)
     _selective_scan_forward_kernel[grid](
-        u, delta, A, B, C, u if D is None else D, u if z is None else z, u if bias is None else bias, geo,
+        u, delta, A, B, C, u if D is None else D, u if z is None else z, u if bias is None else bias, geometry,
         out, last, checkpoints, *common[:5], n_dblocks, n_chunks, *common[5:],
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=bool(softplus),
-        ATOMIC_OUT=atomic, ACC=_tl_dtype(acc), **meta)
+        ATOMIC_OUT=atomic, ACC=tl_dtype(acc), **meta)
     return (out.to(u.dtype) if atomic else out), last, checkpoints
 
 
@@ -343,7 +331,6 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, bias, checkpoints, geometry, 
     groups = B.shape[2]
     acc = checkpoints.dtype
     grid, n_dblocks, n_chunks, meta = _launch_config(u, B, A, chunk)
-    geo = torch.tensor(geometry, dtype=torch.int64, device=u.device)
     dev = u.device
     du = _memory.empty(u.shape, dtype=u.dtype, device=dev)
     ddelta = _memory.empty(u.shape, dtype=delta.dtype, device=dev)
@@ -359,12 +346,12 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, bias, checkpoints, geometry, 
               else _memory.empty((bt, dm, length), dtype=z.dtype, device=dev))
     common = _common_args(u, delta, A, B, C, D, z, bias)
     _selective_scan_backward_kernel[grid](
-        u, delta, A, B, C, u if D is None else D, u if z is None else z, u if bias is None else bias, geo,
+        u, delta, A, B, C, u if D is None else D, u if z is None else z, u if bias is None else bias, geometry,
         checkpoints, dout, dlast.contiguous(), du, ddelta, dA, dB, dC, dA if dD is None else dD,
         du if dz is None else dz, dA if dbias is None else dbias,
         *common[:5], n_dblocks, n_chunks, *common[5:], *dout.stride(), groups,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=bool(softplus),
-        ATOMIC_DZ=atomic_dz, ACC=_tl_dtype(acc), **meta)
+        ATOMIC_DZ=atomic_dz, ACC=tl_dtype(acc), **meta)
     grads = (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
              None if dD is None else dD.sum(0).to(D.dtype), None if dz is None else dz.to(z.dtype),
              None if dbias is None else dbias.sum(0).to(bias.dtype))

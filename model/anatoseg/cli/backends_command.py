@@ -14,13 +14,12 @@ def backends(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     build: bool = typer.Option(False, "--build", help="Compile the C++ extension first if it is missing."),
 ) -> None:
-    """Show each op's backends (reference, triton, cuda, cpu) and whether they are usable here."""
+    """Show each op's backends (reference, chunked, triton, cuda, cpu) and whether they are usable here."""
     import anatokernels
-    from anatokernels import _extension
 
-    if build:
-        _extension.load(build=True)
-    table = anatokernels.backends()
+    # "available" or the reason, per backend: the same strings as before Availability values existed
+    table = {name: {backend: str(status) for backend, status in entries.items()}
+             for name, entries in anatokernels.backends(build=build).items()}
     if as_json:
         typer.echo(json.dumps(table, indent=2))
         return

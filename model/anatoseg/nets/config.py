@@ -15,12 +15,11 @@ from dataclasses import dataclass, fields
 
 from anatoseg.errors import ConfigError
 
-_AXES = set("zyx")
-
 
 def _valid_order(order: str) -> bool:
-    letters = order[1:] if order.startswith("-") else order
-    return len(letters) == 3 and set(letters) == _AXES
+    from anatokernels.scan_order import is_valid_order  # the kernels' one order parser (imported lazily)
+
+    return is_valid_order(order)
 
 
 @dataclass(frozen=True)

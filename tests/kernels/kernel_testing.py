@@ -3,8 +3,8 @@
     @pytest.mark.parametrize("device, backend", backend_cases("masked_patch_gather"))
 
 gives one case per (device, backend) pair this suite should cover:
-  cpu: reference, cpu (C++), triton (interpreter, marked ``interpret``)
-  cuda: reference, triton, cuda (all marked ``gpu``)
+  cpu: reference, chunked, cpu (C++), triton (interpreter, marked ``interpret``)
+  cuda: reference, chunked, triton, cuda (all marked ``gpu``)
 A backend that is unavailable here is skipped with its reason, except that
 ``ANATO_REQUIRE_EXT=1`` (set by ``make test``) turns a missing C++ extension
 into a failure, so CI cannot pass by skipping the compiled path.
@@ -18,7 +18,6 @@ import pytest
 import torch
 
 import anatokernels
-from anatokernels import _dispatch, _extension
 
 # ‖out − ref‖ / ‖ref‖ bounds, by the dtype the fast path ran in (reference in float64).
 REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -41,32 +40,34 @@ def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, n
     assert err <= bound, f"{name}: relative error {err:.3e} > {bound:.1e} ({dtype})"
 
 
-def _cpu_extension_mark(op_name: str):
-    _extension.load(build=os.environ.get("ANATO_REQUIRE_EXT") == "1")
-    status = _dispatch.availability(_dispatch._REGISTRY[op_name], "cpu")
-    if status == _dispatch.AVAILABLE or os.environ.get("ANATO_REQUIRE_EXT") == "1":
+def _require_ext() -> bool:
+    return os.environ.get("ANATO_REQUIRE_EXT") == "1"
+
+
+def _cpu_extension_mark(status: anatokernels.Availability) -> tuple:
+    if status.is_available or _require_ext():
         return ()
     return (pytest.mark.skip(reason=f"cpu backend: {status}"),)
 
 
+def _triton_interpreter_marks() -> tuple:
+    marks: tuple = (pytest.mark.interpret,)
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        marks += (pytest.mark.skip(reason="TRITON_INTERPRET is not 1"),)
+    return marks
+
+
 def backend_cases(op_name: str, backends: tuple[str, ...] | None = None) -> list:
     """pytest params ``(device, backend)`` for every backend ``op_name`` implements."""
-    anatokernels.backends()  # registers every op
-    spec = _dispatch._REGISTRY[op_name]
-    wanted = backends or spec.backends
+    table = anatokernels.backends(build=_require_ext())[op_name]
+    implemented = [b for b, status in table.items() if status.state != "unimplemented"]
+    wanted = [b for b in implemented if backends is None or b in backends]
     cases = []
-    for backend in ("reference", "cpu", "triton"):
-        if backend not in wanted:
-            continue
-        marks: tuple = ()
-        if backend == "cpu":
-            marks = _cpu_extension_mark(op_name)
-        if backend == "triton":
-            marks = (pytest.mark.interpret,)
-            if not _dispatch.interpreter_enabled():
-                marks += (pytest.mark.skip(reason="TRITON_INTERPRET is not 1"),)
-        cases.append(pytest.param("cpu", backend, id=f"cpu-{backend}", marks=marks))
-    for backend in ("reference", "triton", "cuda"):
+    for backend in ("reference", "chunked", "cpu", "triton"):
+        if backend in wanted:
+            marks = {"cpu": _cpu_extension_mark(table["cpu"]), "triton": _triton_interpreter_marks()}.get(backend, ())
+            cases.append(pytest.param("cpu", backend, id=f"cpu-{backend}", marks=marks))
+    for backend in ("reference", "chunked", "triton", "cuda"):
         if backend in wanted:
             cases.append(pytest.param("cuda", backend, id=f"cuda-{backend}", marks=(pytest.mark.gpu,)))
     return cases

@@ -1,4 +1,5 @@
-"""hyper_cross_attention: every backend against the unfused definition in float64, gradients, errors."""
+"""hyper_cross_attention: every backend (chunked, triton, the reference itself) against the unfused
+definition in float64, every gradient, errors."""
 
 import functools
 import os
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import anatokernels as ak
-from anatokernels.hyper_attention import reference
+from anatokernels.hyper_attention import chunked, reference
 from anatokernels.hyper_attention.function import AbsorbedAttention, absorb
 
 from kernel_testing import assert_rel_close, backend_cases, rel_err
@@ -157,11 +158,19 @@ def test_gradcheck_definition():
 
 
 @pytest.mark.parametrize("per_sample_wo", [False, True], ids=["woShared", "woB"])
-def test_gradcheck_reference_backend(per_sample_wo):
+def test_gradcheck_chunked_backend(per_sample_wo):
     """The chunked path's hand-written backward and the absorbed-form chain rule, in float64."""
     leaves, mask = _problem(2, 7, 5, 3, 6, 3, per_sample_wo, True, "random", "cpu")
     mask[1] = torch.tensor([True, False, True])
-    assert torch.autograd.gradcheck(lambda *t: _run(list(t), mask, 3, "reference", scale=0.7), tuple(leaves))
+    assert torch.autograd.gradcheck(lambda *t: _run(list(t), mask, 3, "chunked", scale=0.7), tuple(leaves))
+
+
+def test_reference_backend_is_the_plain_definition():
+    """backend="reference" is the unfused definition itself, gradients by autograd through its PyTorch ops."""
+    leaves, mask = _problem(2, 9, 6, 3, 8, 2, True, True, "empty0", "cpu")
+    out = _run(leaves, mask, 2, "reference", scale=0.6)
+    assert out.grad_fn is not None and "AbsorbedAttention" not in type(out.grad_fn).__name__
+    assert torch.equal(out, _definition(leaves, mask, 2, scale=0.6))
 
 
 def test_chunked_equals_unchunked():
@@ -169,14 +178,14 @@ def test_chunked_equals_unchunked():
     x, k, v, w_q, w_o, b_q, b_o = (t.detach() for t in leaves)
     A, a, Bv = absorb(k, v, w_q, w_o, b_q, mask, 2, 0.5, 2, 3)
     dout = torch.randn_like(x)
-    whole = types.SimpleNamespace(forward=functools.partial(reference.forward, chunk=23),
-                                  backward=functools.partial(reference.backward, chunk=23))
-    chunked = types.SimpleNamespace(forward=functools.partial(reference.forward, chunk=4),
-                                    backward=functools.partial(reference.backward, chunk=4))
+    whole = types.SimpleNamespace(forward=functools.partial(chunked.forward, chunk=23),
+                                  backward=functools.partial(chunked.backward, chunk=23))
+    in_chunks = types.SimpleNamespace(forward=functools.partial(chunked.forward, chunk=4),
+                                      backward=functools.partial(chunked.backward, chunk=4))
     results = []
-    for impl in (whole, chunked):
+    for impl in (whole, in_chunks):
         inputs = [t.clone().requires_grad_() for t in (x, A, a, Bv, b_o)]
-        out = AbsorbedAttention.apply(*inputs, 3, impl, "reference", reference)
+        out = AbsorbedAttention.apply(*inputs, 3, impl, "chunked")
         out.backward(dout)
         results.append([out] + [t.grad for t in inputs])
     for got, want in zip(results[1], results[0]):
