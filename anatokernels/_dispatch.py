@@ -39,6 +39,15 @@ log = logging.getLogger("anatokernels")
 # Where the csrc CUDA kernels passed ``pytest -m gpu tests`` (all 102 GPU cases): an H100 80GB
 # (sm_90), torch 2.11.0+cu130, triton 3.6.0, 2026-11-24 (benchmarks/results/gpu-h100-2026-11-24.md).
 CUDA_TESTED_ON: tuple[tuple[int, int], ...] = ((9, 0),)
+# ... and the kernels that passed there: per csrc op folder, :func:`anatokernels._extension.cuda_source_digest`
+# of its CUDA sources (the .cu files, the *_cuda.cpp bindings and every header they include) at that run
+# (csrc last changed in 575b4f7, before the run). A folder whose sources hash differently now is
+# ``unverified`` on every GPU until the suite passes again and its new digest is recorded here.
+CUDA_TESTED_SOURCES: dict[str, str] = {
+    "masked_patch": "9da8bc28e0dd8306",
+    "order_conv": "fa2b7418c6c40780",
+    "selective_scan": "8e28d0d392897417",
+}
 
 
 @dataclass(frozen=True)
@@ -120,12 +129,29 @@ def availability(spec: OpSpec, backend: str, device: torch.device | None = None)
     if backend in spec.unverified:
         return Availability("unverified", spec.unverified[backend])
     if backend == "cuda":
-        arch = torch.cuda.get_device_capability(device)
-        if arch not in spec.cuda_verified_on:
-            where = ", ".join(f"sm_{a}{b}" for a, b in spec.cuda_verified_on) or "no GPU"
-            return Availability("unverified", f"passed its GPU tests on {where} only, "
-                                              f"not yet on this sm_{arch[0]}{arch[1]}")
+        return _cuda_verification(spec, device)
     return status
+
+
+def _cuda_verification(spec: OpSpec, device: torch.device | None) -> Availability:
+    """Available only if the op's CUDA sources are the ones that passed the GPU suite
+    (``CUDA_TESTED_SOURCES``) and this GPU's architecture is one it passed on."""
+    folder = spec.package.rsplit(".", 1)[-1]
+    verified = CUDA_TESTED_SOURCES.get(folder)
+    try:
+        current = _extension.cuda_source_digest(folder)
+    except (FileNotFoundError, OSError) as exc:
+        return Availability("unverified", f"cannot read its CUDA sources csrc/{folder}/ to check them ({exc})")
+    if current != verified:
+        return Availability("unverified", f"its CUDA kernel sources csrc/{folder}/ changed since they passed the "
+                                          f"GPU tests (digest {current}, verified {verified or 'none'}); rerun "
+                                          f"`pytest -m gpu` and record the digest in CUDA_TESTED_SOURCES")
+    arch = torch.cuda.get_device_capability(device)
+    if arch not in spec.cuda_verified_on:
+        where = ", ".join(f"sm_{a}{b}" for a, b in spec.cuda_verified_on) or "no GPU"
+        return Availability("unverified", f"passed its GPU tests on {where} only, "
+                                          f"not yet on this sm_{arch[0]}{arch[1]}")
+    return AVAILABLE
 
 
 def _extension_availability(spec: OpSpec, backend: str) -> Availability:

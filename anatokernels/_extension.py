@@ -23,8 +23,10 @@ Environment switches:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import shutil
 import sys
 import threading
@@ -48,6 +50,41 @@ def csrc_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("anatokernels: C++ sources (csrc/) not found next to the package")
+
+
+_INCLUDE = re.compile(rb'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def cuda_sources(op_dir: str) -> list[Path]:
+    """The CUDA-side sources of one op folder ``csrc/<op_dir>/``: its ``.cu``/``.cuh`` kernels and
+    ``*_cuda.cpp`` bindings and every header they include (``#include "..."``, transitively)."""
+    root = csrc_dir()
+    todo = [p for p in (root / op_dir).iterdir() if p.suffix in (".cu", ".cuh") or p.name.endswith("_cuda.cpp")]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _INCLUDE.findall(path.read_bytes()):
+            for candidate in (root / name.decode(), path.parent / name.decode()):
+                if candidate.is_file():
+                    todo.append(candidate.resolve())
+                    break
+    return sorted(seen, key=lambda p: p.relative_to(root).as_posix())
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_source_digest(op_dir: str) -> str:
+    """sha256 (first 16 hex digits) of :func:`cuda_sources`: names relative to csrc/ and contents, line
+    endings normalised. The library ``load`` finds is the one built from these sources (its cache folder
+    is keyed by them), so this names the kernels that run."""
+    digest = hashlib.sha256()
+    root = csrc_dir()
+    for path in cuda_sources(op_dir):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _want_cuda() -> bool:

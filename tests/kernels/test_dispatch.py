@@ -1,6 +1,7 @@
 """Backend registry, selection, the dispatch call and Availability values."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -211,3 +212,36 @@ def test_dispatch_falls_back_when_a_triton_kernel_fails_on_a_gpu(monkeypatch, fa
 
 def test_auto_on_cpu_runs_the_chunked_hyper_attention():
     assert _dispatch.resolve("hyper_cross_attention", "auto", torch.device("cpu")) == "chunked"
+
+
+def test_cuda_backend_is_unverified_once_its_sources_change(monkeypatch, tmp_path):
+    shutil.copytree(_extension.csrc_dir(), tmp_path / "csrc")
+    monkeypatch.setattr(_extension, "csrc_dir", lambda: tmp_path / "csrc")
+    _extension.cuda_source_digest.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(_dispatch, "_extension_availability", lambda s, b: AVAILABLE)
+    spec = _dispatch.OpSpec(name="toy", package="anatokernels.masked_patch", backends=("reference", "cuda"))
+    digest = _extension.cuda_source_digest("masked_patch")
+    monkeypatch.setitem(_dispatch.CUDA_TESTED_SOURCES, "masked_patch", digest)
+    try:
+        assert _dispatch.availability(spec, "cuda") == AVAILABLE  # same sources, listed arch
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+        assert _dispatch.availability(spec, "cuda").state == "unverified"  # same sources, other arch
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+        (tmp_path / "csrc" / "common.h").write_text((tmp_path / "csrc" / "common.h").read_text() + "\n// edit\n")
+        (tmp_path / "csrc" / "masked_patch" / "unrelated.cpp").write_text("// CPU-only file: not hashed\n")
+        _extension.cuda_source_digest.cache_clear()
+        status = _dispatch.availability(spec, "cuda")  # an included header changed
+        assert status.state == "unverified" and "changed since they passed the GPU tests" in str(status)
+        new_digest = _extension.cuda_source_digest("masked_patch")
+        monkeypatch.setitem(_dispatch.CUDA_TESTED_SOURCES, "masked_patch", new_digest)
+        assert _dispatch.availability(spec, "cuda") == AVAILABLE  # re-verified: the new digest recorded
+    finally:
+        _extension.cuda_source_digest.cache_clear()
+
+
+def test_cuda_source_digest_follows_includes():
+    names = {p.name for p in _extension.cuda_sources("selective_scan")}
+    assert {"selective_scan_cuda.cu", "selective_scan_cuda.cpp", "scan_geometry.h", "common.h"} <= names
+    assert "selective_scan_cpu.cpp" not in names
