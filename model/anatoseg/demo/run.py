@@ -46,6 +46,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, progress: bool = Tr
     from anatoseg.stage1 import build_config, report_text, run_pseudolabel
     from anatoseg.stage2.run import run_pretrain
     from anatoseg.stage3.run import run_train
+    from anatoseg.training.fingerprint import FINGERPRINT_NAME
 
     plan: DemoPlan = QUICK if quick else FULL
     out = Path(out)
@@ -74,7 +75,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, progress: bool = Tr
     with _step("stage 3: segmentation training", timings, say):
         stage3 = run_train(cohorts["train"], out / "stage3", overrides=plan.train_overrides(),
                            init=stage2.checkpoint, organs_dir=out / "stage1", organ_model=stage1["model"],
-                           fingerprint=out / "stage2" / "fingerprint.json", progress=progress)
+                           fingerprint=out / "stage2" / FINGERPRINT_NAME, progress=progress)
     with _step("whole-body prediction", timings, say):
         predictor = Predictor.from_checkpoint(stage3.model)
         predictions = list(predict_cases(predictor, cohorts["test"], out / "predictions", progress=progress))
@@ -99,7 +100,7 @@ def _pictures(manifest: Path, predictions: Path, folder: Path) -> list[Path]:
     """One MIP PNG per test case with ground truth and prediction overlaid."""
     import numpy as np
 
-    from anatoseg.data import find_cases, load_case, load_label_nifti, to_ras
+    from anatoseg.data import file_to_zyx, find_cases, load_case, load_label_nifti
     from anatoseg.data.labels import LESION_LABEL_VALUES
     from anatoseg.viz import render_case
 
@@ -108,6 +109,6 @@ def _pictures(manifest: Path, predictions: Path, folder: Path) -> list[Path]:
     for files in find_cases(manifest):
         case = load_case(files)
         volume = load_label_nifti(predictions / f"{files.case_id}.nii.gz", LESION_LABEL_VALUES, what="lesion mask")
-        pred, _ = to_ras(volume.data, volume.affine)
+        pred, _ = file_to_zyx(volume.data, volume.affine)
         written.append(render_case(case, folder / f"{files.case_id}.png", pred=np.asarray(pred)))
     return written

@@ -123,40 +123,37 @@ def _gt_organ_folder(manifest: Path, folder: Path) -> Path:
     return folder
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
+class _Results:
+    """``OUT/results.json`` (and ``results.md``), continued when it exists; the clock goes on from it."""
 
-    from anatoseg.data.phantom import generate_cohort
-    from anatoseg.inference.predict import Predictor, predict_cases
-    from anatoseg.metrics.files import evaluate_paths
-    from anatoseg.stage1 import build_config, run_pseudolabel
-    from anatoseg.stage1.pseudolabel import REPORT_NAME
-    from anatoseg.stage2.run import run_pretrain
-    from anatoseg.stage3.run import run_train
+    def __init__(self, out: Path, meta: dict):
+        self.out, self.path = out, out / "results.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"variants": {}}
+        previous = self.data.get("meta", {})
+        self.seconds = previous.get("seconds", {})
+        self.start = time.perf_counter() - previous.get("seconds_total", 0.0)
+        self.data["meta"] = {**meta, "seconds": self.seconds}
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / "results.json"
-    results = json.loads(state_path.read_text()) if state_path.exists() else {"variants": {}}
-    seconds = results.get("meta", {}).get("seconds", {})
-    start = time.perf_counter() - results.get("meta", {}).get("seconds_total", 0.0)
+    def save(self) -> None:
+        self.data["meta"]["seconds_total"] = time.perf_counter() - self.start
+        self.path.write_text(json.dumps(self.data, indent=1) + "\n")
+        if self.data["variants"]:
+            (self.out / "results.md").write_text(markdown(self.data))
+
+
+def _meta(args: argparse.Namespace, device: str) -> dict:
     z, y, x = args.patch
-    results["meta"] = {
-        "command": " ".join(["python -m anatoseg.experiments.table", *(shlex.quote(a) for a in sys.argv[1:])]),
-        "machine": _machine(device), "steps": args.steps, "batch_size": args.batch_size,
-        "patch": f"{z}×{y}×{x}", "lr": args.lr, "lesion_fraction": args.lesion_fraction, "preset": args.preset,
-        "seed": args.seed, "spacing": args.spacing,
-        "train_cases": args.train_cases, "val_cases": args.val_cases, "test_cases": args.test_cases,
-        "seconds": seconds}
+    return {"command": " ".join(["python -m anatoseg.experiments.table", *(shlex.quote(a) for a in sys.argv[1:])]),
+            "machine": _machine(device), "steps": args.steps, "batch_size": args.batch_size,
+            "patch": f"{z}×{y}×{x}", "lr": args.lr, "lesion_fraction": args.lesion_fraction, "preset": args.preset,
+            "seed": args.seed, "spacing": args.spacing,
+            "train_cases": args.train_cases, "val_cases": args.val_cases, "test_cases": args.test_cases}
 
-    def save():
-        results["meta"]["seconds_total"] = time.perf_counter() - start
-        state_path.write_text(json.dumps(results, indent=1) + "\n")
-        if results["variants"]:
-            (out / "results.md").write_text(markdown(results))
 
-    data = out / "data"
+def _cohorts(args: argparse.Namespace, data: Path, seconds: dict) -> dict[str, Path]:
+    """The three phantom cohorts' manifests, generated unless they exist."""
+    from anatoseg.data.phantom import generate_cohort
+
     manifests = {name: data / name / "manifest.json" for name in SEEDS}
     if not all(m.exists() for m in manifests.values()):
         clock = time.perf_counter()
@@ -166,64 +163,99 @@ def run(args: argparse.Namespace) -> dict:
                 manifests[name] = generate_cohort(data / name, cases=counts[name], seed=seed, spacing=args.spacing,
                                                   domain="diagnostic" if name == "organ_ct" else "petct")
         seconds["cohort"] = time.perf_counter() - clock
+    return manifests
+
+
+def _stages_1_and_2(args: argparse.Namespace, out: Path, manifests: dict[str, Path], device: str,
+                    seconds: dict) -> tuple[dict, Path]:
+    """Stage 1 and stage 2, each unless its output exists: ``(stage-1 report, encoders checkpoint)``."""
+    from anatoseg.stage1 import build_config, run_pseudolabel
+    from anatoseg.stage1.run import REPORT_NAME
+    from anatoseg.stage2.pretrain import ENCODERS_NAME
+    from anatoseg.stage2.run import run_pretrain
+
+    data = out / "data"
     if not (out / "stage1" / REPORT_NAME).exists():
         clock = time.perf_counter()
         overrides = [f"teacher.steps={args.teacher_steps}", f"student.steps={args.student_steps}"]
         run_pseudolabel(data / "organ_ct", data / "train", out / "stage1", build_config(overrides=overrides),
                         overwrite=True, device=device)
         seconds["stage1"] = time.perf_counter() - clock
-    stage1 = json.loads((out / "stage1" / REPORT_NAME).read_text())
-    results["stage1_dice"] = {name: entry["mean_dice"] for name, entry in (stage1["dice"] or {}).items()}
-    encoders = out / "stage2" / "encoders.pt"
+    encoders = out / "stage2" / ENCODERS_NAME
     if not encoders.exists():
         clock = time.perf_counter()
+        z, y, x = args.patch
         pretrained = run_pretrain(manifests["train"], out / "stage2", device=device, overrides=[
             f"train.steps={args.pretrain_steps}", f"model.preset={args.preset}", f"crop.size=[{z},{y},{x}]",
             "mask.patch_size=[8,8,8]"])
         encoders = Path(pretrained.checkpoint)
         seconds["stage2"] = time.perf_counter() - clock
-    gt_test_organs = _gt_organ_folder(manifests["test"], out / "gt_organs_test")
-    save()
+    return json.loads((out / "stage1" / REPORT_NAME).read_text()), encoders
 
-    for name, (arch, prompts, use_init) in VARIANTS.items():
-        if args.only and name not in args.only:
+
+def _variant(name: str, args: argparse.Namespace, out: Path, device: str, inputs: dict) -> dict:
+    """Train one variant, predict the test cases and score them: its ``results["variants"]`` entry."""
+    from anatoseg.inference.predict import Predictor, predict_cases
+    from anatoseg.metrics.files import evaluate_paths
+    from anatoseg.stage3.run import run_train
+    from anatoseg.training.fingerprint import FINGERPRINT_NAME
+
+    arch, prompts, use_init = VARIANTS[name]
+    folder = out / "variants" / name.replace(" ", "_")
+    shutil.rmtree(folder, ignore_errors=True)  # a failed or interrupted attempt starts over
+    z, y, x = args.patch
+    settings = [f"model.arch={arch}", f"model.preset={args.preset}", f"train.steps={args.steps}",
+                f"train.batch_size={args.batch_size}", f"data.patch_size=[{z},{y},{x}]",
+                f"seed={args.seed}", f"train.val_every={max(1, args.steps // 2)}", f"optim.lr={args.lr}",
+                f"data.val_cases={args.val_cases}", f"data.lesion_fraction={args.lesion_fraction}"]
+    if arch == "anatoseg" and prompts is None:
+        settings.append("model.net.use_prompts=false")
+    clock = time.perf_counter()
+    trained = run_train(inputs["train"], folder / "train", overrides=settings,
+                        init=inputs["encoders"] if use_init else None,
+                        organs_dir=out / "stage1" if prompts == "pseudo" else None,
+                        organ_model=inputs["stage1"]["model"] if prompts == "pseudo" else None,
+                        fingerprint=out / "stage2" / FINGERPRINT_NAME, device=device)
+    train_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    predictor = Predictor.from_checkpoint(trained.model, device=device)
+    list(predict_cases(predictor, inputs["test"], folder / "predictions",
+                       organs_dir=inputs["gt_organs"] if prompts == "gt" else None))
+    cases = [r.to_dict() for r in evaluate_paths(folder / "predictions", inputs["test"].parent)]
+    return {"arch": arch, "prompts": prompts, "pretrained": use_init, "cases": cases,
+            "summary": summarize(cases), "val_dice": trained.val_dice,
+            "seconds": {"train": train_s, "predict": time.perf_counter() - clock}}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from anatoseg.training.device import choose_device
+
+    device = choose_device(args.device).type
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _Results(out, _meta(args, device))
+    manifests = _cohorts(args, out / "data", results.seconds)
+    stage1, encoders = _stages_1_and_2(args, out, manifests, device, results.seconds)
+    results.data["stage1_dice"] = {name: entry["mean_dice"] for name, entry in (stage1["dice"] or {}).items()}
+    inputs = {"train": manifests["train"], "test": manifests["test"], "stage1": stage1, "encoders": encoders,
+              "gt_organs": _gt_organ_folder(manifests["test"], out / "gt_organs_test")}
+    results.save()
+    for name in VARIANTS:
+        done = name in results.data["variants"] and "error" not in results.data["variants"][name]
+        if (args.only and name not in args.only) or done:
             continue
-        if name in results["variants"] and "error" not in results["variants"][name]:
-            continue
-        folder = out / "variants" / name.replace(" ", "_")
-        shutil.rmtree(folder, ignore_errors=True)  # a failed or interrupted attempt starts over
-        settings = [f"model.arch={arch}", f"model.preset={args.preset}", f"train.steps={args.steps}",
-                    f"train.batch_size={args.batch_size}", f"data.patch_size=[{z},{y},{x}]",
-                    f"train.seed={args.seed}", f"train.val_every={max(1, args.steps // 2)}", f"optim.lr={args.lr}",
-                    f"data.val_cases={args.val_cases}", f"data.lesion_fraction={args.lesion_fraction}"]
-        if arch == "anatoseg" and prompts is None:
-            settings.append("model.net.use_prompts=false")
-        clock = time.perf_counter()
         try:
-            trained = run_train(manifests["train"], folder / "train", overrides=settings,
-                                init=encoders if use_init else None,
-                                organs_dir=out / "stage1" if prompts == "pseudo" else None,
-                                organ_model=stage1["model"] if prompts == "pseudo" else None,
-                                fingerprint=out / "stage2" / "fingerprint.json", device=device)
-            train_s = time.perf_counter() - clock
-            clock = time.perf_counter()
-            predictor = Predictor.from_checkpoint(trained.model, device=device)
-            list(predict_cases(predictor, manifests["test"], folder / "predictions",
-                               organs_dir=gt_test_organs if prompts == "gt" else None))
-            cases = [r.to_dict() for r in evaluate_paths(folder / "predictions", manifests["test"].parent)]
-            results["variants"][name] = {"arch": arch, "prompts": prompts, "pretrained": use_init, "cases": cases,
-                                         "summary": summarize(cases), "val_dice": trained.val_dice,
-                                         "seconds": {"train": train_s, "predict": time.perf_counter() - clock}}
+            results.data["variants"][name] = _variant(name, args, out, device, inputs)
         except Exception as exc:  # one variant failing (e.g. a patch its network cannot take) does not end the table
-            results["variants"][name] = {"arch": arch, "error": f"{type(exc).__name__}: {exc}"}
-            save()
+            results.data["variants"][name] = {"arch": VARIANTS[name][0], "error": f"{type(exc).__name__}: {exc}"}
+            results.save()
             print(f"{name}: failed: {exc}", file=sys.stderr, flush=True)
             continue
-        results["meta"]["test_positive"] = results["variants"][name]["summary"]["n_positive"]
-        save()
-        print(markdown(results), flush=True)
-    save()
-    return results
+        results.data["meta"]["test_positive"] = results.data["variants"][name]["summary"]["n_positive"]
+        results.save()
+        print(markdown(results.data), flush=True)
+    results.save()
+    return results.data
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

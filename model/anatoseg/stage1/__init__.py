@@ -23,7 +23,7 @@ Public API: :func:`run_pseudolabel`, :func:`load_organ_model`,
 """
 
 from anatoseg.stage1.model import OrganModel, load_organ_model, predict_organs, save_organ_model
-from anatoseg.stage1.pseudolabel import report_text, run_pseudolabel
+from anatoseg.stage1.run import report_text, run_pseudolabel
 from anatoseg.stage1.settings import Stage1Config, build_config
 
 __all__ = ["OrganModel", "Stage1Config", "build_config", "load_organ_model", "predict_organs", "report_text",

@@ -1,7 +1,8 @@
 """The two training loops of stage 1: the CT teacher on the source set, the mean-teacher student on the target.
 
 Both draw ``batch_size`` patches per step (:func:`~anatoseg.stage1.augment.sample_patch`),
-apply one random rotation/zoom per patch, and use AdamW with a cosine schedule.
+apply one random rotation/zoom per patch, and use the optimiser and schedule of their
+config section (AdamW, cosine) through the shared training core (:mod:`anatoseg.training`).
 
 Student step (``image`` = CT, or CT + PET when ``use_pet``)::
 
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from anatoseg.data.labels import NUM_ORGANS
 from anatoseg.stage1.augment import (
@@ -38,7 +38,9 @@ from anatoseg.stage1.data import Stage1Case
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.stage1.settings import Stage1Config
-from anatoseg.training.optim import LRSchedule
+from anatoseg.training.log import RunLog
+from anatoseg.training.optim import make_optimizer, optimizer_step
+from anatoseg.training.rng import seed_everything
 
 NUM_CLASSES = NUM_ORGANS + 1  # background + organs
 
@@ -47,8 +49,8 @@ NUM_CLASSES = NUM_ORGANS + 1  # background + organs
 class PseudoLabels:
     """The teacher's output on one target case, on the working grid.
 
-    ``labels``: ``(X, Y, Z)`` uint8 organ ids; ``confidence``: ``(X, Y, Z)`` float32
-    in [0, 1]; ``trusted``: ``(X, Y, Z)`` bool, the voxels the student learns from.
+    ``labels``: ``(Z, Y, X)`` uint8 organ ids; ``confidence``: ``(Z, Y, X)`` float32
+    in [0, 1]; ``trusted``: ``(Z, Y, X)`` bool, the voxels the student learns from.
     """
 
     labels: np.ndarray
@@ -61,9 +63,9 @@ def _batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], classes: 
            generator: torch.Generator, device):
     """Random patches: ``image`` (B, C, *P), ``target`` (B, *P) int64, ``mask`` (B, *P) bool.
 
-    ``images``: per case ``(C, X, Y, Z)``; ``labels``: per case ``(X, Y, Z)``, with
+    ``images``: per case ``(C, Z, Y, X)``; ``labels``: per case ``(Z, Y, X)``, with
     ``classes`` their :class:`ClassVoxels` (for centring patches on organs);
-    ``masks``: per case ``(X, Y, Z)`` bool voxels to learn from, or None (all,
+    ``masks``: per case ``(Z, Y, X)`` bool voxels to learn from, or None (all,
     except the padding beyond the volume). Rotation/zoom are applied alike to all three.
     """
     patch = config.data.patch_size
@@ -83,11 +85,6 @@ def _batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], classes: 
     return image, target[:, 0].long(), mask[:, 0] > 0.5
 
 
-def _optimizer(net: torch.nn.Module, lr: float, weight_decay: float, steps: int):
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule("cosine", steps))
-
-
 def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str | torch.device = "cpu"
                   ) -> OrganUNet:
     """Train the CT-only teacher (1 input channel) on labelled source cases; returns it in eval mode.
@@ -95,29 +92,28 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
     Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the volume, mild intensity
     augmentation.
     """
-    torch.manual_seed(config.seed)
+    settings = config.teacher
+    seed_everything(config.seed)
     rng = np.random.default_rng([config.seed, 1])
     generator = torch.Generator().manual_seed(config.seed + 1)
     net = OrganUNet(1, NUM_CLASSES, config.widths).to(device)
-    optimizer, scheduler = _optimizer(net, config.teacher.lr, config.teacher.weight_decay, config.teacher.steps)
+    optimizer, scheduler = make_optimizer(net.parameters(), settings, settings.steps)
     images = [c.work.image[:1] for c in cases]
     labels = [c.work.organs for c in cases]
     classes = [ClassVoxels(organs) for organs in labels]
     net.train()
-    progress = tqdm(range(config.teacher.steps), desc="teacher", unit="step")
-    for _ in progress:
+    log = RunLog(None, (), desc="teacher", total=settings.steps)
+    for _ in range(settings.steps):
         image, target, mask = _batch(images, labels, classes, None, config, rng, generator, device)
         loss = masked_ce_dice(net(mild_intensity(image, generator)), target, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+        optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip)
+        log.advance(loss=f"{loss.item():.3f}")
+    log.close()
     return net.eval()
 
 
 def student_channels(image: np.ndarray, use_pet: bool) -> np.ndarray:
-    """The student's input channels of a working image ``(2, X, Y, Z)``: CT + PET, or CT only."""
+    """The student's input channels of a working image ``(2, Z, Y, X)``: CT + PET, or CT only."""
     return image if use_pet else image[:1]
 
 
@@ -128,7 +124,7 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
     Returns the student's mean teacher (the EMA weights), in eval mode: the student stage 1 outputs.
     """
     settings = config.student
-    torch.manual_seed(config.seed + 2)
+    seed_everything(config.seed + 2)
     rng = np.random.default_rng([config.seed, 2])
     generator = torch.Generator().manual_seed(config.seed + 3)
     student = OrganUNet(2 if settings.use_pet else 1, NUM_CLASSES, config.widths).to(device)
@@ -136,7 +132,7 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
     ema = copy.deepcopy(student)
     for p in ema.parameters():
         p.requires_grad_(False)
-    optimizer, scheduler = _optimizer(student, settings.lr, settings.weight_decay, settings.steps)
+    optimizer, scheduler = make_optimizer(student.parameters(), settings, settings.steps)
     images = [student_channels(c.work.image, settings.use_pet) for c in cases]
     labels = [p.labels for p in pseudo]
     trusted = [p.trusted for p in pseudo]
@@ -144,8 +140,8 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
     rampup = int(settings.consistency_rampup * settings.steps)
     student.train()
     ema.train()
-    progress = tqdm(range(settings.steps), desc="student", unit="step")
-    for step in progress:
+    log = RunLog(None, (), desc="student", total=settings.steps)
+    for step in range(settings.steps):
         weak, target, mask = _batch(images, labels, classes, trusted, config, rng, generator, device)
         strong = strong_intensity(weak, generator)
         logits = student(strong)
@@ -155,10 +151,8 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
         weight = settings.consistency_weight * sigmoid_rampup(step, rampup)
         consistency = consistency_loss(logits, ema_logits)
         loss = supervised + weight * consistency
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, student.parameters(), settings.grad_clip)
         ema_update(ema, student, settings.ema_decay)
-        progress.set_postfix(sup=f"{supervised.item():.3f}", cons=f"{consistency.item():.4f}")
+        log.advance(sup=f"{supervised.item():.3f}", cons=f"{consistency.item():.4f}")
+    log.close()
     return ema.eval()

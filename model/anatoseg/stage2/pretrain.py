@@ -17,41 +17,39 @@ Outputs in ``out``:
 
 Crops are drawn like stage 3's patches (:class:`anatoseg.training.sampling.PatchBatches`,
 a pure function of (seed, step), no lesion oversampling); masks come from one
-generator seeded with ``train.seed``. Intensities are normalised exactly as in
+generator seeded with ``seed``. Intensities are normalised exactly as in
 stage 3, from the same dataset fingerprint.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
-from tqdm.auto import tqdm
 
 from anatoseg.checkpoint import encoder_checkpoint, save_checkpoint
 from anatoseg.data.case import CaseFiles
-from anatoseg.data.preprocess import Preprocessing
 from anatoseg.errors import ConfigError
+from anatoseg.nets import NetConfig
 from anatoseg.stage2.config import PretrainConfig
 from anatoseg.stage2.masking import draw_shared_mask
 from anatoseg.stage2.model import RECONSTRUCTIONS, PretrainModel
 from anatoseg.training.cache import load_volumes, prepare_cache
+from anatoseg.training.device import autocast, choose_device
+from anatoseg.training.fingerprint import preprocessing_for
+from anatoseg.training.log import LOG_NAME, RunLog
 from anatoseg.training.network import net_config, net_dict
-from anatoseg.training.optim import make_optimizer
+from anatoseg.training.optim import make_optimizer, optimizer_step
+from anatoseg.training.rng import seed_everything
+from anatoseg.training.run_folder import CACHE_NAME, jsonable, write_config
 from anatoseg.training.sampling import PatchBatches, TrainVolume
 
-CHECKPOINT_NAME = "encoders.pt"
-LOG_NAME = "log.csv"
+ENCODERS_NAME = "encoders.pt"
 TERMS = (*(name for name, *_ in RECONSTRUCTIONS), "align")
-LOG_FIELDS = ("step", "loss", *TERMS, "lr", "seconds")
+LOG_FIELDS = ("loss", *TERMS, "lr")
 
 
 @dataclass
@@ -70,13 +68,11 @@ def pretrain(config: PretrainConfig, cases: Sequence[CaseFiles], out: str | Path
     normalisation, then run :func:`pretrain_volumes`."""
     out = Path(out)
     config.validate()
-    spacing = None if config.crop.spacing is None else tuple(config.crop.spacing[::-1])  # (Z, Y, X) -> (x, y, z)
-    params = Preprocessing.from_fingerprint(fingerprint, target_spacing=spacing)
-    cache = out / "preprocessed"
-    prepare_cache(cases, params, cache, organs_dir=None, need_organs=False, progress=progress)
-    volumes = load_volumes(sorted(case.case_id for case in cases), cache, use_organs=False)
-    return pretrain_volumes(config, volumes, out, preprocessing=json.loads(json.dumps(params.to_dict())),
-                            device=device, progress=progress)
+    params = preprocessing_for(fingerprint, config.crop.spacing)
+    prepare_cache(cases, params, out / CACHE_NAME, organs_dir=None, need_organs=False, progress=progress)
+    volumes = load_volumes(sorted(case.case_id for case in cases), out / CACHE_NAME, use_organs=False)
+    return pretrain_volumes(config, volumes, out, preprocessing=jsonable(params.to_dict()), device=device,
+                            progress=progress)
 
 
 def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out: str | Path, *,
@@ -87,77 +83,66 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     config.validate()
     if not volumes:
         raise ConfigError("no cases to pretrain on")
-    run, crop = config.train, tuple(config.crop.size)
-    device = torch.device(device)
-    torch.manual_seed(run.seed)
+    run, crop, device = config.train, tuple(config.crop.size), choose_device(device)
+    seed_everything(config.seed)
     net = net_config(config.model)
     model = PretrainModel(net, config.mask.patch_size, config.loss).to(device).train()
     optimizer, scheduler = make_optimizer(model.parameters(), config.optim, run.steps)
     batches = PatchBatches(volumes, crop, batch_size=run.batch_size, lesion_fraction=0.0, augment=config.augment,
-                           seed=run.seed, use_organs=False, steps=run.steps)
-    masks = torch.Generator().manual_seed(run.seed)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if run.amp and device.type == "cuda"
-                else contextlib.nullcontext())
-
+                           seed=config.seed, use_organs=False, steps=run.steps)
+    masks = torch.Generator().manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_config(out, config.to_dict())
     meta = {"crop_size": list(crop), "mask_patch": list(config.mask.patch_size), "config": config.to_dict(),
             "preprocessing": preprocessing, "case_ids": [v.name for v in volumes]}
-    log_path, checkpoint = out / LOG_NAME, out / CHECKPOINT_NAME
-    with log_path.open("w", newline="") as handle:
-        csv.DictWriter(handle, LOG_FIELDS).writeheader()
-
+    log = RunLog(out / LOG_NAME, LOG_FIELDS, desc="pretrain", total=run.steps, progress=progress)
     rows: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}
-    t0 = time.perf_counter()
-    bar = tqdm(range(run.steps), desc="pretrain", unit="step", disable=not progress)
-    for step in bar:
+    for step in range(run.steps):
         image = batches[step]["image"].to(device, non_blocking=True)
         visible, masked = draw_shared_mask(image.shape[0], crop, config.mask.patch_size, config.mask.ratio,
                                            generator=masks, device=device)
-        with autocast:
+        with autocast(device, run.amp):
             terms = model(image[:, :1], image[:, 1:], visible, masked)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(terms["loss"], optimizer, scheduler, model.parameters(), config.optim.grad_clip)
+        terms = {name: float(value.detach()) for name, value in terms.items()}
         for name, value in terms.items():
-            window.setdefault(name, []).append(float(value.detach()))
+            window.setdefault(name, []).append(value)
         done = step + 1
-        bar.set_postfix(_postfix(terms))
+        log.advance(**_postfix(terms))
         if done % run.log_every == 0 or done == run.steps:
-            row = {"step": done, **{name: sum(v) / len(v) for name, v in window.items()}}
-            rows.append(row)
+            rows.append({"step": done, **{name: sum(v) / len(v) for name, v in window.items()}})
             window = {}
-            _append_row(log_path, row, lr=scheduler.get_last_lr()[0], seconds=time.perf_counter() - t0)
+            _write_row(log, rows[-1], lr=scheduler.get_last_lr()[0])
         if done % run.ckpt_every == 0 or done == run.steps:
-            losses = {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
-            saved = encoder_checkpoint(model, config.model.arch, net, **meta, step=done, losses=losses)
-            saved["meta"]["net"] = net_dict(net)  # the full NetConfig (its parameter ``net`` takes the object)
-            save_checkpoint(checkpoint, saved)
-    bar.close()
-    return PretrainResult(checkpoint=checkpoint, log=log_path, steps=run.steps,
-                          seconds=time.perf_counter() - t0, losses=rows, model=model)
+            _save(out / ENCODERS_NAME, model, config, net, {**meta, "step": done}, rows)
+    log.close()
+    return PretrainResult(checkpoint=out / ENCODERS_NAME, log=out / LOG_NAME, steps=run.steps,
+                          seconds=log.seconds, losses=rows, model=model)
 
 
-def _postfix(terms: dict[str, torch.Tensor]) -> dict[str, str]:
+def _save(path: Path, model: PretrainModel, config: PretrainConfig, net: NetConfig, meta: dict,
+          rows: list[dict[str, float]]) -> None:
+    """The encoders checkpoint, with the last logged row's losses."""
+    losses = {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
+    saved = encoder_checkpoint(model, config.model.arch, net, **meta, losses=losses)
+    saved["meta"]["net"] = net_dict(net)  # the full NetConfig (its parameter ``net`` takes the object)
+    save_checkpoint(path, saved)
+
+
+def _postfix(terms: dict[str, float]) -> dict[str, str]:
     """Progress-bar fields: the total and, per enabled family, the mean of its terms."""
-    shown = {"loss": float(terms["loss"].detach())}
+    shown = {"loss": terms["loss"]}
     for family in ("intra", "cross"):
-        values = [float(terms[name].detach()) for name, _, _, switch in RECONSTRUCTIONS
-                  if switch == family and name in terms]
+        values = [terms[name] for name, _, _, switch in RECONSTRUCTIONS if switch == family and name in terms]
         if values:
             shown[family] = sum(values) / len(values)
     if "align" in terms:
-        shown["align"] = float(terms["align"].detach())
+        shown["align"] = terms["align"]
     return {name: f"{value:.4f}" for name, value in shown.items()}
 
 
-def _append_row(path: Path, row: dict[str, float], *, lr: float, seconds: float) -> None:
-    values = {name: "" if name not in row or not math.isfinite(row[name]) else f"{row[name]:.6g}"
-              for name in ("loss", *TERMS)}
-    with path.open("a", newline="") as handle:
-        csv.DictWriter(handle, LOG_FIELDS).writerow({"step": int(row["step"]), **values, "lr": f"{lr:.6g}",
-                                                     "seconds": f"{seconds:.1f}"})
+def _write_row(log: RunLog, row: dict[str, float], *, lr: float) -> None:
+    """A log row: switched-off terms and non-finite values are empty cells."""
+    values = {name: row[name] if name in row and math.isfinite(row[name]) else None for name in ("loss", *TERMS)}
+    log.write(int(row["step"]), **values, lr=lr)

@@ -1,55 +1,54 @@
 """Stage-3 training: one small loop over steps.
 
 Everything a run needs is a value of :class:`~anatoseg.config.Config`; the loop
-only wires the parts together: network (:mod:`.model`), cached data
-(:mod:`.data`), patches (:mod:`.sampling`), loss and optimiser (:mod:`.optim`),
-validation (:mod:`.validate`), DDP (:mod:`.distributed`), log (:mod:`.log`).
+only wires the parts of :mod:`anatoseg.training` together: network, cached
+data, patches, loss and optimiser, DDP, run log; validation is :mod:`.validate`.
+:func:`train` is set-up (:func:`_set_up`), resume (:func:`_resume`), then per
+step :func:`_step` and the bookkeeping (:func:`_log_and_validate`, :func:`_save`).
 
 Outputs in ``out``: ``checkpoint.pt`` (every ``train.ckpt_every`` steps and at
 the end, with the optimiser, scheduler and RNG states for ``--resume``),
 ``model.pt`` (weights and metadata only, when the run completes), ``log.csv``,
 ``config.yaml``, ``preprocessed/`` (the data cache).
 
-Exact resume: the batch of a step is a function of (seed, step) only, and every
-global RNG is restored, so on the CPU a run stopped and resumed ends with
-bit-identical weights to a straight run. (CUDA kernels that are not
+Exact resume: the batch of a step is a function of (seed, step) only, every
+global RNG is restored, and the scheduler's state is its step count (the
+schedule itself comes from the config), so on the CPU a run stopped and resumed
+ends with bit-identical weights to a straight run. (CUDA kernels that are not
 deterministic make GPU runs merely equivalent.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import random
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import yaml
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from anatoseg.checkpoint import load_encoders, make_checkpoint, save_checkpoint
 from anatoseg.config import Config
 from anatoseg.data.case import CaseFiles
-from anatoseg.data.preprocess import Preprocessing
 from anatoseg.errors import ConfigError
+from anatoseg.stage3.validate import validate
 from anatoseg.training import distributed as D
 from anatoseg.training import rng
 from anatoseg.training.cache import load_volumes, prepare_cache, split_cases
-from anatoseg.training.log import RunLog
+from anatoseg.training.device import amp_active, autocast
+from anatoseg.training.fingerprint import preprocessing_for
+from anatoseg.training.log import LOG_NAME, RunLog
 from anatoseg.training.network import build_model, net_dict
-from anatoseg.training.optim import LRSchedule, make_loss, make_optimizer
-from anatoseg.training.sampling import PatchBatches
-from anatoseg.stage3.validate import validate
+from anatoseg.training.optim import make_loss, make_optimizer, optimizer_step
+from anatoseg.training.run_folder import CACHE_NAME, jsonable, write_config
+from anatoseg.training.sampling import PatchBatches, TrainVolume
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
+LOG_FIELDS = ("loss", "lr", "val_dice")
 
 
 @dataclass
@@ -62,136 +61,195 @@ class TrainResult:
     rank: int = 0
 
 
-def preprocessing_for(config: Config, fingerprint: dict) -> Preprocessing:
-    """Preprocessing parameters: the fingerprint's statistics at ``data.spacing`` (Z, Y, X mm)."""
-    spacing = None if config.data.spacing is None else tuple(config.data.spacing[::-1])
-    return Preprocessing.from_fingerprint(fingerprint, target_spacing=spacing)
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a run trains on besides its config.
 
-
-def train(config: Config, cases: Sequence[CaseFiles], out: str | Path, *, fingerprint: dict,
-          ctx: D.DistContext, resume: dict[str, Any] | None = None, init: str | Path | None = None,
-          organs_dir: str | Path | None = None, organ_model: str | None = None, stop_at: int | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train for ``config.train.steps`` steps (or until ``stop_at``); see the module docstring.
-
-    ``resume``: a loaded ``checkpoint.pt`` to continue from. ``init``: a stage-2
-    encoder checkpoint for the PET/CT encoders (ignored when resuming). ``organs_dir``: organ label maps
-    ``<case_id>.nii.gz`` from stage 1; ``organ_model``: the stage-1 model that made
+    ``fingerprint``: the dataset fingerprint (normalisation). ``init``: a stage-2 encoder
+    checkpoint for the PET/CT encoders (ignored when resuming). ``organs_dir``: organ label
+    maps ``<case_id>.nii.gz`` from stage 1; ``organ_model``: the stage-1 model that made
     them, recorded so that ``anato predict`` can make prompts itself.
     """
-    out = Path(out)
+
+    cases: Sequence[CaseFiles]
+    fingerprint: dict
+    init: str | Path | None = None
+    organs_dir: str | Path | None = None
+    organ_model: str | None = None
+
+
+@dataclass
+class _Run:
+    """A run's parts and the state that changes from step to step."""
+
+    config: Config
+    ctx: D.DistContext
+    out: Path
+    net: nn.Module  # the bare network
+    model: nn.Module  # ``net``, or its DDP wrapper
+    use_organs: bool
+    train_volumes: list[TrainVolume]
+    val_volumes: list[TrainVolume]
+    meta: dict[str, Any]
+    optimizer: torch.optim.Optimizer = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler = None
+    loss_fn: nn.Module = None
+    start: int = 0
+    end: int = 0
+    losses: list[float] = field(default_factory=list)  # of the steps since the last log row
+    last_loss: float | None = None
+    val_dice: float | None = None
+    log: RunLog | None = None
+
+    @property
+    def amp(self) -> bool:
+        return amp_active(self.ctx.device, self.config.train.amp)
+
+
+def train(config: Config, inputs: TrainInputs, out: str | Path, ctx: D.DistContext, *,
+          resume: dict[str, Any] | None = None, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+    """Train for ``config.train.steps`` steps (or until ``stop_at``); see the module docstring.
+
+    ``resume``: a loaded ``checkpoint.pt`` to continue from.
+    """
+    run = _set_up(config, inputs, Path(out), ctx, resume=resume, progress=progress)
+    if resume is not None:
+        _resume(run, resume)
+    run.end = config.train.steps if stop_at is None else max(run.start, min(stop_at, config.train.steps))
+    loader = _loader(run)
+    run.log = RunLog(run.out / LOG_NAME if ctx.is_main else None, LOG_FIELDS, desc="train", total=run.end,
+                     initial=run.start, progress=progress and ctx.is_main,
+                     resume_step=run.start if resume is not None else None)
+    run.net.train()
+    for step, batch in zip(range(run.start, run.end), loader, strict=True):
+        run.losses.append(_step(run, batch))
+        _log_and_validate(run, step + 1)
+        if (step + 1) % config.train.ckpt_every == 0 or step + 1 == run.end:
+            _save_checkpoint(run, step + 1)
+    return _finish(run)
+
+
+def _set_up(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, *, resume: dict | None,
+            progress: bool) -> _Run:
+    """Network (on its device, DDP-wrapped when distributed), seeds, data cache, optimiser and loss."""
     run = config.train
     if run.batch_size % ctx.world_size:
         raise ConfigError(f"train.batch_size {run.batch_size} is not divisible by the {ctx.world_size} "
                           f"processes")
     patch = tuple(config.data.patch_size)
-    torch.manual_seed(run.seed)
+    rng.seed_everything(config.seed)
     net, net_cfg = build_model(config.model, patch)
-    use_organs = bool(net.uses_prompts)
-    if init is not None and resume is None:
-        load_encoders(net, init)
-    torch.manual_seed(run.seed + 1 + ctx.rank)
-    np.random.seed(run.seed + ctx.rank)
-    random.seed(run.seed + ctx.rank)
+    if inputs.init is not None and resume is None:
+        load_encoders(net, inputs.init)
+    rng.seed_everything(config.seed + 1 + ctx.rank)
     net.to(ctx.device)
     model = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
         if ctx.distributed else net
+    use_organs = bool(net.uses_prompts)
+    params = preprocessing_for(inputs.fingerprint, config.data.spacing)
+    train_ids, val_ids = _prepare_data(config, inputs, out, ctx, params, use_organs, progress)
+    meta = {"arch": config.model.arch, "net": net_dict(net_cfg), "patch_size": list(patch),
+            "config": config.to_dict(), "preprocessing": jsonable(params.to_dict()),
+            "organ_model": inputs.organ_model, "case_ids": {"train": train_ids, "val": val_ids}}
+    cache = out / CACHE_NAME
+    state = _Run(config, ctx, out, net, model, use_organs, load_volumes(train_ids, cache, use_organs=use_organs),
+                 load_volumes(val_ids, cache, use_organs=use_organs), meta)
+    state.optimizer, state.scheduler = make_optimizer(net.parameters(), config.optim, run.steps)
+    state.loss_fn = make_loss(config.loss)
+    return state
 
-    params = preprocessing_for(config, fingerprint)
-    by_id = {case.case_id: case for case in cases}
-    train_ids, val_ids = split_cases(sorted(by_id), config.data, run.seed)
-    cache = out / "preprocessed"
+
+def _prepare_data(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, params, use_organs: bool,
+                  progress: bool) -> tuple[list[str], list[str]]:
+    """Split the cases, write ``config.yaml`` and the case cache (main process); ``(train_ids, val_ids)``."""
+    by_id = {case.case_id: case for case in inputs.cases}
+    train_ids, val_ids = split_cases(sorted(by_id), config.data, config.seed)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        prepare_cache([by_id[i] for i in train_ids + val_ids], params, cache, organs_dir=organs_dir,
-                      need_organs=use_organs, progress=progress)
+        write_config(out, config.to_dict())
+        prepare_cache([by_id[i] for i in train_ids + val_ids], params, out / CACHE_NAME,
+                      organs_dir=inputs.organs_dir, need_organs=use_organs, progress=progress)
     D.barrier(ctx)
-    train_volumes = load_volumes(train_ids, cache, use_organs=use_organs)
-    val_volumes = load_volumes(val_ids, cache, use_organs=use_organs)
-
-    optimizer, scheduler = make_optimizer(net.parameters(), config.optim, run.steps)
-    loss_fn = make_loss(config.loss)
-    start, losses = 0, []  # losses: of the steps since the last log row
-    if resume is not None:
-        state = resume["train_state"]
-        net.load_state_dict(resume["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.lr_lambdas = [LRSchedule(config.optim.schedule, run.steps, config.optim.warmup_steps)]
-        rank_state = state["ranks"][ctx.rank % len(state["ranks"])]
-        rng.restore(rank_state["rng"])
-        losses = list(rank_state["losses"])
-        start = int(state["step"])
-    end = run.steps if stop_at is None else max(start, min(stop_at, run.steps))
-
-    batches = PatchBatches(train_volumes, patch, batch_size=run.batch_size,
-                           lesion_fraction=config.data.lesion_fraction, augment=config.augment, seed=run.seed,
-                           use_organs=use_organs, rank=ctx.rank, world_size=ctx.world_size, steps=run.steps)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, end),
-                                         num_workers=config.data.num_workers,
-                                         generator=torch.Generator().manual_seed(run.seed))
-    amp = run.amp and ctx.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    meta = {"arch": config.model.arch, "net": net_dict(net_cfg), "patch_size": list(patch),
-            "config": config.to_dict(), "preprocessing": _jsonable(params.to_dict()),
-            "organ_model": organ_model, "case_ids": {"train": train_ids, "val": val_ids}}
-    log = RunLog(out, resume_step=start if resume is not None else None) if ctx.is_main else None
-    bar = tqdm(total=end, initial=start, desc="train", unit="step", disable=not (progress and ctx.is_main))
-    t0, last_loss, val_dice = time.perf_counter(), None, None
-    if resume is not None:
-        val_dice = resume["meta"].get("val_dice")
-    checkpoint_path = out / CHECKPOINT_NAME
-
-    net.train()
-    for step, batch in zip(range(start, end), loader, strict=True):
-        image = batch["image"].to(ctx.device, non_blocking=True)
-        label = batch["label"].to(ctx.device, non_blocking=True)
-        organs = batch["organs"].to(ctx.device, non_blocking=True) if use_organs else None
-        with autocast:
-            logits = model(image, organs)
-        loss = loss_fn(logits, label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-
-        logged = done % run.log_every == 0 or done == end
-        validated = bool(val_ids) and (done % run.val_every == 0 or done == end)
-        if logged:
-            total, count = D.all_sum(ctx, [sum(losses), len(losses)])
-            last_loss, losses = total / count, []
-        if validated:
-            val_dice = validate(net, val_volumes, patch, config.infer, ctx, amp=amp, use_organs=use_organs)
-        if ctx.is_main and (logged or validated):
-            log.write(done, time.perf_counter() - t0, loss=last_loss if logged else None,
-                      lr=scheduler.get_last_lr()[0], val_dice=val_dice if validated else None)
-        bar.set_postfix(loss="-" if last_loss is None else f"{last_loss:.4f}",
-                        val_dice="-" if val_dice is None else f"{val_dice:.3f}")
-        bar.update(1)
-        if done % run.ckpt_every == 0 or done == end:
-            ranks = D.gather_objects(ctx, {"rng": rng.capture(), "losses": list(losses)})
-            if ctx.is_main:
-                train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "ranks": ranks, "step": done}
-                save_checkpoint(checkpoint_path, make_checkpoint(
-                    "stage3", {**meta, "step": done, "val_dice": val_dice}, model=net.state_dict(),
-                    train_state=train_state))
-            D.barrier(ctx)
-    bar.close()
-    if ctx.is_main:
-        log.close()
-        if end == run.steps:
-            save_checkpoint(out / MODEL_NAME, make_checkpoint(
-                "stage3", {**meta, "step": end, "val_dice": val_dice}, model=net.state_dict()))
-    D.barrier(ctx)
-    return TrainResult(step=end, loss=math.nan if last_loss is None else last_loss, val_dice=val_dice,
-                       checkpoint=checkpoint_path, model=out / MODEL_NAME if end == run.steps else None, rank=ctx.rank)
+    return train_ids, val_ids
 
 
-def _jsonable(values: dict) -> dict:
-    return json.loads(json.dumps(values))
+def _resume(run: _Run, checkpoint: dict[str, Any]) -> None:
+    """Weights, optimiser, scheduler, this rank's RNG states and pending losses from ``checkpoint``."""
+    state = checkpoint["train_state"]
+    run.net.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    rank_state = state["ranks"][run.ctx.rank % len(state["ranks"])]
+    rng.restore(rank_state["rng"])
+    run.losses = list(rank_state["losses"])
+    run.start = int(state["step"])
+    run.val_dice = checkpoint["meta"].get("val_dice")
+
+
+def _loader(run: _Run) -> torch.utils.data.DataLoader:
+    """This process's batches of steps ``[start, end)`` (each a function of (seed, step))."""
+    config = run.config
+    batches = PatchBatches(run.train_volumes, config.data.patch_size, batch_size=config.train.batch_size,
+                           lesion_fraction=config.data.lesion_fraction, augment=config.augment,
+                           seed=config.seed, use_organs=run.use_organs, rank=run.ctx.rank,
+                           world_size=run.ctx.world_size, steps=config.train.steps)
+    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(run.start, run.end),
+                                       num_workers=config.data.num_workers,
+                                       generator=torch.Generator().manual_seed(config.seed))
+
+
+def _step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
+    """One optimiser step on ``batch``; returns its loss."""
+    device = run.ctx.device
+    image = batch["image"].to(device, non_blocking=True)
+    label = batch["label"].to(device, non_blocking=True)
+    organs = batch["organs"].to(device, non_blocking=True) if run.use_organs else None
+    with autocast(device, run.config.train.amp):
+        logits = run.model(image, organs)
+    loss = run.loss_fn(logits, label)
+    optimizer_step(loss, run.optimizer, run.scheduler, run.net.parameters(), run.config.optim.grad_clip)
+    return float(loss.detach())
+
+
+def _log_and_validate(run: _Run, done: int) -> None:
+    """Every ``log_every`` steps the mean loss over all processes, every ``val_every`` the validation
+    Dice (and both at the end), then a log row when either was due; the progress bar every step."""
+    config = run.config.train
+    logged = done % config.log_every == 0 or done == run.end
+    validated = bool(run.val_volumes) and (done % config.val_every == 0 or done == run.end)
+    if logged:
+        total, count = D.all_sum(run.ctx, [sum(run.losses), len(run.losses)])
+        run.last_loss, run.losses = total / count, []
+    if validated:
+        run.val_dice = validate(run.net, run.val_volumes, tuple(run.config.data.patch_size), run.config.infer,
+                                run.ctx, amp=run.amp, use_organs=run.use_organs)
+    if logged or validated:
+        run.log.write(done, loss=run.last_loss if logged else None, lr=run.scheduler.get_last_lr()[0],
+                      val_dice=run.val_dice if validated else None)
+    run.log.advance(loss="-" if run.last_loss is None else f"{run.last_loss:.4f}",
+                    val_dice="-" if run.val_dice is None else f"{run.val_dice:.3f}")
+
+
+def _save_checkpoint(run: _Run, done: int) -> None:
+    """``checkpoint.pt`` with every rank's RNG states and pending losses (gathered to the main process)."""
+    ranks = D.gather_objects(run.ctx, {"rng": rng.capture(), "losses": list(run.losses)})
+    if run.ctx.is_main:
+        train_state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                       "ranks": ranks, "step": done}
+        save_checkpoint(run.out / CHECKPOINT_NAME, make_checkpoint(
+            "stage3", {**run.meta, "step": done, "val_dice": run.val_dice}, model=run.net.state_dict(),
+            train_state=train_state))
+    D.barrier(run.ctx)
+
+
+def _finish(run: _Run) -> TrainResult:
+    """Close the log; ``model.pt`` when the run reached its last step."""
+    run.log.close()
+    complete = run.end == run.config.train.steps
+    if run.ctx.is_main and complete:
+        save_checkpoint(run.out / MODEL_NAME, make_checkpoint(
+            "stage3", {**run.meta, "step": run.end, "val_dice": run.val_dice}, model=run.net.state_dict()))
+    D.barrier(run.ctx)
+    return TrainResult(step=run.end, loss=math.nan if run.last_loss is None else run.last_loss,
+                       val_dice=run.val_dice, checkpoint=run.out / CHECKPOINT_NAME,
+                       model=run.out / MODEL_NAME if complete else None, rank=run.ctx.rank)

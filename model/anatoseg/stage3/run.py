@@ -12,31 +12,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anatoseg.checkpoint import check_same_network, load_checkpoint
-from anatoseg.config import Config, apply_overrides, defaults_from_fingerprint, load_file, merge
-from anatoseg.data.case import load_case
-from anatoseg.data.fingerprint import compute_fingerprint, load_fingerprint, save_fingerprint
+from anatoseg.config import Config, apply_overrides, defaults_from_fingerprint, merge
 from anatoseg.data.layouts import find_cases
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.stage3.loop import CHECKPOINT_NAME, TrainInputs, TrainResult, train
 from anatoseg.training import distributed as D
-from anatoseg.stage3.loop import CHECKPOINT_NAME, TrainResult, train
+from anatoseg.training.fingerprint import dataset_fingerprint
 from anatoseg.training.network import divisor, net_config, net_dict
-
-FINGERPRINT_NAME = "fingerprint.json"
 
 
 def resolve_config(fingerprint: dict, config_file: str | os.PathLike | None = None,
                    overrides: Sequence[str] = (), resume: dict | None = None) -> Config:
     """The run's config (module docstring). With ``resume``, the network and optimiser must stay
     those of the checkpoint (ConfigError naming the differences otherwise)."""
-    file_values = load_file(config_file) if config_file is not None else {}
     if resume is not None:
         base = Config.from_dict(resume["meta"]["config"])
     else:
         # The patch-size default depends on the network (divisor, budget), which the file or
         # the overrides may choose: resolve the model section first.
+        file_values = Config.read_file(config_file) if config_file is not None else {}
         model = apply_overrides(merge(Config(), file_values), overrides).model
         base = merge(Config(), defaults_from_fingerprint(fingerprint, model.preset, divisor(model)))
-    config = apply_overrides(merge(base, file_values), overrides).validate()
+    config = Config.build(config_file, overrides, base=base)
     if resume is not None:
         check_same_network(resume["meta"], config.model.arch, net_dict(net_config(config.model)), "--resume")
         stored = base.optim.name
@@ -44,20 +41,6 @@ def resolve_config(fingerprint: dict, config_file: str | os.PathLike | None = No
             raise ConfigError(f"--resume: the checkpoint was trained with optimiser {stored!r}, "
                               f"not {config.optim.name!r}")
     return config
-
-
-def _fingerprint(cases, out: Path, path: str | os.PathLike | None, ctx: D.DistContext, progress: bool) -> dict:
-    if path is not None:
-        return load_fingerprint(path)
-    target = out / FINGERPRINT_NAME
-    if ctx.is_main and not target.is_file():
-        from tqdm.auto import tqdm
-
-        stream = (load_case(files) for files in tqdm(cases, desc="fingerprint", unit="case",
-                                                     disable=not progress, leave=False))
-        save_fingerprint(compute_fingerprint(stream), target)
-    D.barrier(ctx)
-    return load_fingerprint(target)
 
 
 def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: str | os.PathLike | None = None,
@@ -86,7 +69,7 @@ def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: s
                 raise ConfigError("checkpoint has no training state to resume from", out / CHECKPOINT_NAME)
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        fp = _fingerprint(cases, out, fingerprint, ctx, progress)
+        fp = dataset_fingerprint(cases, out, fingerprint, progress=progress, ctx=ctx)
         config = resolve_config(fp, config_file, overrides, checkpoint)
         if organ_model is not None:
             organ_model = str(Path(organ_model).resolve())
@@ -94,7 +77,7 @@ def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: s
                 raise AnatoError("stage-1 organ model not found", organ_model)
         elif checkpoint is not None:
             organ_model = checkpoint["meta"].get("organ_model")
-        return train(config, cases, out, fingerprint=fp, ctx=ctx, resume=checkpoint, init=init,
-                     organs_dir=organs_dir, organ_model=organ_model, stop_at=stop_at, progress=progress)
+        inputs = TrainInputs(cases, fp, init=init, organs_dir=organs_dir, organ_model=organ_model)
+        return train(config, inputs, out, ctx, resume=checkpoint, stop_at=stop_at, progress=progress)
     finally:
         D.teardown(ctx)

@@ -1,10 +1,13 @@
 """The training core every stage (1, 2, 3) builds on.
 
+- :mod:`.device`: the device choice and the mixed-precision (bf16 autocast) policy;
+- :mod:`.rng`: seeding, and capture/restore of every global RNG (exact resume);
+- :mod:`.optim`: Dice + CE loss (deep supervision), AdamW/SGD, the schedule and the optimiser step;
+- :mod:`.log`: the run log (CSV, progress bar, TensorBoard when installed);
+- :mod:`.fingerprint`: the dataset fingerprint file and the preprocessing it gives;
+- :mod:`.run_folder`: the config copy and case-cache names of a run folder;
 - :mod:`.cache`: train/validation split and the preprocessed-case cache;
 - :mod:`.sampling`: lesion-oversampled patches with MONAI augmentation;
-- :mod:`.optim`: Dice + CE loss (deep supervision), AdamW/SGD and the schedule;
 - :mod:`.network`: the segmentation network of a run config and its checkpoint description;
-- :mod:`.distributed`: DDP under torchrun and device choice;
-- :mod:`.rng`: capture/restore of every global RNG (exact resume);
-- :mod:`.log`: the run log (CSV, TensorBoard when installed).
+- :mod:`.distributed`: DDP under torchrun.
 """

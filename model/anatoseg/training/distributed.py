@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from anatoseg.training.device import choose_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -33,14 +35,15 @@ class DistContext:
 def setup(device: str | None = None) -> DistContext:
     """Read the torchrun environment, pick the device and start the process group if needed.
 
-    ``device``: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). Under DDP
-    on CUDA each process takes ``cuda:LOCAL_RANK``.
+    ``device``: as :func:`anatoseg.training.device.choose_device` (``None``: CUDA when
+    available). Under DDP on CUDA each process takes ``cuda:LOCAL_RANK``.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device("cuda", local_rank) if kind == "cuda" else torch.device(kind)
+    dev = choose_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
@@ -75,12 +78,3 @@ def gather_objects(ctx: DistContext, obj):
     out = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -1,50 +1,85 @@
-"""Run log: a CSV file, plus TensorBoard scalars when ``tensorboard`` is installed."""
+"""The run log every training loop writes through: CSV rows, a progress bar, TensorBoard when installed.
+
+Columns are ``step``, the loop's own fields, then ``seconds`` (since the log was
+opened): stage 3 writes ``step, loss, lr, val_dice, seconds``; stage 2 adds one
+column per loss term; stage 1 shows its progress bar only (its output folder is
+written all at once at the end). A value of ``None`` is an empty cell; numbers
+are written with 6 significant digits.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-FIELDS = ("step", "loss", "lr", "val_dice", "seconds")
+from tqdm.auto import tqdm
+
+LOG_NAME = "log.csv"
 
 
 class RunLog:
-    """Appends rows ``step, loss, lr, val_dice, seconds`` to ``<out>/log.csv``.
+    """CSV log at ``path`` (None: no file, no TensorBoard) and a tqdm bar of ``total`` steps.
 
-    ``resume_step``: rows after this step (written by a run that stopped before its
-    next checkpoint) are dropped, so a resumed run's log has no duplicates.
+    ``fields``: the columns between ``step`` and ``seconds``. ``initial``: the step the
+    bar starts at. ``resume_step``: rows after this step (written by a run that stopped
+    before its next checkpoint) are dropped from an existing file, so a resumed run's
+    log has no duplicates; without it the file starts afresh. ``progress``: show the bar.
+    TensorBoard scalars go to ``<path folder>/tensorboard`` when ``tensorboard`` is installed.
     """
 
-    def __init__(self, out: Path, resume_step: int | None = None):
-        self.path = out / "log.csv"
+    def __init__(self, path: Path | None, fields: Sequence[str], *, desc: str, total: int, initial: int = 0,
+                 progress: bool = True, resume_step: int | None = None):
+        self.path = path
+        self.columns = ("step", *fields, "seconds")
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not progress)
+        self.tensorboard = None
+        if path is not None:
+            self._open(resume_step)
+
+    def _open(self, resume_step: int | None) -> None:
         rows = []
         if resume_step is not None and self.path.is_file():
             with self.path.open(newline="") as handle:
                 rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
         with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, FIELDS)
+            writer = csv.DictWriter(handle, self.columns)
             writer.writeheader()
             writer.writerows(rows)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
-            self.tensorboard = None
-        else:
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"))
+            return
+        self.tensorboard = SummaryWriter(str(self.path.parent / "tensorboard"))
 
-    def write(self, step: int, seconds: float, loss: float | None = None, lr: float | None = None,
-              val_dice: float | None = None) -> None:
-        row = {"step": step, "loss": _fmt(loss), "lr": _fmt(lr), "val_dice": _fmt(val_dice),
-               "seconds": f"{seconds:.1f}"}
+    @property
+    def seconds(self) -> float:
+        """Seconds since the log was opened."""
+        return time.perf_counter() - self.start
+
+    def write(self, step: int, **values: float | None) -> None:
+        """Append the row of ``step`` (fields not given are empty) and its finite values to TensorBoard."""
+        if self.path is None:
+            return
+        row = {"step": step, **{name: _fmt(value) for name, value in values.items()},
+               "seconds": f"{self.seconds:.1f}"}
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, FIELDS).writerow(row)
+            csv.DictWriter(handle, self.columns, restval="").writerow(row)
         if self.tensorboard is not None:
-            for name, value in (("loss", loss), ("lr", lr), ("val_dice", val_dice)):
+            for name, value in values.items():
                 if value is not None and math.isfinite(value):
                     self.tensorboard.add_scalar(name, value, step)
 
+    def advance(self, **shown: str) -> None:
+        """One step done: show ``shown`` beside the bar and move it on."""
+        self.bar.set_postfix(shown)
+        self.bar.update(1)
+
     def close(self) -> None:
+        self.bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
 

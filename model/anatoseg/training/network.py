@@ -1,15 +1,15 @@
-"""Building the stage-3 network from a run config, and describing it in checkpoint metadata."""
+"""Building the segmentation network from a run config (stages 2 and 3), and describing it in checkpoint metadata."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from torch import nn
 
 from anatoseg.config import ModelConfig
 from anatoseg.nets import NetConfig, build_network, patch_divisor
+from anatoseg.training.run_folder import jsonable
 
 
 def net_config(model: ModelConfig) -> NetConfig:
@@ -20,7 +20,7 @@ def net_config(model: ModelConfig) -> NetConfig:
 
 def net_dict(config: NetConfig) -> dict[str, Any]:
     """JSON-able form of a NetConfig (tuples as lists), as stored in checkpoints."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return jsonable(dataclasses.asdict(config))
 
 
 def build_model(model: ModelConfig, patch_size) -> tuple[nn.Module, NetConfig]:

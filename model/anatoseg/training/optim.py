@@ -1,8 +1,15 @@
-"""Loss, optimiser and learning-rate schedule of stage 3, built from the config."""
+"""Loss, optimiser, learning-rate schedule and the optimiser step every training loop takes.
+
+- :func:`make_loss`, :func:`make_optimizer`: stage 3's (and stage 2's) from the config;
+- :class:`LRSchedule`: the learning-rate multiplier of a step; :class:`ScheduledLR` applies it;
+- :func:`optimizer_step`: zero the gradients, backward, clip, step, schedule (stages 1, 2, 3).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -30,7 +37,6 @@ class LRSchedule:
     - ``poly``: ``(1 - t) ** 0.9`` (nnU-Net); ``cosine``: ``0.5 (1 + cos(pi t))``,
       with ``t`` the fraction of post-warm-up steps done.
 
-    A plain object (not a lambda) so ``LambdaLR.state_dict()`` stores its fields.
     """
 
     def __init__(self, kind: str, total_steps: int, warmup_steps: int = 0):
@@ -49,13 +55,49 @@ class LRSchedule:
         return 1.0
 
 
+class ScheduledLR(torch.optim.lr_scheduler.LRScheduler):
+    """Every base learning rate times ``schedule(step)``.
+
+    Its state is the step count only (``schedule`` is left out of :meth:`state_dict`): the
+    schedule comes from the config at construction, so ``load_state_dict`` alone resumes a run.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LRSchedule, last_epoch: int = -1):
+        self.schedule = schedule
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        factor = self.schedule(self.last_epoch)
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in super().state_dict().items() if key != "schedule"}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({key: value for key, value in state_dict.items()
+                                 if key not in ("schedule", "lr_lambdas")})  # lr_lambdas: LambdaLR checkpoints
+
+
 def make_optimizer(parameters, config: OptimConfig, total_steps: int):
-    """``(optimizer, scheduler)``: AdamW or SGD (Nesterov) with :class:`LRSchedule` stepped once per step."""
+    """``(optimizer, scheduler)``: AdamW or SGD (Nesterov) with :class:`ScheduledLR` stepped once per step."""
     if config.name == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
                                     nesterov=True, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, LRSchedule(config.schedule, total_steps, config.warmup_steps))
+    scheduler = ScheduledLR(optimizer, LRSchedule(config.schedule, total_steps, config.warmup_steps))
     return optimizer, scheduler
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler | None, params: Iterable[torch.Tensor],
+                   grad_clip: float | None = None) -> None:
+    """One training step after the forward: zero the gradients, backward, clip the norm of
+    ``params``' gradients to ``grad_clip`` (None: no clipping), optimiser step, then scheduler step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()

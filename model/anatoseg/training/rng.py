@@ -1,4 +1,4 @@
-"""Capturing and restoring every global RNG a training process draws from (for exact ``--resume``).
+"""Seeding, capturing and restoring every global RNG a training process draws from (exact ``--resume``).
 
 The state is made of tensors, strings and numbers only, so it fits a
 ``weights_only`` checkpoint. Patch sampling and augmentation need no entry: they
@@ -12,6 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy's legacy global generator and Python's ``random`` with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def capture() -> dict[str, Any]:

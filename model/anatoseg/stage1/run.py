@@ -1,4 +1,4 @@
-"""Stage 1 end to end: teacher, pseudo-labels, student, organ label maps and the Dice report.
+"""Stage 1 end to end (``anato pseudolabel``): teacher, pseudo-labels, student, organ maps, Dice report.
 
 :func:`run_pseudolabel` writes, into ``OUT`` (all at once: the folder appears
 complete or not at all):
@@ -46,6 +46,7 @@ from anatoseg.stage1.net import OrganUNet
 from anatoseg.stage1.report import format_table, organ_dice, summarise
 from anatoseg.stage1.settings import Stage1Config
 from anatoseg.stage1.train import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
+from anatoseg.training.device import choose_device
 
 MODEL_NAME = "stage1.pt"
 REPORT_NAME = "report.json"
@@ -88,63 +89,52 @@ def _pseudo_label_stats(cases: list[Stage1Case], pseudo: list[PseudoLabels], thr
             **{f"accuracy_{name}": (right[name] / seen[name] if seen[name] else None) for name in seen}}
 
 
+class _Clock:
+    """Seconds per phase of the run (``lap``) and in all (``total``)."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 2)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": round(time.perf_counter() - self.start, 2)}
+
+
 def run_pseudolabel(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike,
                     config: Stage1Config, *, model_path: str | os.PathLike | None = None,
-                    overwrite: bool = False, device: str | torch.device = "cpu") -> dict:
+                    overwrite: bool = False, device: str | torch.device | None = None) -> dict:
     """Run stage 1 (see the module docstring for what is written); returns the report dict.
 
     ``source``: the labelled CT organ set (:func:`~anatoseg.stage1.data.load_source`);
     ``target``: the PET-CT set to label. ``model_path``: where the model goes
-    (default ``OUT/stage1.pt``). Raises AnatoError for missing inputs, a source
+    (default ``OUT/stage1.pt``). ``device``: as :func:`anatoseg.training.device.choose_device`
+    (default: CUDA when available). Raises AnatoError for missing inputs, a source
     without organ labels, or a non-empty ``out`` without ``overwrite``.
     """
-    out, source, target = Path(out), Path(source), Path(target)
+    out, source, target, device = Path(out), Path(source), Path(target), choose_device(device)
     _check_out(out, [source, target], overwrite)
-    timings: dict[str, float] = {}
-    start = clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 2)
-        clock = now
-
+    clock = _Clock()
     params = make_preprocessing(config.data.spacing)
     source_cases = load_source(source, params)
-    lap("load_source")
+    clock.lap("load_source")
     teacher = train_teacher(source_cases, config, device)
     del source_cases
-    lap("teacher")
+    clock.lap("teacher")
     target_cases = load_target(target, params)
-    lap("load_target")
-    raw = [_segment(teacher, c.work.image[:1], config, device)
-           for c in tqdm(target_cases, desc="pseudo-labels", unit="case")]
-    thresholds = class_thresholds([r[0] for r in raw], [r[1] for r in raw], NUM_CLASSES,
-                                  config.student.threshold, config.student.class_fraction)
-    pseudo = [PseudoLabels(labels, conf, trusted_voxels(labels, conf, thresholds)) for labels, conf in raw]
-    del raw
-    lap("pseudo_labels")
+    clock.lap("load_target")
+    pseudo, thresholds = _pseudo_labels(teacher, target_cases, config, device)
+    clock.lap("pseudo_labels")
     student = train_student(target_cases, pseudo, teacher, config, device)
-    lap("student")
-
-    per_case = {name: {} for name in MODELS}
+    clock.lap("student")
+    model = out / MODEL_NAME if model_path is None else Path(model_path)
     with atomic_dir(out) as tmp:
-        for case, p in zip(tqdm(target_cases, desc="writing", unit="case"), pseudo, strict=True):
-            labels, confidence = _segment(student, student_channels(case.work.image, config.student.use_pet),
-                                          config, device)
-            predictions = {"teacher": p.labels, "student": labels}
-            if case.truth is not None:
-                for name, pred in predictions.items():
-                    per_case[name][case.case_id] = organ_dice(case.work.restore(pred, order=0), case.truth)
-            final = resample_to_grid(labels, case.work.affine, case.output_shape, case.output_affine, order=0,
-                                     dtype=np.uint8)
-            final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
-                                          order=0, fill=1.0)
-            save_nifti(tmp / f"{case.case_id}.nii.gz", final, case.output_affine, dtype=np.uint8)
-            voxel_ml = float(np.prod(spacing_of(case.output_affine))) / 1000.0
-            record = {"case": case.case_id, "organs": organ_confidence(final, final_conf, voxel_ml)}
-            (tmp / f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
-        lap("predict_write")
+        per_case = _write_labels(tmp, student, target_cases, pseudo, config, device)
+        clock.lap("predict_write")
         dice = ({name: summarise(per_case[name]) for name in MODELS} if per_case["teacher"] else None)
         report = {
             "source": str(source), "target": str(target), "n_target_cases": len(target_cases),
@@ -155,11 +145,43 @@ def run_pseudolabel(source: str | os.PathLike, target: str | os.PathLike, out: s
             "config": config.to_dict(),
         }
         summary = None if dice is None else {name: dice[name]["mean_dice"] for name in MODELS}
-        save_organ_model(tmp / MODEL_NAME if model_path is None else model_path, student, config, params, summary)
-        report["model"] = str(out / MODEL_NAME if model_path is None else model_path)
-        report["seconds"] = {**timings, "total": round(time.perf_counter() - start, 2)}
+        save_organ_model(tmp / MODEL_NAME if model_path is None else model, student, config, params, summary)
+        report["model"] = str(model)
+        report["seconds"] = clock.total()
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _pseudo_labels(teacher: OrganUNet, cases: list[Stage1Case], config: Stage1Config,
+                   device) -> tuple[list[PseudoLabels], np.ndarray]:
+    """The teacher's labels of the target cases, with the voxels trusted under the per-class thresholds."""
+    raw = [_segment(teacher, c.work.image[:1], config, device)
+           for c in tqdm(cases, desc="pseudo-labels", unit="case")]
+    thresholds = class_thresholds([r[0] for r in raw], [r[1] for r in raw], NUM_CLASSES,
+                                  config.student.threshold, config.student.class_fraction)
+    return [PseudoLabels(labels, conf, trusted_voxels(labels, conf, thresholds)) for labels, conf in raw], thresholds
+
+
+def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo: list[PseudoLabels],
+                  config: Stage1Config, device) -> dict[str, dict]:
+    """The student's organ map and confidence JSON of every case into ``tmp``; the organ Dice of
+    teacher and student per case where there is ground truth (``{model: {case_id: dice}}``)."""
+    per_case = {name: {} for name in MODELS}
+    for case, p in zip(tqdm(cases, desc="writing", unit="case"), pseudo, strict=True):
+        labels, confidence = _segment(student, student_channels(case.work.image, config.student.use_pet),
+                                      config, device)
+        if case.truth is not None:
+            for name, pred in (("teacher", p.labels), ("student", labels)):
+                per_case[name][case.case_id] = organ_dice(case.work.restore(pred, order=0), case.truth)
+        final = resample_to_grid(labels, case.work.affine, case.output_shape, case.output_affine, order=0,
+                                 dtype=np.uint8)
+        final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
+                                      order=0, fill=1.0)
+        save_nifti(tmp / f"{case.case_id}.nii.gz", final, case.output_affine, dtype=np.uint8)
+        voxel_ml = float(np.prod(spacing_of(case.output_affine))) / 1000.0
+        record = {"case": case.case_id, "organs": organ_confidence(final, final_conf, voxel_ml)}
+        (tmp / f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return per_case
 
 
 def report_text(report: dict) -> str:
