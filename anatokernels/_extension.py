@@ -74,7 +74,7 @@ def cuda_sources(op_dir: str) -> list[Path]:
     return sorted(seen, key=lambda p: p.relative_to(root).as_posix())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_source_digest(op_dir: str) -> str:
     """sha256 (first 16 hex digits) of :func:`cuda_sources`: names relative to csrc/ and contents, line
     endings normalised. The library ``load`` finds is the one built from these sources (its cache folder

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from anatokernels import _dispatch
 from anatokernels._checks import accumulation_dtype
@@ -74,6 +75,8 @@ class AbsorbedAttention(torch.autograd.Function):
     """out = softmax_heads(x·A + a)·Bv + b_o through the backend module ``impl`` named ``backend``.
 
     If the backward's Triton kernel fails to compile on the GPU, the ``chunked`` backward runs instead.
+    Once-differentiable (the backwards return numbers, not a graph): a second backward through it
+    raises; the ``reference`` backend is differentiable any number of times.
     """
 
     @staticmethod
@@ -83,6 +86,7 @@ class AbsorbedAttention(torch.autograd.Function):
         return impl.forward(x, A, a, Bv, b_o, mp)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         x, A, a, Bv, b_o = ctx.saved_tensors
         args = (x, dout, A, a, Bv, b_o, ctx.mp)

@@ -34,15 +34,21 @@ def _grid(op: str, spatial: Sequence[int], patch: tuple[int, int, int]) -> tuple
     return tuple(s // p for s, p in zip(spatial, patch))  # type: ignore[return-value]
 
 
-def _check_index(op: str, index, batch: int, n_patches: int, device: torch.device) -> None:
+def _check_index(op: str, index, batch: int, n_patches: int, device: torch.device,
+                 check_indices: bool | None) -> bool:
+    """Shape, dtype and device of ``index``; its values too if ``check_indices`` (None: on CPU tensors
+    only, since reading values back from a GPU waits for it). Returns whether values were checked."""
     _checks.check_tensor(op, "index", index, ndim=2, layout="(B, M)", dtypes=(torch.int64,))
     if index.shape[0] != batch:
         raise ValueError(f"{op}: index has batch {index.shape[0]}, expected {batch}")
     if index.device != device:
         raise ValueError(f"{op}: index is on {index.device}, the data on {device}")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_patches):
+    if check_indices is None:
+        check_indices = device.type == "cpu"
+    if check_indices and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_patches):
         raise ValueError(f"{op}: patch ids must lie in [0, {n_patches}), got ids in "
                          f"[{int(index.min())}, {int(index.max())}]")
+    return bool(check_indices)
 
 
 def patchify(x: torch.Tensor, patch_size: int | Sequence[int]) -> torch.Tensor:
@@ -69,21 +75,26 @@ def unpatchify(patches: torch.Tensor, patch_size: int | Sequence[int], spatial_s
 
 
 def masked_patch_gather(x: torch.Tensor, index: torch.Tensor, patch_size: int | Sequence[int], *,
-                        backend: str = "auto") -> torch.Tensor:
+                        backend: str = "auto", check_indices: bool | None = None) -> torch.Tensor:
     """Gather patches ``index`` of a volume without patchifying it.
 
     x: (B, C, D, H, W) float16/bfloat16/float32/float64, any strides.
     index: (B, M) int64 patch ids in [0, G). Duplicates are allowed (their
         gradients accumulate).
     patch_size: int or (pd, ph, pw), dividing (D, H, W).
+    check_indices: check that every id lies in [0, G) (a ValueError if not).
+        None (default): on for CPU tensors, off for CUDA tensors, because the
+        check reads values back from the GPU and so waits for it (a host sync)
+        on every call. Unchecked, an out-of-range id is undefined behaviour
+        (an out-of-bounds read on the fast backends).
     Returns (B, M, C·pd·ph·pw), equal to ``patchify(x)[b, index[b]]``.
-    Differentiable in x.
+    Differentiable in x (twice: the backward is built from differentiable ops).
     """
     op = "masked_patch_gather"
     _checks.check_tensor(op, "x", x, ndim=5, layout="(B, C, D, H, W)")
     patch = _checks.triple(op, "patch_size", patch_size)
     grid = _grid(op, x.shape[2:], patch)
-    _check_index(op, index, x.shape[0], grid[0] * grid[1] * grid[2], x.device)
+    _check_index(op, index, x.shape[0], grid[0] * grid[1] * grid[2], x.device, check_indices)
     return _dispatch.dispatch(op, backend, x.device,
                               fast=lambda impl: MaskedPatchGather.apply(x, index, patch, impl),
                               reference=lambda: reference.masked_patch_gather(x, index, patch))
@@ -91,7 +102,7 @@ def masked_patch_gather(x: torch.Tensor, index: torch.Tensor, patch_size: int | 
 
 def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size: int | Sequence[int],
                          spatial_size: Sequence[int], *, fill: float | torch.Tensor = 0.0,
-                         backend: str = "auto") -> torch.Tensor:
+                         backend: str = "auto", check_indices: bool | None = None) -> torch.Tensor:
     """Write patches into a volume; the inverse of :func:`masked_patch_gather`.
 
     patches: (B, M, P) with P = C·pd·ph·pw in (c, pd, ph, pw) order.
@@ -99,7 +110,11 @@ def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size:
     spatial_size: (D, H, W), divisible by patch_size.
     fill: value of every voxel not covered by a patch: a float, or a (C,)
         tensor such as a learnable mask token (then differentiable).
-    Returns (B, C, D, H, W). Differentiable in patches and a tensor fill.
+    check_indices: check that ids lie in [0, G) and are unique per sample (a
+        ValueError if not); None (default): on for CPU tensors, off for CUDA
+        tensors (each check is a host sync). Unchecked, an out-of-range id is
+        undefined behaviour and a duplicate id leaves either patch's values.
+    Returns (B, C, D, H, W). Differentiable in patches and a tensor fill (twice).
     """
     op = "masked_patch_scatter"
     _checks.check_tensor(op, "patches", patches, ndim=3, layout="(B, M, P)")
@@ -110,9 +125,10 @@ def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size:
     if patches.shape[2] % voxels:
         raise ValueError(f"{op}: patch length P={patches.shape[2]} is not a multiple of pd·ph·pw={voxels}")
     channels = patches.shape[2] // voxels
-    _check_index(op, index, patches.shape[0], grid[0] * grid[1] * grid[2], patches.device)
+    checked = _check_index(op, index, patches.shape[0], grid[0] * grid[1] * grid[2], patches.device,
+                           check_indices)
     _checks.check_dim(op, "index", index.shape[1], patches.shape[1], "M (number of patches)")
-    if index.shape[1] > 1 and bool((index.sort(dim=1).values.diff(dim=1) == 0).any()):
+    if checked and index.shape[1] > 1 and bool((index.sort(dim=1).values.diff(dim=1) == 0).any()):
         raise ValueError(f"{op}: index has a duplicate patch id within a sample; scatter needs unique ids")
     fill = _fill_tensor(op, fill, channels, patches)
     return _dispatch.dispatch(op, backend, patches.device,

@@ -3,6 +3,12 @@
 One program moves one (b, m) patch, a block of its rows (c, i, j) times its pw
 contiguous voxels. No patchified copy of the volume is ever made. All volume
 offsets are int64.
+
+The gather's backward (:func:`scatter_sum`) runs over the whole volume instead:
+one program per (b, grid patch g) writes that patch's gradient, the sum of the
+gradient rows m with index[b, m] == g (none: 0). The rows of each g are found
+through an inverse map built on the device (ids sorted per sample, then
+``searchsorted``): no zeroed buffer, no atomics, a deterministic sum.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from anatokernels import _memory
+from anatokernels import _checks, _memory
+from anatokernels._triton_common import tl_dtype
 
 
 @triton.jit
@@ -55,9 +62,30 @@ def _masked_patch_scatter_kernel(p_ptr, idx_ptr, out_ptr, M, C, GH, GW, PW,
                                     s_b, s_c, s_d, s_h, s_w, BLOCK_R, BLOCK_W)
     values = tl.load(p_ptr + buf, mask=mask)
     if ACCUMULATE:
-        tl.atomic_add(out_ptr + vol, values.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.atomic_add(out_ptr + vol, values.to(out_ptr.dtype.element_ty), mask=mask, sem="relaxed")
     else:
         tl.store(out_ptr + vol, values.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _masked_patch_scatter_sum_kernel(p_ptr, order_ptr, grid_ids_ptr, first_ptr, last_ptr, out_ptr, M, G, C, GH,
+                                     GW, PW,
+                                     s_b, s_c, s_d, s_h, s_w,
+                                     PD: tl.constexpr, PH: tl.constexpr, ACC: tl.constexpr,
+                                     BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
+    pid_bg = tl.program_id(0)  # (b, g): grid_ids[b, g] = g
+    b = pid_bg // G
+    vol, buf, mask = _patch_offsets(grid_ids_ptr, pid_bg, tl.program_id(1), G, C, GH, GW, PD, PH,
+                                    PW, s_b, s_c, s_d, s_h, s_w, BLOCK_R, BLOCK_W)
+    # rows m of sample b holding patch g: order[b, first[b, g]:last[b, g]]
+    first = tl.load(first_ptr + pid_bg).to(tl.int32)
+    last = tl.load(last_ptr + pid_bg).to(tl.int32)
+    within = buf - pid_bg.to(tl.int64) * (C * PD * PH * PW)  # offset inside one patch row of p
+    acc = tl.zeros([BLOCK_R, BLOCK_W], dtype=ACC)
+    for r in range(first, last):
+        m = tl.load(order_ptr + b.to(tl.int64) * M + r)
+        acc += tl.load(p_ptr + (b.to(tl.int64) * M + m) * (C * PD * PH * PW) + within, mask=mask).to(ACC)
+    tl.store(out_ptr + vol, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _launch_shape(n_rows: int, pw: int, interpreted: bool) -> tuple[int, int]:
@@ -96,3 +124,26 @@ def scatter(patches: torch.Tensor, index: torch.Tensor, patch: tuple[int, int, i
     _masked_patch_scatter_kernel[grid](patches.contiguous(), index.contiguous(), out, m, c, h // ph, w // pw, pw,
                                        *out.stride(), PD=pd, PH=ph, ACCUMULATE=accumulate,
                                        BLOCK_R=block_r, BLOCK_W=block_w)
+
+
+def scatter_sum(patches: torch.Tensor, index: torch.Tensor, patch: tuple[int, int, int], shape, dtype) -> torch.Tensor:
+    """(B, M, P) patches summed into a (B, C, D, H, W) volume of ``dtype`` (0 where no patch), one pass
+    over the volume; duplicate ids in ``index`` add up."""
+    b, c, d, h, w = shape
+    pd, ph, pw = patch
+    m = index.shape[1]
+    n_patches = (d // pd) * (h // ph) * (w // pw)
+    out = _memory.empty(shape, dtype=dtype, device=patches.device)
+    if out.numel() == 0:
+        return out
+    ids, order = index.sort(dim=1, stable=True)
+    grid_ids = torch.arange(n_patches, device=index.device).expand(b, n_patches).contiguous()
+    first = torch.searchsorted(ids, grid_ids)
+    last = torch.searchsorted(ids, grid_ids, right=True)
+    block_r, block_w = _launch_shape(c * pd * ph, pw, patches.device.type == "cpu")
+    grid = (b * n_patches, triton.cdiv(c * pd * ph, block_r))
+    _masked_patch_scatter_sum_kernel[grid](patches.contiguous(), order.contiguous(), grid_ids, first, last, out,
+                                           max(m, 1), n_patches, c, h // ph, w // pw, pw, *out.stride(), PD=pd, PH=ph,
+                                           ACC=tl_dtype(_checks.accumulation_dtype(patches)),
+                                           BLOCK_R=block_r, BLOCK_W=block_w)
+    return out

@@ -20,11 +20,17 @@ and provides
            checkpoints (Bt, K, Dm, ceil(L / chunk), N): the state before each chunk
     backward(dout, dlast, u, delta, A, B, C, D, z, bias, checkpoints, geometry, softplus, chunk, needs)
         -> (du, ddelta, dA, dB, dC, dD, dz, dbias), None where ``needs`` is False
+
+The backward kernels compute plain numbers, not a graph: the Function is
+once-differentiable, so differentiating its gradients (``create_graph=True``,
+e.g. a gradient penalty) raises an error instead of silently giving zero.
+The ``reference`` backend is differentiable any number of times.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 class SelectiveScan(torch.autograd.Function):
@@ -37,6 +43,7 @@ class SelectiveScan(torch.autograd.Function):
         return out, last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
         grads = ctx.backend.backward(dout, dlast, u, delta, A, B, C, D, z, delta_bias, checkpoints, ctx.geometry,

@@ -185,3 +185,21 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         ak.masked_patch_gather(torch.randn(1, 1, 2, 2, 2), torch.tensor([[0]]), 2, backend="triton")
+
+
+def test_index_values_are_checked_on_cpu_and_not_on_gpu_by_default():
+    from anatokernels.masked_patch import _check_index
+
+    bad = torch.tensor([[0, 9]])
+    with pytest.raises(ValueError, match="patch ids must lie in"):
+        _check_index("op", bad, 1, 8, torch.device("cpu"), None)  # default on CPU: checked
+    with pytest.raises(ValueError, match="patch ids must lie in"):
+        ak.masked_patch_gather(torch.randn(1, 1, 4, 4, 4), bad, 2, backend="reference", check_indices=True)
+    # off by default for non-CPU tensors: values never read (a meta tensor has none), so no host sync
+    assert _check_index("op", bad.to("meta"), 1, 8, torch.device("meta"), None) is False
+    assert _check_index("op", bad, 1, 8, torch.device("cpu"), False) is False
+    # unchecked duplicates in a scatter are allowed through (no sync); checked they are a clear error
+    patches, dup = torch.randn(1, 2, 8), torch.tensor([[1, 1]])
+    ak.masked_patch_scatter(patches, dup, 2, (2, 2, 4), backend="reference", check_indices=False)
+    with pytest.raises(ValueError, match="duplicate patch id"):
+        ak.masked_patch_scatter(patches, dup, 2, (2, 2, 4), backend="reference", check_indices=True)
