@@ -25,17 +25,17 @@ from anatoseg.config import (
 )
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.nets import NetConfig, build_network
+from anatoseg.stage3.run import resolve_config
 from anatoseg.training.cache import split_cases
 from anatoseg.training.network import net_config
 from anatoseg.training.optim import LRSchedule, make_loss
-from anatoseg.stage3.run import resolve_config
 from anatoseg.training.sampling import PatchBatches, TrainVolume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-FINGERPRINT = {"median_spacing": [2.04, 2.04, 3.0], "median_body_shape": [380, 250, 326],
-               "median_shape": [400, 400, 326]}
+FINGERPRINT = {"median_spacing": [3.0, 2.04, 2.04], "median_body_shape": [326, 250, 380],  # (Z, Y, X)
+               "median_shape": [326, 400, 400]}
 
 
 def test_overrides_are_typed_and_checked():
@@ -74,7 +74,7 @@ def test_fingerprint_defaults_follow_the_data_and_the_network():
         assert np.prod(patch) <= PATCH_VOXEL_BUDGET[preset]
         assert np.prod(patch) > PATCH_VOXEL_BUDGET[preset] / 3
     assert defaults_from_fingerprint(FINGERPRINT)["data"]["spacing"] == [3.0, 2.04, 2.04]  # (Z, Y, X)
-    small = {"median_spacing": [8.0, 8.0, 8.0], "median_body_shape": [40, 30, 70]}
+    small = {"median_spacing": [8.0, 8.0, 8.0], "median_body_shape": [70, 30, 40]}
     assert defaults_from_fingerprint(small, "tiny", 16)["data"]["patch_size"] == [64, 16, 32]
     # Precedence: fingerprint < file < overrides; the divisor follows the chosen architecture.
     config = resolve_config(FINGERPRINT, overrides=["model.arch=unet", "train.steps=3"])

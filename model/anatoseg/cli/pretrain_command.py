@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from anatoseg.cli import options as opt
 from anatoseg.cli.app import app
-from anatoseg.cli.options import ConfigFile, Device, Layout, NoProgress, config_overrides
 
 
 @app.command("pretrain")
@@ -16,16 +16,13 @@ def pretrain(
     data: Annotated[Path, typer.Argument(help="Cases: autoPET folder, nnU-Net raw folder or manifest .json.")],
     out: Annotated[Path, typer.Argument(help="Run folder: encoders.pt (for `anato train --init`), log.csv, "
                                         "config.yaml.")],
-    config: ConfigFile = None,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override one value: section.key=value (repeatable), e.g. loss.temperature=0.2 or "
-        "model.net.widths=[8,16,32,64].")] = None,
+    config: opt.ConfigFile = None,
+    overrides: opt.Overrides = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Network size: tiny or base (model.preset); "
                                                "must match the stage-3 run that loads the encoders.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimisation steps (train.steps).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Crops per step (train.batch_size).")
-                          ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (optim.lr).")] = None,
+    steps: opt.Steps = None,
+    batch_size: opt.BatchSize = None,
+    lr: opt.LearningRate = None,
     crop_size: Annotated[str | None, typer.Option("--crop-size", help="Z,Y,X voxels of each crop (crop.size).")
                          ] = None,
     mask_patch: Annotated[str | None, typer.Option("--mask-patch", help="Z,Y,X voxels of a mask patch "
@@ -37,21 +34,22 @@ def pretrain(
     no_cross: Annotated[bool, typer.Option("--no-cross", help="Ablation: no CT-from-PET / PET-from-CT "
                                            "reconstruction.")] = False,
     no_align: Annotated[bool, typer.Option("--no-align", help="Ablation: no InfoNCE alignment.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of everything random (train.seed).")] = None,
+    seed: opt.Seed = None,
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing); "
         "give stage 3 the same one.")] = None,
-    layout: Layout = None,
-    device: Device = None,
-    no_progress: NoProgress = False,
+    layout: opt.Layout = None,
+    device: opt.Device = None,
+    no_progress: opt.NoProgress = False,
 ) -> None:
     """Pretrain the PET and CT encoders (shared patch mask, intra/cross-modal reconstruction, InfoNCE)."""
+    from anatoseg.stage2.config import PretrainConfig
     from anatoseg.stage2.run import run_pretrain
 
-    typed = [("model.preset", preset), ("train.steps", steps), ("train.batch_size", batch_size),
-             ("optim.lr", lr), ("crop.size", crop_size), ("mask.patch_size", mask_patch),
-             ("mask.ratio", mask_ratio), ("train.seed", seed)]
-    settings = config_overrides(overrides, typed)
+    typed = [("model.preset", preset), ("crop.size", crop_size), ("mask.patch_size", mask_patch),
+             ("mask.ratio", mask_ratio)]
+    settings = opt.option_overrides(PretrainConfig, overrides, typed, steps=steps, batch_size=batch_size, lr=lr,
+                                seed=seed)
     settings += [f"loss.{term}=false" for term, off in (("intra", no_intra), ("cross", no_cross),
                                                          ("align", no_align)) if off]
     result = run_pretrain(data, out, config_file=config, overrides=settings, fingerprint=fingerprint,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from anatoseg.cli import options as opt
 from anatoseg.cli.app import app
 
 
@@ -18,41 +19,32 @@ def pseudolabel(
     target: Annotated[Path, typer.Argument(help="PET-CT set to label (autoPET tree, nnU-Net raw or manifest).")],
     out: Annotated[Path, typer.Argument(help="Output folder: <case>.nii.gz organ maps on the PET grid, "
                                         "<case>.json per-organ confidence, report.json, stage1.pt.")],
-    teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="Teacher training steps.")] = None,
-    student_steps: Annotated[int | None, typer.Option("--student-steps", help="Student training steps.")] = None,
+    config: opt.ConfigFile = None,
+    overrides: opt.Overrides = None,
+    steps: opt.Steps = None,
+    teacher_steps: Annotated[int | None, typer.Option("--teacher-steps", help="Teacher training steps "
+                                                      "(teacher.steps).")] = None,
+    student_steps: Annotated[int | None, typer.Option("--student-steps", help="Student training steps "
+                                                      "(student.steps).")] = None,
+    batch_size: opt.BatchSize = None,
+    lr: opt.LearningRate = None,
     threshold: Annotated[float | None, typer.Option(
-        "--threshold", help="Pseudo-label confidence below which voxels are ignored.")] = None,
+        "--threshold", help="Pseudo-label confidence below which voxels are ignored (student.threshold).")] = None,
     no_pet: Annotated[bool, typer.Option("--no-pet", help="The student reads the CT only.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file of stage-1 settings.")] = None,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override one setting: section.key=value (e.g. data.patch_size=32,32,32). "
-        "Repeatable.")] = None,
+    seed: opt.Seed = None,
     model: Annotated[Path | None, typer.Option("--model", help="Where to save the model (default OUT/stage1.pt).")
                      ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty OUT.")] = False,
-    device: Annotated[str, typer.Option("--device", help="Torch device; auto: cuda when available, else cpu.")
-                      ] = "auto",
+    device: opt.Device = None,
 ) -> None:
     """Train a CT teacher on SOURCE, pseudo-label TARGET, train a mean-teacher student, write organ maps."""
-    import torch
+    from anatoseg.stage1 import Stage1Config, report_text, run_pseudolabel
 
-    from anatoseg.stage1 import build_config, report_text, run_pseudolabel
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    values: dict = {}
-    if teacher_steps is not None:
-        values.setdefault("teacher", {})["steps"] = teacher_steps
-    if student_steps is not None:
-        values.setdefault("student", {})["steps"] = student_steps
-    if threshold is not None:
-        values.setdefault("student", {})["threshold"] = threshold
-    if no_pet:
-        values.setdefault("student", {})["use_pet"] = False
-    if seed is not None:
-        values["seed"] = seed
-    config = build_config(config_file, overrides or (), values)
-    report = run_pseudolabel(source, target, out, config, model_path=model, overwrite=overwrite, device=device)
+    typed = [("teacher.steps", teacher_steps), ("student.steps", student_steps), ("student.threshold", threshold),
+             ("student.use_pet", False if no_pet else None)]
+    settings = opt.option_overrides(Stage1Config, overrides, typed, steps=steps, batch_size=batch_size, lr=lr,
+                                seed=seed)
+    resolved = Stage1Config.build(config, settings)
+    report = run_pseudolabel(source, target, out, resolved, model_path=model, overwrite=overwrite,
+                             device=device)
     typer.echo(report_text(report))

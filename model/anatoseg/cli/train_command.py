@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from anatoseg.cli import options as opt
 from anatoseg.cli.app import app
-from anatoseg.cli.options import ConfigFile, Device, Layout, NoProgress, config_overrides
 
 
 @app.command("train")
@@ -16,21 +16,18 @@ def train(
     data: Annotated[Path, typer.Argument(help="Training cases: autoPET folder, nnU-Net raw folder or "
                                          "manifest .json.")],
     out: Annotated[Path, typer.Argument(help="Run folder: checkpoint.pt, model.pt, log.csv, config.yaml.")],
-    config: ConfigFile = None,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override one value: section.key=value (repeatable), e.g. optim.lr=3e-4 or "
-        "model.net.widths=[8,16,32,64].")] = None,
+    config: opt.ConfigFile = None,
+    overrides: opt.Overrides = None,
     arch: Annotated[str | None, typer.Option("--arch", help="anatoseg, anatoseg_noprompt, unet, segresnet, "
                                              "swinunetr or unetr (model.arch).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Network size: tiny or base (model.preset).")
                       ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimisation steps (train.steps).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Global batch (train.batch_size).")
-                          ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (optim.lr).")] = None,
+    steps: opt.Steps = None,
+    batch_size: opt.BatchSize = None,
+    lr: opt.LearningRate = None,
     patch_size: Annotated[str | None, typer.Option("--patch-size", help="Z,Y,X voxels (data.patch_size).")
                           ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of everything random (train.seed).")] = None,
+    seed: opt.Seed = None,
     gradient_checkpointing: Annotated[bool, typer.Option(
         "--gradient-checkpointing", help="Recompute the Mamba blocks in the backward.")] = False,
     no_prompts: Annotated[bool, typer.Option("--no-prompts", help="Ablation: no organ prompts.")] = False,
@@ -48,17 +45,16 @@ def train(
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing).")
                            ] = None,
-    layout: Layout = None,
-    device: Device = None,
-    no_progress: NoProgress = False,
+    layout: opt.Layout = None,
+    device: opt.Device = None,
+    no_progress: opt.NoProgress = False,
 ) -> None:
     """Train the stage-3 lesion segmentation network. Multi-GPU: torchrun --nproc_per_node N -m anatoseg train ..."""
+    from anatoseg.config import Config
     from anatoseg.stage3.run import run_train
 
-    typed = [("model.arch", arch), ("model.preset", preset), ("train.steps", steps),
-             ("train.batch_size", batch_size), ("optim.lr", lr), ("data.patch_size", patch_size),
-             ("train.seed", seed)]
-    settings = config_overrides(overrides, typed)
+    typed = [("model.arch", arch), ("model.preset", preset), ("data.patch_size", patch_size)]
+    settings = opt.option_overrides(Config, overrides, typed, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     if gradient_checkpointing:
         settings.append("model.net.gradient_checkpointing=true")
     if no_prompts:

@@ -1,30 +1,33 @@
-"""Stage-1 settings: one dataclass tree, read from YAML/JSON and ``section.key=value`` overrides.
+"""Stage-1 settings: one dataclass tree on the shared base (:mod:`anatoseg.configbase`).
 
-Uses the project's config machinery (:func:`anatoseg.config.merge`,
-:func:`anatoseg.config.load_file`, :func:`anatoseg.config.apply_overrides`), so a
-file has the same nesting as :class:`Stage1Config`::
+A file has the same nesting as :class:`Stage1Config`; sizes and spacings are
+(Z, Y, X), and a file that sets ``data.patch_size`` or ``data.spacing`` must say
+``axes: zyx`` (stage 1 read them as (X, Y, Z) before)::
 
+    axes: zyx
+    seed: 0
     teacher: {steps: 600, lr: 5.0e-3}
     student: {steps: 600, threshold: 0.9, class_fraction: 0.5, ema_decay: 0.99, use_pet: true}
     data: {spacing: [4, 4, 4], patch_size: [48, 48, 48], batch_size: 2}
+
+``teacher`` and ``student`` are :class:`~anatoseg.configbase.OptimConfig` sections
+(AdamW, cosine schedule, no clipping by default) with their step counts.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from anatoseg.config import apply_overrides, load_file, merge
+from anatoseg.configbase import ConfigBase, OptimConfig
 from anatoseg.errors import ConfigError
 
 
 @dataclass
 class Stage1Data:
-    """Working grid and patches. Sizes are (X, Y, Z) in voxels (the Case axis order), spacing in mm."""
+    """Working grid and patches. Sizes are (Z, Y, X) in voxels, spacing in mm."""
 
     spacing: tuple[float, float, float] = (4.0, 4.0, 4.0)  # working grid; outputs go back to the PET grid
     patch_size: tuple[int, int, int] = (48, 48, 48)
@@ -34,21 +37,26 @@ class Stage1Data:
 
 
 @dataclass
-class TeacherConfig:
-    """The CT-only teacher trained on the labelled source domain."""
+class PhaseConfig(OptimConfig):
+    """One training phase of stage 1: its steps and optimiser (AdamW, cosine, no clipping by default)."""
 
+    schedule: str = "cosine"
+    grad_clip: float | None = None
     steps: int = 300
-    lr: float = 5e-3
-    weight_decay: float = 1e-4
 
 
 @dataclass
-class StudentConfig:
+class TeacherConfig(PhaseConfig):
+    """The CT-only teacher trained on the labelled source domain."""
+
+    lr: float | None = 5e-3
+
+
+@dataclass
+class StudentConfig(PhaseConfig):
     """The target-domain student (mean teacher with confidence-filtered pseudo-labels)."""
 
-    steps: int = 300
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    lr: float | None = 2e-3
     threshold: float = 0.9  # pseudo-label voxels whose teacher confidence is below are ignored ...
     class_fraction: float = 0.5  # ... except that each class keeps at least its most confident share (filtering.py)
     ema_decay: float = 0.99  # mean-teacher weights: ema <- decay * ema + (1 - decay) * student
@@ -58,18 +66,18 @@ class StudentConfig:
 
 
 @dataclass
-class Stage1Config:
+class Stage1Config(ConfigBase):
     data: Stage1Data = field(default_factory=Stage1Data)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     widths: tuple[int, int, int, int] = (8, 16, 32, 64)  # OrganUNet channels per level
-    seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+    AXIS_KEYS: ClassVar[tuple[str, ...]] = ("data.patch_size", "data.spacing")
+    OPTION_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "steps": ("teacher.steps", "student.steps"), "batch_size": ("data.batch_size",),
+        "lr": ("teacher.lr", "student.lr"), "seed": ("seed",)}
 
-    def validate(self) -> Stage1Config:
+    def check(self) -> None:
         divisor = 2 ** (len(self.widths) - 1)
         if any(p < divisor or p % divisor for p in self.data.patch_size):
             raise ConfigError(f"data.patch_size must be multiples of {divisor} (the network's downsampling), "
@@ -79,29 +87,18 @@ class Stage1Config:
                               f"got {self.data.slab} and {self.data.overlap}")
         if min(self.data.spacing) <= 0:
             raise ConfigError(f"data.spacing must be positive, got {self.data.spacing}")
-        for name in ("data.batch_size", "teacher.steps", "student.steps"):
-            section, key = name.split(".")
-            if getattr(getattr(self, section), key) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(getattr(self, section), key)}")
-        if not 0 < self.student.threshold < 1:
-            raise ConfigError(f"student.threshold must lie in (0, 1), got {self.student.threshold}")
-        if not 0 <= self.student.class_fraction <= 1:
-            raise ConfigError(f"student.class_fraction must lie in [0, 1], got {self.student.class_fraction}")
-        if not 0 <= self.student.ema_decay < 1:
-            raise ConfigError(f"student.ema_decay must lie in [0, 1), got {self.student.ema_decay}")
-        if not 0 <= self.student.consistency_rampup <= 1:
-            raise ConfigError(f"student.consistency_rampup must lie in [0, 1], "
-                              f"got {self.student.consistency_rampup}")
-        return self
+        self.require_positive("data.batch_size", "teacher.steps", "student.steps")
+        student = self.student
+        if not 0 < student.threshold < 1:
+            raise ConfigError(f"student.threshold must lie in (0, 1), got {student.threshold}")
+        if not 0 <= student.class_fraction <= 1:
+            raise ConfigError(f"student.class_fraction must lie in [0, 1], got {student.class_fraction}")
+        if not 0 <= student.ema_decay < 1:
+            raise ConfigError(f"student.ema_decay must lie in [0, 1), got {student.ema_decay}")
+        if not 0 <= student.consistency_rampup <= 1:
+            raise ConfigError(f"student.consistency_rampup must lie in [0, 1], got {student.consistency_rampup}")
 
 
-def build_config(config_file: str | Path | None = None, overrides: Iterable[str] = (),
-                 values: dict[str, Any] | None = None) -> Stage1Config:
-    """Defaults, then ``config_file``, then ``overrides`` (``section.key=value``), then ``values``."""
-    config = Stage1Config()
-    if config_file is not None:
-        config = merge(config, load_file(config_file))
-    config = apply_overrides(config, overrides)
-    if values:
-        config = merge(config, values)
-    return config.validate()
+def build_config(config_file: str | Path | None = None, overrides: Iterable[str] = ()) -> Stage1Config:
+    """Defaults, then ``config_file``, then ``overrides`` (``section.key=value``); validated."""
+    return Stage1Config.build(config_file, overrides)

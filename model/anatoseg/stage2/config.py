@@ -1,9 +1,9 @@
-"""Stage-2 run configuration (``anato pretrain``), in the same dataclass/YAML/``--set`` system as stage 3.
+"""Stage-2 run configuration (``anato pretrain``), on the shared base (:mod:`anatoseg.configbase`).
 
-Sections ``model``, ``augment`` and ``optim`` are stage 3's own
-(:class:`anatoseg.config.ModelConfig`, :class:`~anatoseg.config.AugmentConfig`,
-:class:`~anatoseg.config.OptimConfig`), so a pretraining config names the network
-exactly as the stage-3 config that will load it. Example file::
+Sections ``model``, ``augment``, ``optim`` (:class:`anatoseg.config.NetworkRunConfig`)
+and the run bookkeeping (:class:`~anatoseg.config.RunConfig`) are stage 3's own, so a
+pretraining config names the network exactly as the stage-3 config that will load
+it. Sizes are (Z, Y, X). Example file::
 
     model: {preset: tiny}
     mask: {patch_size: [16, 16, 16], ratio: 0.7}
@@ -13,13 +13,10 @@ exactly as the stage-3 config that will load it. Example file::
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from anatoseg.config import OPTIMIZERS, SCHEDULES, AugmentConfig, ModelConfig, OptimConfig, merge
+from anatoseg.config import NetworkRunConfig, RunConfig
+from anatoseg.configbase import OptimConfig
 from anatoseg.errors import ConfigError
 from anatoseg.stage2.masking import check_crop
 from anatoseg.training.network import net_config
@@ -63,35 +60,22 @@ class ObjectiveConfig:
 
 
 @dataclass
-class PretrainRunConfig:
+class PretrainRunConfig(RunConfig):
     steps: int = 200
-    batch_size: int = 2
-    seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     log_every: int = 1  # a CSV row (mean of the steps since the last one) every this many steps
     ckpt_every: int = 100  # rewrite encoders.pt every this many steps (and at the end)
 
 
 @dataclass
-class PretrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+class PretrainConfig(NetworkRunConfig):
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(schedule="cosine", warmup_steps=10))
     crop: CropConfig = field(default_factory=CropConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     loss: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(schedule="cosine", warmup_steps=10))
     train: PretrainRunConfig = field(default_factory=PretrainRunConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> PretrainConfig:
-        return merge(cls(), values)
-
-    def validate(self) -> PretrainConfig:
-        """Check every value, the crop against the network and the mask patch included."""
+    def check(self) -> None:
+        """The crop against the network and the mask patch, the loss terms, the run lengths."""
         if self.model.arch not in ENCODER_ARCHS:
             raise ConfigError(f"pretraining trains the PET/CT encoders of {' and '.join(ENCODER_ARCHS)}; "
                               f"model.arch {self.model.arch!r} has none")
@@ -105,21 +89,11 @@ class PretrainConfig:
         for name in ("temperature", "target_eps"):
             if getattr(loss, name) <= 0:
                 raise ConfigError(f"loss.{name} must be > 0, got {getattr(loss, name)}")
-        for name in ("decoder_hidden", "proj_dim"):
-            if getattr(loss, name) < 1:
-                raise ConfigError(f"loss.{name} must be >= 1, got {getattr(loss, name)}")
+        self.require_positive("loss.decoder_hidden", "loss.proj_dim")
         if not 0 < self.mask.ratio < 1:
             raise ConfigError(f"mask.ratio must lie strictly between 0 and 1, got {self.mask.ratio}")
         if min(self.mask.patch_size) < 1 or min(self.crop.size) < 1:
             raise ConfigError(f"mask.patch_size and crop.size must be positive, got {self.mask.patch_size} "
                               f"and {self.crop.size}")
         check_crop(self.crop.size, self.mask.patch_size, net_config(self.model).divisor)
-        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
-            if getattr(self.train, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self.train, name)}")
-        if self.optim.name not in OPTIMIZERS:
-            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.optim.name!r}")
-        if self.optim.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, "
-                              f"got {self.optim.schedule!r}")
-        return self
+        self.require_positive(*(f"train.{name}" for name in ("steps", "batch_size", "log_every", "ckpt_every")))
