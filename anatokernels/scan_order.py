@@ -112,6 +112,13 @@ def scan_order(spatial_shape: Sequence[int], order: str) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def geometry_tensor(spatial: tuple[int, int, int], orders: tuple[str, ...], device: torch.device) -> torch.Tensor:
-    """(K, 7) int64 rows :meth:`OrderGeometry.as_ints` of ``orders`` on ``device``: what the kernels read."""
+    """(K, 7) int64 rows :meth:`OrderGeometry.as_ints` of ``orders`` on ``device``: what the kernels read.
+
+    The kernels index positions inside one volume with 32-bit integers (offsets into tensors stay
+    64-bit), so Z·Y·X must stay below 2^31.
+    """
+    if spatial[0] * spatial[1] * spatial[2] >= 2**31:
+        raise ValueError(f"scan: the volume {spatial} has {spatial[0] * spatial[1] * spatial[2]} positions; the "
+                         "fast kernels take fewer than 2^31 per volume (use backend='reference')")
     rows = [order_geometry(spatial, order).as_ints() for order in orders]
     return torch.tensor(rows, dtype=torch.int64, device=device)

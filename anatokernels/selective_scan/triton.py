@@ -18,7 +18,15 @@ into a zeroed accumulation buffer with atomics; with K = 1 it stores directly.
 Atomics keep B·K·Dm/BLOCK_D programs in flight, which matters because each
 program walks its sequence serially; the price is that the order of the K
 (fp32) additions, like that of the dB/dC sums over channels, is not fixed.
-All offsets are int64.
+Offsets into the tensors are int64; the position math is int32 and
+division-free per element (see :mod:`anatokernels._triton_common`): a program
+divides once to find its first chunk's order digits, then advances them by a
+chunk per iteration. The atomics are relaxed (no ordering is needed for sums).
+
+On a GPU a program scans BLOCK_D (up to ``_GPU_MAX_BLOCK_D``) channels of one
+B/C group at once, so B_t and C_t are loaded once per BLOCK_D channels, as
+long as that still leaves two programs per SM; the chunk is sized so that a
+tile (BLOCK_D x CHUNK x N) stays about ``_TILE`` elements.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ import triton
 import triton.language as tl
 
 from anatokernels import _checks, _memory
-from anatokernels._triton_common import native_position, order_geometry, tl_dtype
+from anatokernels._triton_common import advance, order_geometry, reciprocal, step_digits, step_positions, tl_dtype
 
 _TILE = 2048  # scanned elements (CHUNK x N) per program on a GPU
 _INTERPRETER_CHUNK = 16
 _INTERPRETER_MAX_BLOCK_D = 64
+_GPU_MAX_BLOCK_D = 2
+_GPU_SMS = 132  # programs are counted against this many SMs where the device cannot be asked (an H100's)
 
 
 @triton.jit
@@ -69,15 +79,16 @@ def _load_delta(delta_row, pos, s_l, t_mask, bias, HAS_BIAS: tl.constexpr, SOFTP
 def _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr):
     """This program's sample b, scan order k, channels d (BLOCK_D,) and their B/C group, state lanes
     n (BLOCK_N,) with the mask n < N, and the step offsets (CHUNK,) of a chunk; all int64."""
-    pid = tl.program_id(0).to(tl.int64)
+    pid = tl.program_id(0)  # int32 index math once per program; offsets built from these are int64
     dblk = pid % N_DBLOCKS
-    k = (pid // N_DBLOCKS) % K
-    b = pid // (N_DBLOCKS * K)
-    d = dblk * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    grp = (dblk * BLOCK_D) // PER_GROUP  # BLOCK_D divides PER_GROUP: one group per block
+    bk = pid // N_DBLOCKS
+    k = bk % K
+    b = (bk // K).to(tl.int64)
+    d = (dblk * BLOCK_D).to(tl.int64) + tl.arange(0, BLOCK_D).to(tl.int64)
+    grp = ((dblk * BLOCK_D) // PER_GROUP).to(tl.int64)  # BLOCK_D divides PER_GROUP: one group per block
     n = tl.arange(0, BLOCK_N).to(tl.int64)
-    steps = tl.arange(0, CHUNK).to(tl.int64)
-    return b, k, d, grp, n, n < N, steps
+    steps = tl.arange(0, CHUNK)
+    return b, k.to(tl.int64), d, grp, n, n < N, steps
 
 
 @triton.jit
@@ -131,7 +142,9 @@ def _selective_scan_forward_kernel(
     b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
     A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
                                   sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
-    _, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    n0, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    inv1, inv2 = reciprocal(n1), reciprocal(n2)
+    c0, c1, c2 = step_digits(0, n1, n2, rev, L)  # digits of the current chunk's first step
     u_row, delta_row, B_row, C_row, z_row = _input_rows(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, b, k, d, grp, n,
                                                         su_b, su_k, su_d, sd_b, sd_k, sd_d, sB_b, sB_k, sB_g, sB_n,
                                                         sC_b, sC_k, sC_g, sC_n, sz_b, sz_d)
@@ -142,11 +155,10 @@ def _selective_scan_forward_kernel(
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=ACC)
     for c in range(0, N_CHUNKS):
         tl.store(ckpt_row + c * N, h, mask=n_mask[None, :])
-        t = c * CHUNK + steps
-        t_mask = t < L
-        pos = native_position(t, n1, n2, st0, st1, st2, rev, L)
+        pos32, t_mask = step_positions(c0, c1, c2, steps, n0, n1, n2, st0, st1, st2, rev, inv1, inv2)
+        pos = pos32.to(tl.int64)
         u = tl.load(u_row + pos[None, :] * su_l, mask=t_mask[None, :], other=0.0).to(ACC)
-        dt, _ = _load_delta(delta_row, pos, sd_l, t_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
+        dt, _x = _load_delta(delta_row, pos, sd_l, t_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
         bc_mask = t_mask[:, None] & n_mask[None, :]
         Bt = tl.load(B_row + pos[:, None] * sB_l, mask=bc_mask, other=0.0).to(ACC)
         Ct = tl.load(C_row + pos[:, None] * sC_l, mask=bc_mask, other=0.0).to(ACC)
@@ -158,11 +170,13 @@ def _selective_scan_forward_kernel(
             zt = tl.load(z_row + pos[None, :] * sz_l, mask=t_mask[None, :], other=0.0).to(ACC)
             y = y * (zt * tl.sigmoid(zt))
         if ATOMIC_OUT:
-            tl.atomic_add(out_row + pos[None, :], y.to(out_ptr.dtype.element_ty), mask=t_mask[None, :])
+            tl.atomic_add(out_row + pos[None, :], y.to(out_ptr.dtype.element_ty), mask=t_mask[None, :],
+                          sem="relaxed")
         else:
             tl.store(out_row + pos[None, :], y.to(out_ptr.dtype.element_ty), mask=t_mask[None, :])
         # rows past L have a = 1, b = 0: the last row holds the state after the chunk's last valid step
         h = tl.sum(tl.where((steps == CHUNK - 1)[None, :, None], hs, 0.0), axis=1)
+        c0, c1, c2 = advance(c0, c1, c2, tl.where(rev != 0, -CHUNK, CHUNK), n1, n2, inv1, inv2)
     tl.store(last_ptr + state_off, h, mask=n_mask[None, :])
 
 
@@ -181,7 +195,9 @@ def _selective_scan_backward_kernel(
     b, k, d, grp, n, n_mask, steps = _program_tile(K, N, PER_GROUP, N_DBLOCKS, BLOCK_D, CHUNK, BLOCK_N)
     A, bias, Dv = _channel_params(A_ptr, bias_ptr, D_ptr, k, d, n, n_mask, sA_k, sA_d, sA_n, sbias_k, sbias_d,
                                   sD_k, sD_d, HAS_BIAS, HAS_D, ACC, BLOCK_D)
-    _, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    n0, n1, n2, st0, st1, st2, rev = order_geometry(geo_ptr, k)
+    inv1, inv2 = reciprocal(n1), reciprocal(n2)
+    c0, c1, c2 = step_digits((N_CHUNKS - 1) * CHUNK, n1, n2, rev, L)  # the chunks are walked from the last
     u_row, delta_row, B_row, C_row, z_row = _input_rows(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, b, k, d, grp, n,
                                                         su_b, su_k, su_d, sd_b, sd_k, sd_d, sB_b, sB_k, sB_g, sB_n,
                                                         sC_b, sC_k, sC_g, sC_n, sz_b, sz_d)
@@ -200,9 +216,8 @@ def _selective_scan_backward_kernel(
     for i in range(0, N_CHUNKS):
         c = N_CHUNKS - 1 - i
         h0 = tl.load(ckpt_row + c * N, mask=n_mask[None, :], other=0.0)
-        t = c * CHUNK + steps
-        t_mask = t < L
-        pos = native_position(t, n1, n2, st0, st1, st2, rev, L)
+        pos32, t_mask = step_positions(c0, c1, c2, steps, n0, n1, n2, st0, st1, st2, rev, inv1, inv2)
+        pos = pos32.to(tl.int64)
         u = tl.load(u_row + pos[None, :] * su_l, mask=t_mask[None, :], other=0.0).to(ACC)
         dt, x = _load_delta(delta_row, pos, sd_l, t_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
         bc_mask = t_mask[:, None] & n_mask[None, :]
@@ -217,15 +232,14 @@ def _selective_scan_backward_kernel(
             y = tl.sum(hs * Ct[None, :, :], axis=2) + Dv[:, None] * u
             dz = g * y * sig * (1.0 + zt * (1.0 - sig))
             if ATOMIC_DZ:
-                tl.atomic_add(dz_row + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=t_mask[None, :])
+                tl.atomic_add(dz_row + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=t_mask[None, :],
+                              sem="relaxed")
             else:
                 tl.store(dz_row + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=t_mask[None, :])
             g = g * zt * sig
         # dh_t = g_t·C_t + a_{t+1}·dh_{t+1}: a reverse scan with a of the next step (1 past L)
-        t1 = t + 1
-        t1_mask = t1 < L
-        dt1, _ = _load_delta(delta_row, native_position(t1, n1, n2, st0, st1, st2, rev, L), sd_l, t1_mask, bias,
-                             HAS_BIAS, SOFTPLUS, ACC)
+        pos1, t1_mask = step_positions(c0, c1, c2, steps + 1, n0, n1, n2, st0, st1, st2, rev, inv1, inv2)
+        dt1, _x1 = _load_delta(delta_row, pos1.to(tl.int64), sd_l, t1_mask, bias, HAS_BIAS, SOFTPLUS, ACC)
         a1 = tl.exp(dt1[:, :, None] * A[:, None, :])
         pa, pb = tl.associative_scan((a1, g[:, :, None] * Ct[None, :, :]), axis=1, combine_fn=_affine_combine,
                                      reverse=True)
@@ -234,8 +248,10 @@ def _selective_scan_backward_kernel(
         ah = hs - bu  # a_t·h_{t-1}
         dBt = tl.sum(dh * (dt * u)[:, :, None], axis=0)
         dCt = tl.sum(g[:, :, None] * hs, axis=0)
-        tl.atomic_add(dB_ptr + dbc_row + pos[:, None], dBt.to(dB_ptr.dtype.element_ty), mask=bc_mask)
-        tl.atomic_add(dC_ptr + dbc_row + pos[:, None], dCt.to(dC_ptr.dtype.element_ty), mask=bc_mask)
+        tl.atomic_add(dB_ptr + dbc_row + pos[:, None], dBt.to(dB_ptr.dtype.element_ty), mask=bc_mask,
+                      sem="relaxed")
+        tl.atomic_add(dC_ptr + dbc_row + pos[:, None], dCt.to(dC_ptr.dtype.element_ty), mask=bc_mask,
+                      sem="relaxed")
         du = tl.sum(dh * Bt[None, :, :], axis=2) * dt
         if HAS_D:
             du += Dv[:, None] * g
@@ -248,6 +264,7 @@ def _selective_scan_backward_kernel(
         dbias_acc += tl.sum(ddt, axis=1)
         tl.store(du_ptr + dud_row + pos[None, :], du.to(du_ptr.dtype.element_ty), mask=t_mask[None, :])
         tl.store(ddelta_ptr + dud_row + pos[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=t_mask[None, :])
+        c0, c1, c2 = advance(c0, c1, c2, tl.where(rev != 0, CHUNK, -CHUNK), n1, n2, inv1, inv2)
     # per-sample partial sums (Bt, K, Dm, ·), reduced over Bt by the caller: deterministic, no atomics
     tl.store(dA_ptr + state_off, dA_acc, mask=n_mask[None, :])
     kd = (b * K + k) * DM + d
@@ -258,22 +275,33 @@ def _selective_scan_backward_kernel(
 
 
 def chunk_length(length: int, n_state: int, device: torch.device) -> int:
-    """Steps per chunk: 16 under the interpreter (its cost grows with the tile), else ~2K-element tiles."""
+    """Steps per chunk: 16 under the interpreter (its cost grows with the tile); on a GPU a tile of
+    ``_GPU_MAX_BLOCK_D`` channels x CHUNK x N is about ``_TILE`` elements."""
     if device.type == "cpu":
         return _INTERPRETER_CHUNK
-    return max(16, min(triton.next_power_of_2(length), _TILE // triton.next_power_of_2(n_state)))
+    per_channel = _TILE // _GPU_MAX_BLOCK_D
+    return max(16, min(triton.next_power_of_2(length), per_channel // triton.next_power_of_2(n_state)))
 
 
-def _block_d(per_group: int, interpreted: bool) -> int:
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count  # cached by torch: no sync
+    return _GPU_SMS
+
+
+def _block_d(per_group: int, rows: int, device: torch.device) -> int:
     """Channels per program: a power of two dividing the group size (so a block never straddles groups).
 
-    On a GPU one channel per program keeps the most programs in flight; the
-    interpreter is faster with few large programs.
+    The interpreter is faster with few large programs (up to 64 channels). On a GPU up to
+    ``_GPU_MAX_BLOCK_D`` channels share their B/C loads, while at least two programs per SM remain
+    (each program walks its sequence serially, so fewer programs would leave SMs idle); ``rows`` is
+    Bt·K·Dm, the programs at one channel each.
     """
-    if not interpreted:
-        return 1
+    interpreted = device.type == "cpu"
+    most = _INTERPRETER_MAX_BLOCK_D if interpreted else _GPU_MAX_BLOCK_D
     block = 1
-    while per_group % (block * 2) == 0 and block * 2 <= _INTERPRETER_MAX_BLOCK_D:
+    while (per_group % (block * 2) == 0 and block * 2 <= most
+           and (interpreted or rows // (block * 2) >= 2 * _sm_count(device))):
         block *= 2
     return block
 
@@ -294,7 +322,7 @@ def _common_args(u, delta, A, B, C, D, z, bias):
 def _launch_config(u, B, A, chunk):
     bt, k_orders, dm, length = u.shape
     interpreted = u.device.type == "cpu"
-    block_d = _block_d(dm // B.shape[2], interpreted)
+    block_d = _block_d(dm // B.shape[2], bt * k_orders * dm, u.device)
     n_dblocks = dm // block_d
     n_chunks = triton.cdiv(length, chunk)
     grid = (bt * k_orders * n_dblocks,)
