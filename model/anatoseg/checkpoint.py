@@ -10,6 +10,7 @@ with ``torch.load(weights_only=True)`` (no pickled code runs)::
       "meta": {
         "arch": "anatoseg",           # anatoseg.nets.ARCHITECTURES
         "net": {...},                 # dataclasses.asdict(NetConfig) as JSON: the full network config
+        "axes": "zyx",                # AXES: every size and spacing below is (Z, Y, X); required on load
         "patch_size": [Z, Y, X],
         "config": {...},              # the run's Config.to_dict() (stage3)
         "preprocessing": {...},       # Preprocessing.to_dict(): normalisation, spacing, crop
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 
 from anatoseg.data.atomic import atomic_path
+from anatoseg.data.axes import AXES, check_axes
 from anatoseg.errors import AnatoError, ConfigError
 
 FORMAT = "anatoseg"
@@ -59,7 +61,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
 
     ``kind``: the required ``"kind"`` entry (``None`` accepts any).
     Raises :class:`AnatoError` for a missing or unreadable file and
-    :class:`ConfigError` for a file that is not an anatoseg checkpoint of that kind.
+    :class:`ConfigError` for a file that is not an anatoseg checkpoint of that kind, or
+    whose metadata does not record ``"axes": "zyx"`` (written when sizes could be (X, Y, Z)).
     """
     path = Path(path)
     if not path.is_file():
@@ -76,13 +79,15 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
                           f"(this anatoseg reads version {VERSION})", path)
     if kind is not None and checkpoint.get("kind") != kind:
         raise ConfigError(f"is a {checkpoint.get('kind')!r} checkpoint; expected {kind!r}", path)
+    meta = checkpoint.get("meta")
+    check_axes(meta.get("axes") if isinstance(meta, dict) else None, "checkpoint", path)
     return checkpoint
 
 
 def make_checkpoint(kind: str, meta: dict[str, Any], **tensors: Any) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return {"format": FORMAT, "version": VERSION, "kind": kind, "meta": dict(meta), **tensors}
+    return {"format": FORMAT, "version": VERSION, "kind": kind, "meta": {**meta, "axes": AXES}, **tensors}
 
 
 def check_same_network(meta: dict[str, Any], arch: str, net: dict[str, Any], path: object) -> None:

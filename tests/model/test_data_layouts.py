@@ -49,8 +49,9 @@ def write_case(folder, *, ct=True, ctres=False, seg=True, organs=False, pet_name
 
 
 def check_case(case, *, ct_covers_all=False):
-    assert case.shape == PET_SHAPE
-    assert np.all(np.diag(case.affine)[:3] > 0)  # reoriented to RAS
+    assert case.shape == PET_SHAPE[::-1]  # (Z, Y, X)
+    # Reoriented to RAS, then reversed: index axes 0, 1, 2 run towards S, A, R.
+    assert np.all(np.diag(case.affine[:3, 2::-1]) > 0) and np.count_nonzero(case.affine[:3, :3]) == 3
     points = world(case.shape, case.affine)
     # The hot PET voxel and the lesion voxel are still at the same world position.
     hot = np.argwhere(case.pet == 9.0)[0]

@@ -8,7 +8,18 @@ nib = pytest.importorskip("nibabel")
 
 import numpy as np  # noqa: E402
 
-from anatoseg.data.nifti import check_labels, load_label_nifti, load_nifti, same_grid, save_nifti, to_ras  # noqa: E402
+from anatoseg.data.axes import xyz_to_zyx, zyx_to_xyz  # noqa: E402
+from anatoseg.data.nifti import (  # noqa: E402
+    check_labels,
+    file_to_zyx,
+    load_label_nifti,
+    load_nifti,
+    same_grid,
+    save_nifti,
+    spacing_of,
+    to_ras,
+    zyx_to_file,
+)
 from anatoseg.errors import DataError  # noqa: E402
 
 
@@ -134,3 +145,32 @@ def test_same_grid_compares_voxel_positions():
     assert same_grid((4, 5, 6), affine, (4, 5, 6), affine + 1e-6)
     assert not same_grid((4, 5, 6), affine, (4, 5, 6), shifted)
     assert not same_grid((4, 5, 6), affine, (4, 5, 7), affine)
+
+
+@pytest.mark.parametrize("case", ["lps", "permuted", "oblique"])
+def test_file_to_zyx_keeps_world_positions_and_zyx_to_file_undoes_it(case):
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    affine = {"lps": np.diag([-2.0, -2.0, 3.0, 1.0]),
+              "permuted": np.array([[0, 0, -3.0, 10], [2.0, 0, 0, -5], [0, -1.5, 0, 7], [0, 0, 0, 1]]),
+              "oblique": oblique_affine()}[case]
+    zyx, zyx_affine = file_to_zyx(data, affine)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+    np.testing.assert_array_equal(zyx, np.asarray(canonical.dataobj).transpose(2, 1, 0))
+    # Index axes 0, 1, 2 run (closest to) S, A, R, and every voxel keeps its world position.
+    assert [int(np.argmax(np.abs(zyx_affine[:3, axis]))) for axis in range(3)] == [2, 1, 0]
+    for index in [(0, 0, 0), (3, 4, 5), (1, 3, 2)]:
+        new_index = np.argwhere(zyx == data[index])[0]
+        np.testing.assert_allclose(affine @ [*index, 1], zyx_affine @ [*new_index, 1], atol=1e-9)
+    np.testing.assert_array_equal(zyx_to_file(zyx, affine), data)
+
+
+def test_xyz_to_zyx_and_back():
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = [1, 2, 3]
+    data = np.arange(24).reshape(2, 3, 4)
+    zyx, zyx_affine = xyz_to_zyx(data, affine)
+    assert zyx.shape == (4, 3, 2) and spacing_of(zyx_affine) == (4.0, 3.0, 2.0)
+    np.testing.assert_allclose(zyx_affine @ [3, 2, 1, 1], affine @ [1, 2, 3, 1])
+    back, back_affine = zyx_to_xyz(zyx, zyx_affine)
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_array_equal(back_affine, affine)

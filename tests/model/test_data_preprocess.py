@@ -40,7 +40,7 @@ def test_crop_to_body_drops_air_and_table(cases):
     np.testing.assert_array_equal(cropped.pet, case.pet[box])
     np.testing.assert_allclose(cropped.affine @ [0, 0, 0, 1], case.affine @ [box[0].start, box[1].start,
                                                                              box[2].start, 1])
-    assert cropped.shape[0] < case.shape[0] and cropped.shape[1] < case.shape[1]
+    assert cropped.shape[2] < case.shape[2] and cropped.shape[1] < case.shape[1]  # X and Y of (Z, Y, X)
     # The patient table (y < -15 mm) is separated by air from the back (y = 0) and cut off ...
     assert (cropped.affine @ [0, 0, 0, 1])[1] > -15.0
     # ... and it is the only thing above -500 HU that the crop leaves out.
@@ -51,7 +51,7 @@ def test_crop_to_body_drops_air_and_table(cases):
     assert dense_outside.any() and np.all(world_y[dense_outside] < -10.0)
 
 
-def test_fingerprint_contents_and_json_round_trip(fingerprint, tmp_path):
+def test_fingerprint_contents_and_json_round_trip(fingerprint, cases, tmp_path):
     assert fingerprint["n_cases"] == 2 and len(fingerprint["shapes"]) == 2
     np.testing.assert_allclose(fingerprint["median_spacing"], [SPACING] * 3, atol=1e-6)
     ct, pet = fingerprint["intensity"]["ct"], fingerprint["intensity"]["pet"]
@@ -63,6 +63,12 @@ def test_fingerprint_contents_and_json_round_trip(fingerprint, tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(DataError, match="not an anatoseg fingerprint"):
         load_fingerprint(tmp_path / "other.json")
+    # Spacings and shapes are (Z, Y, X); a fingerprint that does not say so is refused.
+    assert fingerprint["axes"] == "zyx" and fingerprint["shapes"][0] == list(cases[0].shape)
+    old = {key: value for key, value in fingerprint.items() if key != "axes"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"fingerprint does not record its axis order.*\(Z, Y, X\)"):
+        load_fingerprint(tmp_path / "old.json")
 
 
 def test_preprocessing_parameters(fingerprint):

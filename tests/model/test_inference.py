@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from anatoseg.data.case import Case
-from anatoseg.data.nifti import to_ras
+from anatoseg.data.nifti import file_to_zyx, zyx_to_file
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
-from anatoseg.inference.predict import from_ras, quantise, restore_mask
+from anatoseg.inference.predict import quantise, restore_mask
 from anatoseg.inference.sliding_window import gaussian_1d, sliding_window_probability, window_starts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,20 +166,23 @@ def _oblique_case(shape=(30, 26, 22)):
 
 def test_restore_maps_back_onto_the_original_grid():
     affine, sphere, ct = _oblique_case()
-    pet_ras, ras_affine = to_ras(sphere.astype(np.float32), affine)
-    case = Case("c", pet=pet_ras, ct=to_ras(ct, affine)[0], affine=ras_affine)
-    params = Preprocessing(target_spacing=(2.0, 2.5, 3.5), ct_clip=(-1000, 1000), ct_mean=0.0, ct_std=100.0,
+    pet_zyx, zyx_affine = file_to_zyx(sphere.astype(np.float32), affine)
+    case = Case("c", pet=pet_zyx, ct=file_to_zyx(ct, affine)[0], affine=zyx_affine)
+    params = Preprocessing(target_spacing=(3.5, 2.5, 2.0), ct_clip=(-1000, 1000), ct_mean=0.0, ct_std=100.0,
                            suv_mean=0.0, suv_std=1.0, crop_margin_mm=4.0)
     pre = preprocess_case(case, params)
     assert pre.image.shape[1:] != case.shape  # cropped and resampled
-    prob = torch.from_numpy(np.ascontiguousarray(pre.image[1].transpose(2, 1, 0))).clamp(0, 1).half()
-    mask_ras = restore_mask(quantise(prob), pre)
-    assert mask_ras.shape == case.shape and mask_ras.dtype == np.uint8
-    mask = from_ras(mask_ras, affine)
+    # The target spacing (Z, Y, X) lands on the right world axes: z (S) 3.5 mm, y (A) 2.5 mm, x (R) 2.0 mm.
+    np.testing.assert_allclose(np.abs(pre.affine[:3, :3]).sum(axis=0), [3.5, 2.5, 2.0], rtol=0.1)
+    assert [int(np.argmax(np.abs(pre.affine[:3, axis]))) for axis in range(3)] == [2, 1, 0]
+    prob = torch.from_numpy(np.ascontiguousarray(pre.image[1])).clamp(0, 1).half()
+    mask_zyx = restore_mask(quantise(prob), pre)
+    assert mask_zyx.shape == case.shape and mask_zyx.dtype == np.uint8
+    mask = zyx_to_file(mask_zyx, affine)
     assert mask.shape == sphere.shape
     dice = 2 * (mask & sphere).sum() / (mask.sum() + sphere.sum())
     assert dice > 0.85
-    back, back_affine = to_ras(mask, affine)
-    np.testing.assert_array_equal(back, mask_ras)
-    np.testing.assert_allclose(back_affine, ras_affine)
+    back, back_affine = file_to_zyx(mask, affine)
+    np.testing.assert_array_equal(back, mask_zyx)
+    np.testing.assert_allclose(back_affine, zyx_affine)
     assert nib.orientations.aff2axcodes(affine) != ("R", "A", "S")

@@ -145,4 +145,11 @@ def test_cohort_on_disk_with_negatives(tmp_path):
     on_disk = load_nifti(manifest.parent / entries[1]["pet"])
     np.testing.assert_array_equal(on_disk.data, in_memory.pet)
     np.testing.assert_allclose(on_disk.affine, in_memory.pet_affine, atol=1e-4)
+    # Its Case view is what load_case reads: (Z, Y, X), the same voxels at the same world positions.
+    loaded, view = list(iter_cases(manifest))[1], in_memory.to_case()
+    assert view.shape == in_memory.pet.shape[::-1] == loaded.shape
+    np.testing.assert_array_equal(view.pet, loaded.pet)
+    np.testing.assert_array_equal(view.organs, loaded.organs)
+    np.testing.assert_allclose(view.affine, loaded.affine, atol=1e-4)
+    np.testing.assert_allclose(view.affine @ [2, 3, 4, 1], in_memory.pet_affine @ [4, 3, 2, 1])
     assert not [p for p in (tmp_path / "cohort").rglob("*") if ".tmp" in p.name]

@@ -11,10 +11,10 @@ from anatoseg.cli.app import app
 
 
 def load_view_input(path: Path):
-    """A Case for a case folder / dataset with one case / a case's SUV file, else (PET Volume in RAS, id)."""
+    """A Case for a case folder / dataset with one case / a case's SUV file, else (PET Volume (Z, Y, X), id)."""
     from anatoseg.data.case import load_case
     from anatoseg.data.layouts import find_cases
-    from anatoseg.data.nifti import Volume, is_nifti, load_nifti, strip_nifti_suffix, to_ras
+    from anatoseg.data.nifti import Volume, file_to_zyx, is_nifti, load_nifti, strip_nifti_suffix
     from anatoseg.errors import DataError
 
     if not path.exists():
@@ -25,7 +25,7 @@ def load_view_input(path: Path):
                      for name in ("CT", "CTres") for suffix in (".nii.gz", ".nii"))
         if stem != "SUV" or not has_ct:
             pet = load_nifti(path)
-            data, affine = to_ras(pet.data, pet.affine)
+            data, affine = file_to_zyx(pet.data, pet.affine)
             return Volume(data=data, affine=affine, path=path), stem
         path = path.parent
     cases = find_cases(path)
@@ -47,7 +47,7 @@ def view(
 
     from anatoseg.data.case import Case
     from anatoseg.data.labels import LESION_LABEL_VALUES
-    from anatoseg.data.nifti import load_label_nifti, same_grid, to_ras
+    from anatoseg.data.nifti import file_to_zyx, load_label_nifti, same_grid
     from anatoseg.errors import DataError
     from anatoseg.viz.mip import render_case, render_png
 
@@ -56,7 +56,7 @@ def view(
     pred_data = None
     if pred is not None:
         volume = load_label_nifti(pred, LESION_LABEL_VALUES, what="lesion mask")
-        pred_data, pred_affine = to_ras(volume.data, volume.affine)
+        pred_data, pred_affine = file_to_zyx(volume.data, volume.affine)
         if not same_grid(pred_data.shape, pred_affine, pet_shape, pet_affine):
             raise DataError(f"prediction is not on the PET grid of {case} (shape {volume.shape} vs {pet_shape}, "
                             "or affine differs)", pred)

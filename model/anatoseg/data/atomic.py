@@ -8,12 +8,16 @@ interrupted or failed command never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from anatoseg.errors import DataError
 
 
 def _umask() -> int:
@@ -70,3 +74,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; DataError naming the file if it is missing or not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"not valid JSON ({exc})", path) from None

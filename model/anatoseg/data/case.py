@@ -2,10 +2,11 @@
 
 Conventions for every array in a Case:
 
-- shape ``(X, Y, Z)``, all on the PET grid, axes ordered and flipped to the
-  closest RAS directions (index x grows towards the subject's right, y towards
-  anterior, z towards the head; see :func:`~anatoseg.data.nifti.to_ras`) unless
-  ``canonical=False`` was asked for; ``affine`` maps these indices to world mm;
+- shape ``(Z, Y, X)`` (:mod:`anatoseg.data.axes`), all on the PET grid, axes
+  ordered and flipped to the closest RAS directions, then reversed (index z grows
+  towards the head, y towards anterior, x towards the subject's right; see
+  :func:`~anatoseg.data.nifti.file_to_zyx`) unless ``canonical=False`` was asked
+  for (then the file's axes, reversed); ``affine`` maps these indices to world mm;
 - ``pet``: float32 SUV (g/ml);
 - ``ct``: float32 HU, the CT resampled onto the PET grid (-1024 where the CT
   did not cover);
@@ -23,21 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
+from anatoseg.data.axes import xyz_to_zyx
 from anatoseg.data.labels import LESION_LABEL_VALUES, ORGAN_LABEL_VALUES
-from anatoseg.data.nifti import load_label_nifti, load_nifti, same_grid, spacing_of, to_ras
+from anatoseg.data.nifti import OnGrid, file_to_zyx, load_label_nifti, load_nifti, same_grid
 from anatoseg.data.resample import resample_ct_to_pet
 from anatoseg.errors import DataError
 
 
 @dataclass
-class Case:
+class Case(OnGrid):
     """A PET/CT study on the PET grid (see the module docstring for units and axis order).
 
-    ``pet``: ``(X, Y, Z)`` float32 SUV. ``ct``: ``(X, Y, Z)`` float32 HU on the PET grid.
-    ``affine``: ``(4, 4)`` float64 voxel -> world mm. ``lesions``: ``(X, Y, Z)`` uint8
-    {0, 1} or None. ``organs``: ``(X, Y, Z)`` uint8 organ ids or None.
+    ``pet``: ``(Z, Y, X)`` float32 SUV. ``ct``: ``(Z, Y, X)`` float32 HU on the PET grid.
+    ``affine``: ``(4, 4)`` float64 voxel -> world mm. ``lesions``: ``(Z, Y, X)`` uint8
+    {0, 1} or None. ``organs``: ``(Z, Y, X)`` uint8 organ ids or None.
     ``meta``: free-form provenance (source paths, phantom parameters, ...).
+    ``shape``: the grid ``(Z, Y, X)``; ``spacing``: voxel size in mm along Z, Y, X.
     """
+
+    GRID_ARRAY = "pet"
 
     case_id: str
     pet: np.ndarray
@@ -57,16 +62,6 @@ class Case:
             array = getattr(self, name)
             if array is not None and array.shape != self.pet.shape:
                 raise ValueError(f"{self.case_id}: {name} shape {array.shape} != pet shape {self.pet.shape}")
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Grid shape ``(X, Y, Z)``."""
-        return tuple(int(n) for n in self.pet.shape)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along X, Y, Z."""
-        return spacing_of(self.affine)
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -104,8 +99,8 @@ def load_case(files: CaseFiles, *, canonical: bool = True, mmap: bool = True) ->
 
     The CT is taken from ``ctres`` when that is on the PET grid, else resampled
     from ``ct`` (or ``ctres``) in world coordinates with fill -1024 HU. Masks must
-    be on the PET grid. ``canonical``: reorient all arrays to the closest RAS axes
-    (a copy-free flip/transpose). Raises DataError naming the offending file for a
+    be on the PET grid. Arrays come back ``(Z, Y, X)``; ``canonical``: reoriented to the
+    closest RAS axes first (a copy-free flip/transpose). Raises DataError naming the offending file for a
     missing/corrupt/non-3D file, NaN/inf voxels, no PET/CT overlap, unknown label
     values or a mask on another grid.
     """
@@ -127,14 +122,9 @@ def load_case(files: CaseFiles, *, canonical: bool = True, mmap: bool = True) ->
     if files.organs is not None:
         organs = _on_pet_grid(load_label_nifti(files.organs, ORGAN_LABEL_VALUES, what="organ label map",
                                                mmap=mmap), pet, "organ label map")
-    affine = pet.affine
-    pet_data = pet.data
-    if canonical:
-        pet_data, new_affine = to_ras(pet_data, affine)
-        ct = to_ras(ct, affine)[0]
-        lesions = None if lesions is None else to_ras(lesions, affine)[0]
-        organs = None if organs is None else to_ras(organs, affine)[0]
-        affine = new_affine
+    reorder = file_to_zyx if canonical else xyz_to_zyx
+    pet_data, affine = reorder(pet.data, pet.affine)
+    ct, lesions, organs = (None if array is None else reorder(array, pet.affine)[0] for array in (ct, lesions, organs))
     meta = dict(files.meta)
     meta["files"] = {k: str(v) for k, v in (("pet", files.pet), ("ct", files.ct), ("ctres", files.ctres),
                                             ("lesions", files.lesions), ("organs", files.organs)) if v}

@@ -5,7 +5,7 @@ drawn at random inside the body (the body box of
 :func:`~anatoseg.data.preprocess.body_bbox`, CT above -500 HU); the intensity
 statistics are taken over the pooled samples. The JSON looks like::
 
-    {"format": "anatoseg-fingerprint", "version": 1, "n_cases": 3,
+    {"format": "anatoseg-fingerprint", "version": 1, "axes": "zyx", "n_cases": 3,
      "case_ids": [...], "spacings": [[4.0, 4.0, 4.0], ...], "shapes": [[...], ...],
      "body_shapes": [[...], ...], "median_spacing": [...], "median_shape": [...],
      "median_body_shape": [...],
@@ -15,7 +15,9 @@ statistics are taken over the pooled samples. The JSON looks like::
      "lesions": {"n_with_mask": 3, "n_positive": 2, "median_lesion_volume_ml": 4.2},
      "organs": {"n_with_labels": 3, "cases_with": {"liver": 3, ...}}}
 
-CT values are HU, PET values SUV; ``clipped_*`` are taken after clipping to the
+Spacings and shapes are (Z, Y, X) (``"axes": "zyx"``; a fingerprint without it was
+written in (X, Y, Z) order and is refused). CT values are HU, PET values SUV;
+``clipped_*`` are taken after clipping to the
 0.5/99.5 percentiles. :meth:`anatoseg.data.preprocess.Preprocessing.from_fingerprint`
 turns it into preprocessing defaults.
 """
@@ -29,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anatoseg.data.atomic import write_text_atomic
+from anatoseg.data.atomic import read_json, write_text_atomic
+from anatoseg.data.axes import AXES, check_axes
 from anatoseg.data.case import Case
 from anatoseg.data.labels import ORGANS
 from anatoseg.data.preprocess import BODY_THRESHOLD_HU, body_bbox
@@ -46,7 +49,9 @@ def sample_body_voxels(case: Case, n: int, rng: np.random.Generator) -> tuple[np
     hi = np.array([s.stop for s in box])
     picked_ct, picked_pet, have = [], [], 0
     for _ in range(8):  # rejection sampling inside the box; the body fills most of it
-        idx = tuple(rng.integers(lo, hi, size=(4 * n, 3)).T)
+        # Drawn as (x, y, z) columns, then reversed: the same voxels as when cases were (X, Y, Z), so a
+        # dataset's fingerprint (and every normalisation derived from it) did not change with the axis order.
+        idx = tuple(rng.integers(lo[::-1], hi[::-1], size=(4 * n, 3)).T[::-1])
         ct = np.asarray(case.ct[idx], dtype=np.float32)
         keep = ct > BODY_THRESHOLD_HU
         picked_ct.append(ct[keep])
@@ -101,7 +106,7 @@ def compute_fingerprint(cases: Iterable[Case], *, samples_per_case: int = 10_000
     if not ids:
         raise DataError("the dataset has no cases")
     return {
-        "format": FINGERPRINT_FORMAT, "version": 1, "n_cases": len(ids), "case_ids": ids,
+        "format": FINGERPRINT_FORMAT, "version": 1, "axes": AXES, "n_cases": len(ids), "case_ids": ids,
         "spacings": spacings, "shapes": shapes, "body_shapes": body_shapes,
         "median_spacing": np.median(spacings, axis=0).tolist(),
         "median_shape": np.median(shapes, axis=0).tolist(),
@@ -121,14 +126,11 @@ def save_fingerprint(fingerprint: dict, path: str | os.PathLike) -> Path:
 
 
 def load_fingerprint(path: str | os.PathLike) -> dict:
-    """Read a fingerprint JSON; DataError naming the file if it is missing or not a fingerprint."""
+    """Read a fingerprint JSON; DataError naming the file if it is missing or not a fingerprint,
+    ConfigError if it is not in (Z, Y, X) order."""
     path = Path(path)
-    try:
-        fingerprint = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path) from None
+    fingerprint = read_json(path)
     if not isinstance(fingerprint, dict) or fingerprint.get("format") != FINGERPRINT_FORMAT:
         raise DataError(f'not an anatoseg fingerprint (no "format": "{FINGERPRINT_FORMAT}")', path)
+    check_axes(fingerprint.get("axes"), "fingerprint", path)
     return fingerprint

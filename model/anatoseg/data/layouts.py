@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from anatoseg.data.atomic import read_json
 from anatoseg.data.case import Case, CaseFiles, load_case
 from anatoseg.data.nifti import NIFTI_SUFFIXES, strip_nifti_suffix
 from anatoseg.errors import DataError
@@ -137,12 +138,7 @@ def find_manifest(path: str | os.PathLike) -> list[CaseFiles]:
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path) from None
+    manifest = read_json(path)
     entries = manifest.get("cases") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
         raise DataError('manifest has no "cases" list', path)

@@ -1,9 +1,11 @@
 """NIfTI reading and writing with nibabel, keeping the voxel-to-world affine.
 
-Arrays keep the file's voxel order ``(I, J, K)``; the 4×4 affine maps voxel
-indices to world millimetres (NIfTI RAS+: x from the subject's left to Right,
-y from posterior to Anterior, z from inferior to Superior). Reorientation to the
-closest RAS axes is a separate, copy-free step (:func:`to_ras`).
+:func:`load_nifti` keeps the file's voxel order ``(I, J, K)``; the 4×4 affine maps
+voxel indices to world millimetres (NIfTI RAS+: x from the subject's left to Right,
+y from posterior to Anterior, z from inferior to Superior). Everything past the
+loader is ``(Z, Y, X)`` (:mod:`anatoseg.data.axes`): :func:`file_to_zyx` reorients
+a file's array to the closest RAS axes and reverses them (copy-free), and
+:func:`zyx_to_file` undoes exactly that before a result is written on the file's grid.
 
 Every problem with a file becomes a :class:`~anatoseg.errors.DataError` that
 names the file: missing, not NIfTI, corrupt or truncated, not 3D, NaN/inf
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from anatoseg.data.atomic import atomic_path
+from anatoseg.data.axes import xyz_to_zyx, zyx_to_xyz
 from anatoseg.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -40,8 +43,24 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
+class OnGrid:
+    """``shape`` and ``spacing`` of an image whose array attribute is named by ``GRID_ARRAY``."""
+
+    GRID_ARRAY = "data"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The array's shape (for every array past the loader: ``(Z, Y, X)``)."""
+        return tuple(int(n) for n in getattr(self, self.GRID_ARRAY).shape)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each array axis (column norms of the affine)."""
+        return spacing_of(self.affine)
+
+
 @dataclass(frozen=True)
-class Volume:
+class Volume(OnGrid):
     """A 3D image and where it lies in the world.
 
     ``data``: ``(I, J, K)`` array (a copy-on-write memory map for unscaled ``.nii``).
@@ -52,15 +71,6 @@ class Volume:
     data: np.ndarray
     affine: np.ndarray
     path: Path | None = None
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in self.data.shape)
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along I, J, K (column norms of the affine)."""
-        return spacing_of(self.affine)
 
 
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
@@ -267,10 +277,23 @@ def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def from_ras(array: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
-    """Undo :func:`anatoseg.data.nifti.to_ras`: ``array`` in RAS order back to the voxel order of a
+    """Undo :func:`to_ras`: ``array`` in RAS order back to the voxel order of a
     file whose affine is ``original_affine``."""
     import nibabel as nib
 
     original = nib.orientations.io_orientation(original_affine)
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), original)
     return nib.orientations.apply_orientation(array, back)
+
+
+def file_to_zyx(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A file's ``(I, J, K)`` array as ``(Z, Y, X)``: reoriented to the closest RAS axes
+    (:func:`to_ras`), then reversed (:func:`~anatoseg.data.axes.xyz_to_zyx`). Returns (view, affine);
+    every voxel keeps its world position."""
+    return xyz_to_zyx(*to_ras(data, affine))
+
+
+def zyx_to_file(array: np.ndarray, file_affine: np.ndarray) -> np.ndarray:
+    """Undo :func:`file_to_zyx`: a ``(Z, Y, X)`` array on the grid read from a file whose affine is
+    ``file_affine``, back in that file's voxel order (write it with ``file_affine``)."""
+    return from_ras(zyx_to_xyz(array), file_affine)

@@ -44,7 +44,7 @@ def _body_component(ct: np.ndarray, threshold_hu: float, max_voxels: int) -> tup
 
 def body_bbox(ct: np.ndarray, spacing, *, margin_mm: float = 10.0, threshold_hu: float = BODY_THRESHOLD_HU,
               max_voxels: int = 4_000_000) -> tuple[slice, slice, slice]:
-    """Index box ``(slice_x, slice_y, slice_z)`` around the body in ``ct`` ``(X, Y, Z)`` HU.
+    """Index box ``(slice_z, slice_y, slice_x)`` around the body in ``ct`` ``(Z, Y, X)`` HU (``spacing`` likewise).
 
     Found on a copy subsampled to at most ``max_voxels`` (so it costs little on
     400×400×600 volumes), widened by the subsampling step and by ``margin_mm``.
@@ -81,7 +81,7 @@ def crop_to_body(case: Case, *, margin_mm: float = 10.0) -> Case:
 class Preprocessing:
     """Preprocessing parameters (JSON-serialisable with :meth:`to_dict`).
 
-    ``target_spacing``: mm along X, Y, Z. ``ct_clip``: (low, high) HU.
+    ``target_spacing``: mm along Z, Y, X. ``ct_clip``: (low, high) HU.
     ``ct_mean``, ``ct_std``: HU statistics of clipped body voxels.
     ``suv_clip``: (low, high) SUV. ``suv_mean``, ``suv_std``: SUV statistics of body voxels.
     ``crop_margin_mm``: margin kept around the body.
@@ -148,8 +148,8 @@ def normalise_suv(pet: np.ndarray, params: Preprocessing) -> np.ndarray:
 class PreprocessedCase:
     """Network-ready arrays of one case.
 
-    ``image``: ``(2, X, Y, Z)`` float32, channel 0 normalised CT, channel 1 normalised PET.
-    ``lesions``, ``organs``: ``(X, Y, Z)`` uint8 or None. ``affine``: ``(4, 4)`` of this grid.
+    ``image``: ``(2, Z, Y, X)`` float32, channel 0 normalised CT, channel 1 normalised PET.
+    ``lesions``, ``organs``: ``(Z, Y, X)`` uint8 or None. ``affine``: ``(4, 4)`` of this grid.
     ``source_shape``, ``source_affine``: the PET grid of the :class:`Case` it came from.
     """
 
@@ -162,7 +162,7 @@ class PreprocessedCase:
     organs: np.ndarray | None = None
 
     def restore(self, array: np.ndarray, *, order: int = 0, fill: float = 0.0, dtype=np.uint8) -> np.ndarray:
-        """Map ``array`` ``(X, Y, Z)`` on this grid back onto the source PET grid (world coordinates).
+        """Map ``array`` ``(Z, Y, X)`` on this grid back onto the source PET grid (world coordinates).
 
         ``order`` 0 for masks/labels, 1 for probabilities (then pass ``dtype=np.float32``).
         """

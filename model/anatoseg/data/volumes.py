@@ -1,8 +1,8 @@
-"""Bridging the data side's arrays and the network's, shared by training and inference.
+"""What training and inference share on the data side: the network's channel order and stage-1 organ maps.
 
-The data side (:mod:`anatoseg.data`) keeps arrays as ``(X, Y, Z)`` (RAS) with the
-preprocessed image's channels ``[CT, PET]``. The networks take ``(Z, Y, X)`` and
-channels ``[PET, CT]``. These helpers return views, never copies.
+The preprocessed image (:class:`anatoseg.data.preprocess.PreprocessedCase`) has
+channels ``[CT, PET]``; the segmentation networks take ``[PET, CT]``. Both are
+``(Z, Y, X)`` like every array past the loader.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ from anatoseg.data.nifti import NIFTI_SUFFIXES
 from anatoseg.errors import DataError
 
 
-def network_image(image_cxyz: np.ndarray) -> np.ndarray:
-    """Preprocessed ``(2, X, Y, Z)`` [CT, PET] -> network ``(2, Z, Y, X)`` [PET, CT] (a view)."""
-    return image_cxyz[::-1].transpose(0, 3, 2, 1)
-
-
-def network_labels(labels_xyz: np.ndarray) -> np.ndarray:
-    """``(X, Y, Z)`` -> ``(Z, Y, X)`` (a view)."""
-    return labels_xyz.transpose(2, 1, 0)
+def pet_ct_channels(image: np.ndarray) -> np.ndarray:
+    """Preprocessed ``(2, Z, Y, X)`` [CT, PET] -> network ``(2, Z, Y, X)`` [PET, CT] (a view)."""
+    return image[::-1]
 
 
 def with_organs_from(files: CaseFiles, organs_dir: str | Path) -> CaseFiles:

@@ -2,15 +2,16 @@
 
 For each case (:func:`predict_cases`):
 
-1. read it (:func:`anatoseg.data.case.load_case`, reoriented to RAS) with organ
-   prompts from ``--organs`` or from the checkpoint's stage-1 ``organ_model``;
+1. read it (:func:`anatoseg.data.case.load_case`, ``(Z, Y, X)`` reoriented to RAS) with
+   organ prompts from ``--organs`` or from the checkpoint's stage-1 ``organ_model``;
 2. preprocess exactly as in training (the checkpoint's ``preprocessing``: body
    crop, resampling, normalisation);
 3. sliding-window lesion probability in bounded memory
    (:func:`~anatoseg.inference.sliding_window.sliding_window_probability`);
 4. map it back onto the original PET grid: the probability, quantised to
    uint8, is resampled trilinearly onto the source grid a slab at a time and
-   thresholded at 0.5, then the RAS reorientation is undone;
+   thresholded at 0.5, then the loader's reorientation is undone
+   (:func:`~anatoseg.data.nifti.zyx_to_file`);
 5. write a uint8 {0, 1} NIfTI with the PET file's own shape and affine.
 
 Peak memory beyond the case's own arrays: the preprocessed image, 2 bytes per
@@ -37,12 +38,13 @@ from anatoseg.checkpoint import load_checkpoint, load_state_strict
 from anatoseg.config import Config
 from anatoseg.data.case import Case, CaseFiles, load_case
 from anatoseg.data.layouts import find_cases
-from anatoseg.data.nifti import from_ras, is_nifti, save_nifti
+from anatoseg.data.nifti import is_nifti, save_nifti, zyx_to_file
 from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess_case
 from anatoseg.data.resample import resample_to_grid
+from anatoseg.data.volumes import pet_ct_channels, with_organs_from
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.inference.sliding_window import sliding_window_probability
-from anatoseg.data.volumes import network_image, network_labels, with_organs_from
+from anatoseg.training.device import choose_device
 
 _SLAB_VOXELS = 1 << 22  # output voxels resampled per call when mapping back to the PET grid
 
@@ -79,7 +81,7 @@ class Predictor:
         net = build_network(meta["arch"], NetConfig.from_dict(meta["net"]), meta["patch_size"])
         load_state_strict(net, checkpoint["model"], path, what=f"{meta['arch']} checkpoint")
         infer = Config.from_dict(meta["config"]).infer
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = choose_device(device)
         return cls(net=net.to(dev).eval(), meta=meta, preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
                    patch_size=tuple(meta["patch_size"]),
                    overlap=infer.overlap if overlap is None else overlap, sigma_scale=infer.sigma_scale,
@@ -98,7 +100,7 @@ class Predictor:
             progress=progress, description=description)
 
     def predict_case(self, case: Case, *, progress: bool = False) -> np.ndarray:
-        """Lesion mask ``(X, Y, Z)`` uint8 {0, 1} on ``case``'s own grid (``case.shape``, ``case.affine``).
+        """Lesion mask ``(Z, Y, X)`` uint8 {0, 1} on ``case``'s own grid (``case.shape``, ``case.affine``).
 
         ``case.organs`` must be set when the network uses prompts.
         """
@@ -106,37 +108,36 @@ class Predictor:
             raise AnatoError(f"case {case.case_id}: the model uses organ prompts but the case has no organ labels")
         pre = preprocess_case(case, self.preprocessing)
         image, pre.image = pre.image, None  # let the preprocessed image go once the windows are done
-        organs = None if pre.organs is None else network_labels(pre.organs)
-        prob = self.probability(network_image(image), organs, progress=progress, description=case.case_id)
-        del image, organs
+        prob = self.probability(pet_ct_channels(image), pre.organs, progress=progress, description=case.case_id)
+        del image
         return restore_mask(quantise(prob), pre)
 
 
 def quantise(prob: torch.Tensor) -> np.ndarray:
-    """``(Z, Y, X)`` probability in [0, 1] -> ``(X, Y, Z)`` uint8 ``round(255 p)`` (a transposed view)."""
+    """``(Z, Y, X)`` probability in [0, 1] -> ``(Z, Y, X)`` uint8 ``round(255 p)``."""
     out = np.empty(prob.shape, dtype=np.uint8)
     for z in range(0, prob.shape[0], 16):
         out[z:z + 16] = torch.round(prob[z:z + 16].float() * 255).to(torch.uint8).numpy()
-    return network_labels(out)
+    return out
 
 
 def restore_mask(prob_u8: np.ndarray, pre: PreprocessedCase) -> np.ndarray:
-    """Threshold-at-0.5 mask ``(X, Y, Z)`` uint8 on the source grid of ``pre`` from ``prob_u8`` on its grid.
+    """Threshold-at-0.5 mask ``(Z, Y, X)`` uint8 on the source grid of ``pre`` from ``prob_u8`` on its grid.
 
-    ``prob_u8``: ``(X, Y, Z)`` uint8 ``round(255 p)`` on ``pre.affine``. Resampled
+    ``prob_u8``: ``(Z, Y, X)`` uint8 ``round(255 p)`` on ``pre.affine``. Resampled
     trilinearly in world coordinates, slabs of the output along Z at a time, so the
     only float temporary is one slab. Outside the body crop the mask is 0.
     """
     shape = pre.source_shape
     out = np.empty(shape, dtype=np.uint8)
-    per = max(1, _SLAB_VOXELS // (shape[0] * shape[1]))
-    for z0 in range(0, shape[2], per):
-        z1 = min(shape[2], z0 + per)
+    per = max(1, _SLAB_VOXELS // (shape[1] * shape[2]))
+    for z0 in range(0, shape[0], per):
+        z1 = min(shape[0], z0 + per)
         shift = np.eye(4)
-        shift[2, 3] = z0
-        slab = resample_to_grid(prob_u8, pre.affine, (shape[0], shape[1], z1 - z0), pre.source_affine @ shift,
+        shift[0, 3] = z0
+        slab = resample_to_grid(prob_u8, pre.affine, (z1 - z0, shape[1], shape[2]), pre.source_affine @ shift,
                                 order=1, fill=0.0, dtype=np.float32)
-        out[:, :, z0:z1] = slab >= 127.5
+        out[z0:z1] = slab >= 127.5
     return out
 
 
@@ -202,4 +203,4 @@ def predict_cases(predictor: Predictor, source: str | os.PathLike, out: str | os
         case = organs.for_case(files)
         mask = predictor.predict_case(case, progress=progress)
         header = nib.load(str(files.pet))
-        yield save_nifti(target, from_ras(mask, header.affine), header.affine, dtype=np.uint8)
+        yield save_nifti(target, zyx_to_file(mask, header.affine), header.affine, dtype=np.uint8)

@@ -56,8 +56,8 @@ METRIC_KEYS = ("dice", "fpv_ml", "fnv_ml", "tp", "fp", "fn", "sensitivity", "hd9
 def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing, case: str = "") -> CaseMetrics:
     """autoPET metrics of a predicted lesion mask against the ground truth.
 
-    ``pred``, ``gt``: ``(X, Y, Z)`` masks (nonzero = lesion) on the same grid.
-    ``spacing``: voxel size in mm per axis. Returns a :class:`CaseMetrics`.
+    ``pred``, ``gt``: ``(Z, Y, X)`` masks (nonzero = lesion) on the same grid.
+    ``spacing``: voxel size in mm per axis (Z, Y, X). Returns a :class:`CaseMetrics`.
     """
     pred = np.asarray(pred) > 0
     gt = np.asarray(gt) > 0

@@ -14,7 +14,7 @@ CONNECTIVITY_18 = ndimage.generate_binary_structure(3, 2)
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the 18-connected components of a boolean ``(X, Y, Z)`` mask: (int32 labels, count)."""
+    """Label the 18-connected components of a boolean ``(Z, Y, X)`` mask: (int32 labels, count)."""
     labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=CONNECTIVITY_18)
     return labels.astype(np.int32, copy=False), int(n)
 

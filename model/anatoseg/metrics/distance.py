@@ -17,7 +17,7 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing) -> float | None:
 
     ``max(P95 of pred-surface-to-gt-surface distances, P95 of gt-to-pred)``, the
     convention of MONAI's ``compute_hausdorff_distance(percentile=95)``. Distances
-    run between surface voxel centres with the anisotropic ``spacing`` (mm, per axis).
+    run between surface voxel centres with the anisotropic ``spacing`` (mm, per array axis: Z, Y, X).
     None if either mask is empty. Work is confined to the box around both masks.
     """
     pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from anatoseg.data.labels import LESION_LABEL_VALUES
 from anatoseg.data.layouts import find_cases
-from anatoseg.data.nifti import NIFTI_SUFFIXES, is_nifti, load_label_nifti, same_grid, strip_nifti_suffix
+from anatoseg.data.nifti import (
+    NIFTI_SUFFIXES,
+    file_to_zyx,
+    is_nifti,
+    load_label_nifti,
+    same_grid,
+    spacing_of,
+    strip_nifti_suffix,
+)
 from anatoseg.errors import DataError
 from anatoseg.metrics.autopet import CaseMetrics, evaluate_case
 
@@ -27,7 +35,8 @@ def evaluate_pair(pred_path: str | os.PathLike, gt_path: str | os.PathLike, case
         raise DataError(f"prediction is on a different grid than the ground truth {gt.path} "
                         f"(shape {pred.shape} vs {gt.shape}, or affine differs)", pred.path)
     name = case if case is not None else strip_nifti_suffix(Path(gt_path).name)
-    return evaluate_case(pred.data, gt.data, gt.spacing, case=name)
+    gt_data, affine = file_to_zyx(gt.data, gt.affine)
+    return evaluate_case(file_to_zyx(pred.data, pred.affine)[0], gt_data, spacing_of(affine), case=name)
 
 
 def _find_pred(folder: Path, case: str) -> Path:

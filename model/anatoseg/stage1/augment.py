@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 
 class ClassVoxels:
-    """Flat voxel indices of every class of a label map ``(X, Y, Z)``, grouped by class (built once per case).
+    """Flat voxel indices of every class of a label map ``(Z, Y, X)``, grouped by class (built once per case).
 
     ``order``: ``(N,)`` int32 flat indices sorted by class; class ``k`` owns
     ``order[starts[k]:starts[k + 1]]``.
@@ -32,14 +32,14 @@ class ClassVoxels:
         self.present = [k for k in range(1, len(self.starts) - 1) if self.starts[k + 1] > self.starts[k]]
 
     def random_voxel(self, k: int, rng: np.random.Generator) -> tuple[int, int, int]:
-        """A uniformly drawn voxel ``(x, y, z)`` of class ``k`` (which must be present)."""
+        """A uniformly drawn voxel ``(z, y, x)`` of class ``k`` (which must be present)."""
         flat = self.order[int(rng.integers(self.starts[k], self.starts[k + 1]))]
         return tuple(int(i) for i in np.unravel_index(int(flat), self.shape))
 
 
 def sample_patch(shape: Sequence[int], patch: Sequence[int], classes: ClassVoxels | None,
                  rng: np.random.Generator, foreground_prob: float = 0.67) -> tuple[slice, slice, slice]:
-    """A crop box of size ``patch`` inside a volume of ``shape`` (X, Y, Z).
+    """A crop box of size ``patch`` inside a volume of ``shape`` (both (Z, Y, X)).
 
     With probability ``foreground_prob`` (and when ``classes`` has a foreground
     class), the box is centred on a random voxel of a random present class, so
@@ -76,7 +76,7 @@ def random_affine(tensors: Sequence[torch.Tensor], modes: Sequence[str], generat
                   rotate_deg: float = 10.0, scale: float = 0.1) -> list[torch.Tensor]:
     """Rotate (uniform in ±``rotate_deg`` about each axis) and zoom (1 ± ``scale``) a batch of patches.
 
-    ``tensors``: each ``(B, C, X, Y, Z)`` float, with one ``mode`` per tensor
+    ``tensors``: each ``(B, C, Z, Y, X)`` float, with one ``mode`` per tensor
     (``"bilinear"`` for images and probabilities, ``"nearest"`` for labels);
     every tensor gets the same transform per sample. Border values fill the corners.
     """
@@ -91,8 +91,8 @@ def random_affine(tensors: Sequence[torch.Tensor], modes: Sequence[str], generat
         r = eye.clone()
         r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = cos[:, axis], -sin[:, axis], sin[:, axis], cos[:, axis]
         rotation = rotation @ r
-    # affine_grid works in [-1, 1] coordinates ordered (Z, Y, X); conjugate with the half-sizes so that
-    # angles are kept in voxel space on non-cubic patches.
+    # affine_grid works in [-1, 1] coordinates ordered last tensor axis first (X, Y, Z); conjugate with the
+    # half-sizes so that angles are kept in voxel space on non-cubic patches.
     half = torch.tensor([float(n) for n in reversed(tensors[0].shape[2:])])
     linear = (rotation * zoom) * half[None, None, :] / half[None, :, None]
     theta = torch.cat([linear, torch.zeros(batch, 3, 1)], dim=2).to(tensors[0].device)
@@ -102,7 +102,7 @@ def random_affine(tensors: Sequence[torch.Tensor], modes: Sequence[str], generat
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of ``x`` (B, C, X, Y, Z) with one ``sigma`` (B,) in voxels per sample."""
+    """Separable Gaussian blur of ``x`` (B, C, Z, Y, X) with one ``sigma`` (B,) in voxels per sample."""
     radius = 2
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (offsets[None] / sigma[:, None].clamp_min(1e-3)) ** 2)
@@ -120,7 +120,7 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Strong per-sample, per-channel intensity augmentation of ``x`` (B, C, X, Y, Z) → same shape.
+    """Strong per-sample, per-channel intensity augmentation of ``x`` (B, C, Z, Y, X) → same shape.
 
     Contrast × U(0.7, 1.3) and brightness + U(-0.3, 0.3) per channel, Gaussian
     blur (σ ∈ [0.3, 1.2] voxels, half the samples), simulated low resolution
@@ -156,7 +156,7 @@ def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def mild_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The teacher's augmentation: contrast × U(0.9, 1.1), brightness ± 0.1, noise σ ≤ 0.05; (B, C, X, Y, Z)."""
+    """The teacher's augmentation: contrast × U(0.9, 1.1), brightness ± 0.1, noise σ ≤ 0.05; (B, C, Z, Y, X)."""
     b, c = x.shape[:2]
     scale = 0.9 + 0.2 * torch.rand(b, c, 1, 1, 1, generator=generator)
     shift = 0.2 * torch.rand(b, c, 1, 1, 1, generator=generator) - 0.1

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from anatoseg.data.case import Case, load_case
 from anatoseg.data.layouts import find_cases
-from anatoseg.data.nifti import load_nifti, to_ras
+from anatoseg.data.nifti import file_to_zyx, load_nifti
 from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess_case
 from anatoseg.data.totalseg import organs_from_totalseg_folder
 from anatoseg.errors import DataError
@@ -40,7 +40,7 @@ SUV_CLIP = (0.0, 30.0)
 
 
 def make_preprocessing(spacing) -> Preprocessing:
-    """The fixed stage-1 normalisation at ``spacing`` (mm along X, Y, Z).
+    """The fixed stage-1 normalisation at ``spacing`` (mm along Z, Y, X).
 
     CT: clip to [-1000, 1500] HU, then HU / 300 (soft tissue near 0, lung near -3).
     PET: clip SUV to [0, 30], then (SUV - 1) / 3.
@@ -53,10 +53,10 @@ def make_preprocessing(spacing) -> Preprocessing:
 class Stage1Case:
     """One case on the working grid, plus what is needed to go back to its PET grid.
 
-    ``work``: the preprocessed case; ``work.image`` is ``(2, X, Y, Z)`` float32
+    ``work``: the preprocessed case; ``work.image`` is ``(2, Z, Y, X)`` float32
     (channel 0 CT, channel 1 PET; PET is all zero for TotalSegmentator sources)
-    and ``work.organs`` the ``(X, Y, Z)`` uint8 organ ids on the working grid or None.
-    ``truth``: ground-truth organ ids ``(X, Y, Z)`` uint8 on the case's own
+    and ``work.organs`` the ``(Z, Y, X)`` uint8 organ ids on the working grid or None.
+    ``truth``: ground-truth organ ids ``(Z, Y, X)`` uint8 on the case's own
     (canonical PET) grid, or None. ``output_shape``, ``output_affine``: the PET
     grid as stored in its file (the grid output label maps are written on).
     """
@@ -69,7 +69,8 @@ class Stage1Case:
 
 
 def _file_grid(case: Case) -> tuple[tuple[int, int, int], np.ndarray]:
-    """The PET grid as stored in the PET file (case grids are reoriented to RAS); the case's own grid else."""
+    """The PET grid as stored in the PET file (case grids are reoriented and (Z, Y, X)); the case's own grid
+    else. Label maps are resampled straight onto it, so they are written in the file's own voxel order."""
     path = case.meta.get("files", {}).get("pet")
     if path is None:
         return case.shape, case.affine
@@ -97,14 +98,14 @@ def _totalseg_case(subject: Path) -> Case:
     breasts = subject / "segmentations" / "breast.nii.gz"
     organs = organs_from_totalseg_folder(subject / "segmentations", breasts=breasts if breasts.is_file() else None,
                                          reference=ct)
-    ct_data, affine = to_ras(ct.data, ct.affine)
-    organs_data = to_ras(organs.data, ct.affine)[0]
+    ct_data, affine = file_to_zyx(ct.data, ct.affine)
+    organs_data = file_to_zyx(organs.data, ct.affine)[0]
     pet = np.broadcast_to(np.float32(0.0), ct_data.shape)
     return Case(case_id=subject.name, pet=pet, ct=ct_data, affine=affine, organs=organs_data,
                 meta={"files": {"ct": str(ct_path)}})
 
 
-def load_source(source: str | os.PathLike, params: Preprocessing) -> list[Stage1Case]:
+def load_source(source: str | os.PathLike, params: Preprocessing, *, progress: bool = True) -> list[Stage1Case]:
     """The labelled source set on the working grid. DataError if it has no case with organ labels."""
     source = Path(source)
     if not source.exists():
@@ -112,20 +113,20 @@ def load_source(source: str | os.PathLike, params: Preprocessing) -> list[Stage1
     subjects = _totalseg_subjects(source) if source.is_dir() else []
     if subjects:
         return [prepare_case(_totalseg_case(s), params)
-                for s in tqdm(subjects, desc="source cases (TotalSegmentator)", unit="case")]
+                for s in tqdm(subjects, desc="source cases (TotalSegmentator)", unit="case", disable=not progress)]
     files = [f for f in find_cases(source) if f.organs is not None]
     if not files:
         raise DataError("no labelled cases: the teacher needs organ label maps (ORGANS.nii.gz in autoPET "
                         "folders, 'organs' in a manifest, or TotalSegmentator <subject>/ct.nii.gz + "
                         "segmentations/)", source)
     return [prepare_case(load_case(f), params)
-            for f in tqdm(files, desc="source cases", unit="case")]
+            for f in tqdm(files, desc="source cases", unit="case", disable=not progress)]
 
 
-def load_target(target: str | os.PathLike, params: Preprocessing) -> list[Stage1Case]:
+def load_target(target: str | os.PathLike, params: Preprocessing, *, progress: bool = True) -> list[Stage1Case]:
     """The PET-CT set on the working grid; ground-truth organs are kept when present (for the report)."""
     target = Path(target)
     if not target.exists():
         raise DataError("file not found (expected the PET-CT set)", target)
     return [prepare_case(load_case(f), params)
-            for f in tqdm(find_cases(target), desc="target cases", unit="case")]
+            for f in tqdm(find_cases(target), desc="target cases", unit="case", disable=not progress)]

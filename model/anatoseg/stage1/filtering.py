@@ -26,8 +26,8 @@ def class_thresholds(labels: Sequence[np.ndarray], confidences: Sequence[np.ndar
                      threshold: float, class_fraction: float) -> np.ndarray:
     """Per-class thresholds ``(num_classes,)`` float64 (module docstring) over all cases.
 
-    ``labels``: per case ``(X, Y, Z)`` integer class ids; ``confidences``: per case
-    ``(X, Y, Z)`` in [0, 1]. Quantiles come from a 1000-bin histogram (accurate to
+    ``labels``: per case ``(Z, Y, X)`` integer class ids; ``confidences``: per case
+    ``(Z, Y, X)`` in [0, 1]. Quantiles come from a 1000-bin histogram (accurate to
     1e-3, streaming, no copy of the voxels). A class with no voxel gets ``threshold``.
     ``class_fraction`` 0 gives ``threshold`` for every class.
     """
@@ -51,8 +51,8 @@ def class_thresholds(labels: Sequence[np.ndarray], confidences: Sequence[np.ndar
 
 
 def trusted_voxels(labels: np.ndarray, confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Bool ``(X, Y, Z)``: True where ``confidence >= thresholds[labels]``.
+    """Bool ``(Z, Y, X)``: True where ``confidence >= thresholds[labels]``.
 
-    ``labels``, ``confidence``: ``(X, Y, Z)``; ``thresholds``: ``(num_classes,)``.
+    ``labels``, ``confidence``: ``(Z, Y, X)``; ``thresholds``: ``(num_classes,)``.
     """
     return np.asarray(confidence) >= thresholds[np.asarray(labels, dtype=np.int64)]

@@ -22,8 +22,8 @@ def masked_ce_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
                    smooth: float = 1e-5) -> torch.Tensor:
     """Cross-entropy plus soft Dice over the voxels where ``mask`` is True.
 
-    ``logits``: ``(B, K, X, Y, Z)``; ``target``: ``(B, X, Y, Z)`` int64 class ids;
-    ``mask``: ``(B, X, Y, Z)`` bool. The Dice term is the mean over the classes
+    ``logits``: ``(B, K, Z, Y, X)``; ``target``: ``(B, Z, Y, X)`` int64 class ids;
+    ``mask``: ``(B, Z, Y, X)`` bool. The Dice term is the mean over the classes
     present in the masked target of ``1 - 2|P∩T| / (|P| + |T|)``, with P the
     masked softmax (batch Dice). Returns a scalar; 0 (with gradient) when no voxel is trusted.
     """
@@ -43,7 +43,7 @@ def masked_ce_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def consistency_loss(student_logits: torch.Tensor, ema_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over voxels of ``sum_k (softmax(student)_k - softmax(ema)_k)^2``; both ``(B, K, X, Y, Z)``.
+    """Mean over voxels of ``sum_k (softmax(student)_k - softmax(ema)_k)^2``; both ``(B, K, Z, Y, X)``.
 
     The mean teacher's output is a target: no gradient flows into it.
     """

@@ -3,12 +3,13 @@
 Checkpoint (``torch.load(path, weights_only=True)`` reads it; written atomically)::
 
     {"format": "anatoseg", "version": 1, "kind": "stage1",
-     "meta": {"in_channels": 2,                  # 1: CT only, 2: CT + PET
+     "meta": {"axes": "zyx",                     # every size below is (Z, Y, X); required on load
+              "in_channels": 2,                  # 1: CT only, 2: CT + PET
               "num_classes": 15,                 # background + the organ label set
               "widths": [8, 16, 32, 64],         # OrganUNet levels
               "organs": {"1": "brain", ...},     # anatoseg.data.labels.organ_table()
               "preprocessing": "{...}",          # Preprocessing.to_dict() as JSON
-              "patch_size": [48, 48, 48],        # inference windows = training patches (X, Y, Z)
+              "patch_size": [48, 48, 48],        # inference windows = training patches (Z, Y, X)
               "overlap": 0.5, "slab": 96,        # window overlap; Z slab length (working voxels)
               "config": "{...}",                 # the Stage1Config as JSON
               "dice": {...} | None},             # the run's Dice summary, when ground truth existed
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from anatoseg.checkpoint import FORMAT, VERSION, load_checkpoint, load_state_strict, save_checkpoint
+from anatoseg.data.axes import AXES
 from anatoseg.data.case import Case
 from anatoseg.data.labels import organ_table
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
@@ -66,9 +68,10 @@ def save_organ_model(path: str | os.PathLike, net: OrganUNet, config: Stage1Conf
                      dice: dict | None = None) -> Path:
     """Write ``net`` (CT or CT + PET input) as a stage-1 checkpoint (format in the module docstring)."""
     in_channels = net.stem.conv1.in_channels
-    meta = {"in_channels": in_channels, "num_classes": net.head.out_channels, "widths": list(config.widths),
-            "organs": organ_table(), "preprocessing": json.dumps(preprocessing.to_dict()),
-            "patch_size": list(config.data.patch_size), "overlap": config.data.overlap, "slab": config.data.slab,
+    meta = {"axes": AXES, "in_channels": in_channels, "num_classes": net.head.out_channels,
+            "widths": list(config.widths), "organs": organ_table(),
+            "preprocessing": json.dumps(preprocessing.to_dict()), "patch_size": list(config.data.patch_size),
+            "overlap": config.data.overlap, "slab": config.data.slab,
             "config": json.dumps(config.to_dict()), "dice": dice}
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return save_checkpoint(path, {"format": FORMAT, "version": VERSION, "kind": KIND, "meta": meta, "model": state})
@@ -93,8 +96,8 @@ def predict_organs(model: OrganModel | str | os.PathLike, case: Case,
                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Organ labels and voxel confidence for ``case`` from a stage-1 model (object or checkpoint path).
 
-    Returns ``labels`` ``(X, Y, Z)`` uint8 organ ids of :data:`anatoseg.data.labels.ORGANS`
-    and ``confidence`` ``(X, Y, Z)`` float32 in [0, 1] (softmax probability of the
+    Returns ``labels`` ``(Z, Y, X)`` uint8 organ ids of :data:`anatoseg.data.labels.ORGANS`
+    and ``confidence`` ``(Z, Y, X)`` float32 in [0, 1] (softmax probability of the
     chosen label; 1 outside the body crop, where the label is background), both on
     the case's own grid (``case.shape``, ``case.affine``), i.e. in the layout of
     ``case.organs``. Pass an :class:`OrganModel` from :func:`load_organ_model` to

@@ -19,10 +19,10 @@ from anatoseg.blocks.sampling import Downsample
 
 
 class OrganUNet(nn.Module):
-    """Residual UNet: (B, in_channels, X, Y, Z) → logits (B, num_classes, X, Y, Z).
+    """Residual UNet: (B, in_channels, Z, Y, X) → logits (B, num_classes, Z, Y, X).
 
     ``widths``: channels per level; there are ``len(widths) - 1`` downsamplings by
-    2, so X, Y, Z must be multiples of ``2 ** (len(widths) - 1)``. Each level has one
+    2, so Z, Y, X must be multiples of ``2 ** (len(widths) - 1)``. Each level has one
     residual block on the way down and one on the way up.
     """
 

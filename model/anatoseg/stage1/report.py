@@ -14,7 +14,7 @@ from anatoseg.data.labels import ORGANS
 
 
 def organ_dice(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
-    """Dice per organ of the label set; ``prediction``, ``truth``: ``(X, Y, Z)`` integer organ ids."""
+    """Dice per organ of the label set; ``prediction``, ``truth``: ``(Z, Y, X)`` integer organ ids."""
     size = len(ORGANS) + 1
     pred, true = prediction.ravel().astype(np.int64), truth.ravel().astype(np.int64)
     pair = np.bincount(pred * size + true, minlength=size * size).reshape(size, size)

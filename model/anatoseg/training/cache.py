@@ -2,11 +2,11 @@
 
 Each case is preprocessed once (:func:`anatoseg.data.preprocess.preprocess_case`)
 into ``<cache>/<case_id>/`` as ``image.npy`` ``(2, Z, Y, X)`` float32 [PET, CT],
-``label.npy`` ``(Z, Y, X)`` uint8 and ``organs.npy`` ``(Z, Y, X)`` uint8, in network
-order, next to ``key.json`` (preprocessing parameters and source files with
-their sizes and modification times). A case is redone when its key changes.
-Training reads them as memory maps, so RAM does not grow with the dataset and
-DataLoader workers share the pages.
+``label.npy`` ``(Z, Y, X)`` uint8 and ``organs.npy`` ``(Z, Y, X)`` uint8, next to
+``key.json`` (preprocessing parameters and source files with their sizes and
+modification times). A case is redone when its key changes. Training reads them
+as memory maps, so RAM does not grow with the dataset and DataLoader workers
+share the pages.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from anatoseg.config import DataConfig
 from anatoseg.data.atomic import atomic_dir
 from anatoseg.data.case import CaseFiles, load_case
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
+from anatoseg.data.volumes import pet_ct_channels, with_organs_from
 from anatoseg.errors import ConfigError, DataError
-from anatoseg.data.volumes import network_image, network_labels, with_organs_from
 from anatoseg.training.sampling import TrainVolume
 
 
@@ -81,10 +81,10 @@ def prepare_cache(files: Sequence[CaseFiles], params: Preprocessing, cache: Path
             continue
         pre = preprocess_case(load_case(case_files), params)
         with atomic_dir(folder) as tmp:
-            np.save(tmp / "image.npy", np.ascontiguousarray(network_image(pre.image)))
-            np.save(tmp / "label.npy", np.ascontiguousarray(network_labels(pre.lesions)))
+            np.save(tmp / "image.npy", np.ascontiguousarray(pet_ct_channels(pre.image)))
+            np.save(tmp / "label.npy", pre.lesions)
             if pre.organs is not None:
-                np.save(tmp / "organs.npy", np.ascontiguousarray(network_labels(pre.organs)))
+                np.save(tmp / "organs.npy", pre.organs)
             (tmp / "key.json").write_text(json.dumps(key))
 
 

@@ -11,7 +11,8 @@ Ground truth is drawn in green (filled, translucent, with its outline),
 prediction as red outlines; on the MIPs these are projections. Organ label
 outlines (thin, one colour per organ, legend on the right) appear when organ
 labels exist: projected on the MIPs (except the skeleton) and cut on the CT
-slice. Arrays are ``(X, Y, Z)`` in RAS+ voxel order; the panels use the
+slice. Arrays are ``(Z, Y, X)`` as :func:`~anatoseg.data.case.load_case` gives them
+(RAS+ axes, reversed); the panels use the
 voxel spacing for their mm axes (a rotation in the affine is ignored for
 display). Rendering uses matplotlib's Agg canvas and no pyplot state; the
 file is written atomically.
@@ -55,7 +56,8 @@ def _slice_y(lesions, pred, pet) -> int:
 
 
 def _panel(ax, image, extent, cmap, vmin, vmax, title):
-    ax.imshow(image.T, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    """``image``: ``(Z, H)`` with Z upwards (``origin="lower"``); the horizontal axis is drawn mirrored."""
+    ax.imshow(image, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.invert_xaxis()
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
@@ -63,11 +65,12 @@ def _panel(ax, image, extent, cmap, vmin, vmax, title):
 
 
 def _outline(ax, mask2d, extent, colour, *, fill=False, width=1.2):
+    """Outline (and fill) of ``mask2d`` ``(Z, H)`` on a panel of :func:`_panel`."""
     if not mask2d.any():
         return
-    x = extent[0] + (np.arange(mask2d.shape[0]) + 0.5) * (extent[1] - extent[0]) / mask2d.shape[0]
-    z = extent[2] + (np.arange(mask2d.shape[1]) + 0.5) * (extent[3] - extent[2]) / mask2d.shape[1]
-    data = mask2d.T.astype(np.float32)
+    x = extent[0] + (np.arange(mask2d.shape[1]) + 0.5) * (extent[1] - extent[0]) / mask2d.shape[1]
+    z = extent[2] + (np.arange(mask2d.shape[0]) + 0.5) * (extent[3] - extent[2]) / mask2d.shape[0]
+    data = mask2d.astype(np.float32)
     if fill:
         ax.contourf(x, z, data, levels=[0.5, 1.5], colors=[colour], alpha=0.35)
     ax.contour(x, z, data, levels=[0.5], colors=[colour], linewidths=width)
@@ -78,13 +81,13 @@ def render_png(out: str | os.PathLike, pet: np.ndarray, affine: np.ndarray, *, c
                title: str = "", dpi: int = 100) -> Path:
     """Render the viewer page (module docstring) to ``out`` (PNG) and return its path.
 
-    ``pet``: ``(X, Y, Z)`` SUV; ``ct``: ``(X, Y, Z)`` HU on the same grid (panel 3
-    is left out without it); ``lesions``, ``pred``: ``(X, Y, Z)`` masks; ``organs``:
-    ``(X, Y, Z)`` organ ids; ``affine``: ``(4, 4)``, used for the voxel spacing.
+    ``pet``: ``(Z, Y, X)`` SUV; ``ct``: ``(Z, Y, X)`` HU on the same grid (panel 3
+    is left out without it); ``lesions``, ``pred``: ``(Z, Y, X)`` masks; ``organs``:
+    ``(Z, Y, X)`` organ ids; ``affine``: ``(4, 4)``, used for the voxel spacing.
     """
     pet = np.asarray(pet, dtype=np.float32)
-    sx, sy, sz = spacing_of(affine)
-    nx, ny, nz = pet.shape
+    sz, sy, sx = spacing_of(affine)
+    nz, ny, nx = pet.shape
     coronal = (0.0, nx * sx, 0.0, nz * sz)
     sagittal = (0.0, ny * sy, 0.0, nz * sz)
     widths = [nx * sx, ny * sy] + ([nx * sx] if ct is not None else [])
@@ -96,12 +99,12 @@ def render_png(out: str | os.PathLike, pet: np.ndarray, affine: np.ndarray, *, c
                             left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.03)
     axes = [fig.add_subplot(grid[0, i]) for i in range(len(widths))]
     _panel(axes[0], pet.max(axis=1), coronal, "gray_r", 0.0, SUV_MAX, "PET MIP coronal (SUV 0-7)")
-    _panel(axes[1], pet.max(axis=0), sagittal, "gray_r", 0.0, SUV_MAX, "PET MIP sagittal")
+    _panel(axes[1], pet.max(axis=2), sagittal, "gray_r", 0.0, SUV_MAX, "PET MIP sagittal")
     y = _slice_y(lesions, pred, pet)
     if ct is not None:
         _panel(axes[2], np.asarray(ct[:, y, :], dtype=np.float32), coronal, "gray", *CT_WINDOW,
                f"CT coronal, y = {y} ({y * sy:.0f} mm)")
-    views = [(axes[0], 1, coronal, None), (axes[1], 0, sagittal, None)]
+    views = [(axes[0], 1, coronal, None), (axes[1], 2, sagittal, None)]
     if ct is not None:
         views.append((axes[2], None, coronal, y))
     legend = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anatoseg.data.case import Case
+from anatoseg.data.nifti import file_to_zyx
 from anatoseg.data.phantom.anatomy import build_anatomy, paint_anatomy
 from anatoseg.data.phantom.ct import synthesize_ct
 from anatoseg.data.phantom.grid import Grid
@@ -35,7 +36,8 @@ _CT_HALF_FOV_X = 250.0  # 500 mm CT display field of view; wide patients' arms a
 
 @dataclass
 class PhantomCase:
-    """A generated case.
+    """A generated case, in the phantom's own ``(X, Y, Z)`` order (as the files are written;
+    :meth:`to_case` gives the ``(Z, Y, X)`` :class:`~anatoseg.data.case.Case`).
 
     ``pet``: ``(X, Y, Z)`` float32 SUV on the PET grid ``pet_affine`` (RAS+, mm).
     ``ct``: ``(Xc, Yc, Zc)`` int16 HU on its own grid ``ct_affine``.
@@ -57,9 +59,11 @@ class PhantomCase:
     params: dict = field(default_factory=dict)
 
     def to_case(self) -> Case:
-        """The :class:`~anatoseg.data.case.Case` view (PET grid, CT = CTres)."""
-        return Case(case_id=self.case_id, pet=self.pet, ct=self.ctres, affine=self.pet_affine,
-                    lesions=self.lesions, organs=self.organs,
+        """The :class:`~anatoseg.data.case.Case` view (PET grid, CT = CTres), ``(Z, Y, X)`` as
+        :func:`~anatoseg.data.case.load_case` reads the written files."""
+        pet, affine = file_to_zyx(self.pet, self.pet_affine)
+        ct, lesions, organs = (file_to_zyx(a, self.pet_affine)[0] for a in (self.ctres, self.lesions, self.organs))
+        return Case(case_id=self.case_id, pet=pet, ct=ct, affine=affine, lesions=lesions, organs=organs,
                     meta={"phantom": self.params, "lesions": self.lesion_info})
 
 

@@ -151,27 +151,8 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Intersect:
-    """Points inside both ``a`` and ``b``."""
-
-    a: object
-    b: object
-
-    @property
-    def lo(self) -> np.ndarray:
-        return np.maximum(self.a.lo, self.b.lo)
-
-    @property
-    def hi(self) -> np.ndarray:
-        return np.minimum(self.a.hi, self.b.hi)
-
-    def contains(self, x, y, z):
-        return self.a.contains(x, y, z) & self.b.contains(x, y, z)
-
-
-@dataclass(frozen=True)
 class Subtract:
-    """Points inside ``a`` but not inside ``b``."""
+    """Points inside ``a`` but not inside ``b`` (bounded by ``a``)."""
 
     a: object
     b: object
@@ -186,6 +167,22 @@ class Subtract:
 
     def contains(self, x, y, z):
         return self.a.contains(x, y, z) & ~self.b.contains(x, y, z)
+
+
+@dataclass(frozen=True)
+class Intersect(Subtract):
+    """Points inside both ``a`` and ``b`` (bounded by both)."""
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.maximum(self.a.lo, self.b.lo)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return np.minimum(self.a.hi, self.b.hi)
+
+    def contains(self, x, y, z):
+        return self.a.contains(x, y, z) & self.b.contains(x, y, z)
 
 
 def paint(grid: Grid, shape, targets: list[tuple[np.ndarray, int]], *, where=None) -> None:
