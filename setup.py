@@ -25,7 +25,7 @@ class BuildPyWithSources(build_py):
         target = Path(self.build_lib) / "anatokernels" / "_csrc"
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(ROOT / "csrc", target)
+        shutil.copytree(ROOT / "csrc", target, ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
 
 
 packages = find_packages(include=["anatokernels", "anatokernels.*"])

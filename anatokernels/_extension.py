@@ -172,11 +172,24 @@ def load(build: bool = False) -> bool:
         return _compile(directory, with_cuda)
 
 
+def _put_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; the one pip installs with anatokernels (the ``ninja`` package) lies in
+    the environment's scripts folder, which is on PATH only while that environment is activated."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR and ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, path) if p)
+
+
 def _compile(directory: Path, with_cuda: bool) -> bool:
     """Build in a private folder, then move the library into ``directory`` atomically, so that a
     process loading it while another one builds never sees a half-written file."""
     from torch.utils import cpp_extension
 
+    _put_ninja_on_path()
     scratch = directory.parent / f"{directory.name}.build-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
     flags = _flags(with_cuda)
