@@ -18,7 +18,8 @@
 
 Everything runs on a working grid (default 4 mm) cropped to the body;
 inference uses sliding windows of the training patch size.
-Public API: :func:`run_pseudolabel`, :func:`load_organ_model`,
+The entry is :func:`anatoseg.stage1.run.run_pseudolabel`; the two training loops are
+:mod:`.train`. Public API: :func:`run_pseudolabel`, :func:`load_organ_model`,
 :func:`predict_organs`, :class:`Stage1Config`, :func:`build_config`.
 """
 

@@ -6,6 +6,7 @@ reconstruct the masked patches of their own modality (intra-modal) and of the
 other one (cross-modal), and InfoNCE aligns their tokens at the same positions.
 The output checkpoint (``encoders.pt``, see :mod:`anatoseg.stage2.pretrain`)
 initialises ``anato train --init`` through :func:`anatoseg.checkpoint.load_encoders`.
+The entry is :func:`anatoseg.stage2.run.run_pretrain`; the loop is :mod:`.pretrain`.
 """
 
 from anatoseg.stage2.config import CropConfig, MaskConfig, ObjectiveConfig, PretrainConfig, PretrainRunConfig

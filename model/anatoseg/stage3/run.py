@@ -61,7 +61,7 @@ def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: s
             raise AnatoError("no cases found", data)
         checkpoint = None
         if not resume and (out / CHECKPOINT_NAME).exists():
-            raise AnatoError("already holds a run (checkpoint.pt): continue it with --resume, or train into "
+            raise AnatoError(f"already holds a run ({CHECKPOINT_NAME}): continue it with --resume, or train into "
                              "another folder", out)
         if resume:
             checkpoint = load_checkpoint(out / CHECKPOINT_NAME, kind="stage3")
