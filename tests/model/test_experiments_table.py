@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anatoseg.metrics.autopet import evaluate_case
-
 from anatoseg.experiments import table as results_table
+from anatoseg.metrics.autopet import evaluate_case
 
 
 def _case(name: str, truth_boxes, pred_boxes) -> dict:

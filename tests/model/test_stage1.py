@@ -18,8 +18,8 @@ from anatoseg.data.layouts import find_cases
 from anatoseg.data.nifti import save_nifti
 from anatoseg.data.phantom import generate_case, generate_cohort
 from anatoseg.data.resample import resample_to_grid
-from anatoseg.errors import AnatoError
 from anatoseg.data.volumes import with_organs_from
+from anatoseg.errors import AnatoError
 from anatoseg.stage1 import build_config, load_organ_model, predict_organs, run_pseudolabel
 from anatoseg.stage1.augment import random_affine, strong_intensity
 from anatoseg.stage1.data import load_source, make_preprocessing

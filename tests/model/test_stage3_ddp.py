@@ -12,8 +12,8 @@ import torch
 from anatoseg.checkpoint import load_checkpoint
 from anatoseg.config import Config, apply_overrides
 from anatoseg.data.phantom import generate_cohort
-from anatoseg.training.network import build_model
 from anatoseg.stage3.run import run_train
+from anatoseg.training.network import build_model
 
 # SGD and per-sample Dice make the loss of a batch the mean of per-sample losses, so averaging the
 # gradients of two halves (DDP) equals the gradient of the whole batch up to float rounding.
