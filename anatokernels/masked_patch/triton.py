@@ -25,20 +25,22 @@ from anatokernels._triton_common import tl_dtype
 def _patch_offsets(idx_ptr, pid_bm, pid_r, M, C, GH, GW, PD: tl.constexpr, PH: tl.constexpr, PW,
                    s_b, s_c, s_d, s_h, s_w, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr):
     """Volume offsets, patch-buffer offsets and mask of one (rows x voxels) tile."""
+    # index math in int32 (ids < G, rows < C·pd·ph, coordinates < 2^31), offsets in int64
     b = (pid_bm // M).to(tl.int64)
-    patch_id = tl.load(idx_ptr + pid_bm).to(tl.int64)
+    patch_id = tl.load(idx_ptr + pid_bm).to(tl.int32)
     gw = patch_id % GW
     gh = (patch_id // GW) % GH
     gd = patch_id // (GW * GH)
-    rows = pid_r.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
-    j = rows % PH
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    j = rows % PH  # PD, PH are constexpr: multiply-shift, no division
     i = (rows // PH) % PD
     c = rows // (PH * PD)
-    k = tl.arange(0, BLOCK_W).to(tl.int64)
-    row_off = b * s_b + c * s_c + (gd * PD + i) * s_d + (gh * PH + j) * s_h
-    vol = row_off[:, None] + (gw * PW + k)[None, :] * s_w
+    k = tl.arange(0, BLOCK_W)
+    row_off = (b * s_b + c.to(tl.int64) * s_c + (gd * PD + i).to(tl.int64) * s_d
+               + (gh * PH + j).to(tl.int64) * s_h)
+    vol = row_off[:, None] + (gw * PW + k).to(tl.int64)[None, :] * s_w
     n_rows = C * PD * PH
-    buf = pid_bm.to(tl.int64) * (n_rows * PW) + rows[:, None] * PW + k[None, :]
+    buf = pid_bm.to(tl.int64) * (n_rows * PW) + (rows[:, None] * PW + k[None, :]).to(tl.int64)
     mask = (rows < n_rows)[:, None] & (k < PW)[None, :]
     return vol, buf, mask
 

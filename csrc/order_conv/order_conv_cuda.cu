@@ -1,6 +1,7 @@
 // CUDA order-aware causal depthwise conv, forward and backward.
 // A block covers 256 consecutive native positions of one (b, k) and 8 channels. Each thread maps its
-// position to its scan step and its neighbours' native positions once (order_conv.h), then reuses them
+// position to its order digits and its neighbours' native positions once (order_digits.h: one 32-bit
+// division per block for the tile's first position, division-free per thread), then reuses them
 // for every channel; loads and stores of consecutive positions stay mostly coalesced for every order.
 // The backward is fused: dx at step u needs the pre-activation gradient at steps u .. u+W-1, which the
 // thread recomputes from x at steps u-(W-1) .. u+W-1. Weight and bias gradients are reduced per block
@@ -9,6 +10,7 @@
 #include <cuda_fp16.h>
 
 #include "order_conv/order_conv_cuda.h"
+#include "order_digits.h"
 
 namespace anatokernels {
 namespace {
@@ -37,16 +39,18 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
                    const int64_t* __restrict__ geometry, T* __restrict__ out, OrderConvShape s, bool silu) {
   using A = typename OrderConvAcc<T>::type;
-  const int64_t bk = blockIdx.z, b = bk / s.orders, k = bk % s.orders;
-  const int64_t p = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int32_t orders = static_cast<int32_t>(s.orders), bk32 = blockIdx.z;
+  const int64_t bk = bk32, b = bk32 / orders, k = bk32 % orders;
+  const int32_t p0 = static_cast<int32_t>(blockIdx.x) * kThreads;
+  const int64_t p = p0 + static_cast<int32_t>(threadIdx.x);
   if (p >= s.length) return;
-  const ScanGeometry g = ScanGeometry::load(geometry + k * kGeometryInts);
-  const int64_t t = g.step(p);
+  const OrderDigits g = OrderDigits::load(geometry + k * kGeometryInts);
+  const Digits c = PositionDigits::at(g, p0).of(threadIdx.x);
   int64_t off[W];  // x offsets of steps t-(W-1) .. t; -1 before step 0
 #pragma unroll
   for (int m = 0; m < W; ++m) {
-    const int64_t tm = t - (W - 1) + m;
-    off[m] = tm >= 0 ? g.native(tm) * s.x_stride[3] : -1;
+    const Digits cm = g.advance(c, m - (W - 1));
+    off[m] = g.valid(cm) ? static_cast<int64_t>(g.position(cm)) * s.x_stride[3] : -1;
   }
   const int64_t d0 = static_cast<int64_t>(blockIdx.y) * kChannels;
   for (int c = 0; c < kChannels && d0 + c < s.channels; ++c) {
@@ -78,16 +82,18 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kSpan = 2 * W - 1;  // steps t-(W-1) .. t+(W-1)
   constexpr int kSums = W + 1;      // dweight[0..W-1], dbias
   __shared__ A shared[kWarps][kChannels * kSums];
-  const int64_t bk = blockIdx.z, b = bk / s.orders, k = bk % s.orders;
-  const int64_t p = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  const int32_t orders = static_cast<int32_t>(s.orders), bk32 = blockIdx.z;
+  const int64_t bk = bk32, b = bk32 / orders, k = bk32 % orders;
+  const int32_t p0 = static_cast<int32_t>(blockIdx.x) * kThreads;
+  const int64_t p = p0 + static_cast<int32_t>(threadIdx.x);
   const bool active = p < s.length;
-  const ScanGeometry g = ScanGeometry::load(geometry + k * kGeometryInts);
-  const int64_t t = active ? g.step(p) : 0;
+  const OrderDigits g = OrderDigits::load(geometry + k * kGeometryInts);
+  const Digits c = PositionDigits::at(g, p0).of(threadIdx.x);
   int64_t pos[kSpan];  // native positions; -1 outside [0, L) or for inactive threads
 #pragma unroll
   for (int o = 0; o < kSpan; ++o) {
-    const int64_t to = t - (W - 1) + o;
-    pos[o] = active && to >= 0 && to < s.length ? g.native(to) : -1;
+    const Digits co = g.advance(c, o - (W - 1));
+    pos[o] = active && g.valid(co) ? static_cast<int64_t>(g.position(co)) : -1;
   }
   const int64_t d0 = static_cast<int64_t>(blockIdx.y) * kChannels;
   A sums[kChannels][kSums];

@@ -5,7 +5,8 @@
 // (a, b) pairs, h_t = a_t·h_{t-1} + b_t: each thread composes its 4 pairs, a warp-shuffle scan and a
 // scan over the 4 warp totals give each thread the composition of the steps before it, and the carry
 // from the previous chunk (kept per n in shared memory) enters through that composition. Step t of
-// order k reads and writes native position π_k(t) (scan_geometry.h): no permuted copy is made.
+// order k reads and writes native position π_k(t), no permuted copy: 32-bit order digits (order_digits.h),
+// divided once per block, then advanced by a chunk, a thread offset and a step per item, division-free.
 //
 // The forward writes the state before each chunk (the checkpoints). The backward walks the chunks in
 // reverse: it recomputes the states of a chunk from its checkpoint, then runs the reverse scan
@@ -17,7 +18,7 @@
 
 #include <type_traits>
 
-#include "selective_scan/scan_geometry.h"
+#include "order_digits.h"
 #include "selective_scan/selective_scan_cuda.h"
 
 namespace anatokernels {
@@ -132,7 +133,7 @@ __device__ acc_t block_sum(acc_t v, acc_t* scratch) {
 template <typename T, typename acc_t>
 struct Row {
   int64_t b, k, d, index, group;
-  ScanOrder order;
+  OrderDigits order;
   const T* u;
   const T* delta;
   const T* B;
@@ -142,8 +143,10 @@ struct Row {
   acc_t bias, skip;
 
   __device__ Row(const ScanShape& s, const ScanInputs<T, acc_t>& in, int64_t row)
-      : b(row / (s.orders * s.dim)), k((row / s.dim) % s.orders), d(row % s.dim), index(row),
-        group(d / (s.dim / s.groups)), order(ScanOrder::from_row(in.geometry + 7 * k, s.length)),
+      : b(int32_t(row) / int32_t(s.orders * s.dim)), k(int32_t(row) / int32_t(s.dim) % int32_t(s.orders)),
+        d(int32_t(row) % int32_t(s.dim)), index(row),
+        group(int32_t(d) / (int32_t(s.dim) / int32_t(s.groups))),
+        order(OrderDigits::load(in.geometry + 7 * k)),
         u(in.u + b * in.u_stride[0] + k * in.u_stride[1] + d * in.u_stride[2]),
         delta(in.delta + b * in.delta_stride[0] + k * in.delta_stride[1] + d * in.delta_stride[2]),
         B(in.B + b * in.B_stride[0] + k * in.B_stride[1] + group * in.B_stride[2]),
@@ -173,6 +176,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ScanForwardArgs<T, ac
   for (int64_t n = threadIdx.x; n < s.n_state; n += kThreads) state[n] = 0;
   __syncthreads();
   const int64_t N = s.n_state, L = s.length;
+  Digits chunk_start = row.order.of_step(0);
   for (int64_t c = 0; c < s.n_chunks; ++c) {
     for (int64_t n = threadIdx.x; n < N; n += kThreads) {
       args.checkpoints[(row.index * s.n_chunks + c) * N + n] = state[n];
@@ -180,11 +184,12 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ScanForwardArgs<T, ac
     int64_t pos[kItems];
     bool valid[kItems];
     acc_t u[kItems], dt[kItems], y[kItems];
+    Digits item = row.order.advance(chunk_start, threadIdx.x * kItems);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const int64_t t = c * kScanCudaChunk + threadIdx.x * kItems + i;
-      valid[i] = t < L;
-      pos[i] = valid[i] ? row.order.position(t) : 0;
+      if (i > 0) item = row.order.next(item);
+      valid[i] = row.order.valid(item);
+      pos[i] = valid[i] ? row.order.position(item) : 0;
       acc_t x;
       u[i] = valid[i] ? to_acc(row.u[pos[i] * in.u_stride[3]]) : acc_t(0);
       dt[i] = valid[i] ? load_delta(row, in, pos[i], s.softplus, &x) : acc_t(0);  // δ = 0: a = 1, b = 0
@@ -228,6 +233,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ScanForwardArgs<T, ac
       }
     }
     __syncthreads();  // state[] of this chunk is read by the next one
+    chunk_start = row.order.advance(chunk_start, kScanCudaChunk);
   }
   for (int64_t n = threadIdx.x; n < s.n_state; n += kThreads) args.last[row.index * s.n_state + n] = state[n];
 }
@@ -251,16 +257,18 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(ScanBackwardArgs<T, 
   acc_t dD_local = 0, dbias_local = 0;
   const T* dout = args.dout + row.b * args.dout_stride[0] + row.d * args.dout_stride[1];
   const int64_t dbc_row = ((row.b * s.orders + row.k) * s.groups + row.group) * N * L;
+  Digits chunk_start = row.order.of_step(static_cast<int32_t>((s.n_chunks - 1) * kScanCudaChunk));
   for (int64_t c = s.n_chunks - 1; c >= 0; --c) {
     int64_t pos[kItems];
     bool valid[kItems];
     acc_t u[kItems], x[kItems], dt[kItems], dt_next[kItems], go[kItems], g[kItems], zv[kItems];
     acc_t du[kItems], ddt[kItems], y[kItems];
+    Digits item = row.order.advance(chunk_start, threadIdx.x * kItems);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const int64_t t = c * kScanCudaChunk + threadIdx.x * kItems + i;
-      valid[i] = t < L;
-      pos[i] = valid[i] ? row.order.position(t) : 0;
+      if (i > 0) item = row.order.next(item);
+      valid[i] = row.order.valid(item);
+      pos[i] = valid[i] ? row.order.position(item) : 0;
       u[i] = valid[i] ? to_acc(row.u[pos[i] * in.u_stride[3]]) : acc_t(0);
       x[i] = 0;
       dt[i] = valid[i] ? load_delta(row, in, pos[i], s.softplus, &x[i]) : acc_t(0);
@@ -273,9 +281,10 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(ScanBackwardArgs<T, 
 #pragma unroll
     for (int i = 0; i + 1 < kItems; ++i) dt_next[i] = dt[i + 1];
     {
-      const int64_t t = c * kScanCudaChunk + threadIdx.x * kItems + kItems;
+      const Digits after = row.order.next(item);  // the step after this thread's last item
       acc_t unused;
-      dt_next[kItems - 1] = t < L ? load_delta(row, in, row.order.position(t), s.softplus, &unused) : acc_t(0);
+      dt_next[kItems - 1] = row.order.valid(after) ? load_delta(row, in, row.order.position(after), s.softplus,
+                                                                &unused) : acc_t(0);
     }
     for (int64_t n = 0; n < N; ++n) {
       const acc_t A_n = row.A[n];
@@ -348,6 +357,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(ScanBackwardArgs<T, 
       }
     }
     __syncthreads();  // dh_carry of this chunk is read by the previous one
+    chunk_start = row.order.advance(chunk_start, -kScanCudaChunk);
   }
   for (int64_t n = threadIdx.x; n < N; n += kThreads) args.dA_partial[row.index * N + n] = dA_sum[n];
   const acc_t dD_total = block_sum(dD_local, reduce_scratch);
