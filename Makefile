@@ -7,7 +7,9 @@ PYTEST_ARGS ?=
 
 .PHONY: install build test demo bench lint gpu-check clean
 
-# Create .venv if missing; put in the local CPU torch wheel when there is no torch and no NVIDIA GPU.
+# Create .venv if missing; put in the local CPU torch wheel when there is no torch and no NVIDIA GPU; then the
+# project, editable, with its dev extra: the method (seg extra), triton for the interpreter tests (triton extra),
+# pytest, pytest-benchmark, ruff and setuptools (tests/test_packaging.py builds the wheel with it).
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if ! $(PY) -c "import torch" >/dev/null 2>&1; then \
