@@ -243,5 +243,5 @@ def test_cuda_backend_is_unverified_once_its_sources_change(monkeypatch, tmp_pat
 
 def test_cuda_source_digest_follows_includes():
     names = {p.name for p in _extension.cuda_sources("selective_scan")}
-    assert {"selective_scan_cuda.cu", "selective_scan_cuda.cpp", "scan_geometry.h", "common.h"} <= names
+    assert {"selective_scan_cuda.cu", "selective_scan_cuda.cpp", "order_digits.h", "common.h"} <= names
     assert "selective_scan_cpu.cpp" not in names
