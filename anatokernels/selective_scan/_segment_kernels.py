@@ -20,7 +20,7 @@ import triton.language as tl
 from anatokernels._triton_common import advance, order_geometry, reciprocal, step_digits
 from anatokernels.selective_scan.triton import _affine_combine, _softplus
 
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
@@ -281,7 +281,7 @@ def _seg_backward_kernel(
         ddt += dh * (Bn * uu + A_n * ah)
         if HAS_Z:
             y += Cn * h
-        tl.store(part + nn, tl.sum(tl.sum(dh * ah * dt, axis=1), axis=0))
+        tl.store(part + nn, tl.sum(tl.sum(dh * ah * dt, axis=0), axis=0))  # in-thread first
         tl.atomic_add(dB_ptr + bc_row + nn * L + pos, dh * dtu, mask=m, sem="relaxed")
         tl.atomic_add(dC_ptr + bc_row + nn * L + pos, g * h, mask=m, sem="relaxed")
     if SOFTPLUS:
@@ -289,8 +289,8 @@ def _seg_backward_kernel(
     ddt = tl.where(m, ddt, 0.0)
     tl.store(du_ptr + row * L + pos, (du * dt + Dv * g).to(du_ptr.dtype.element_ty), mask=m)
     tl.store(ddelta_ptr + row * L + pos, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
-    tl.store(part + N, tl.sum(tl.sum(g * uu, axis=1), axis=0))
-    tl.store(part + N + 1, tl.sum(tl.sum(ddt, axis=1), axis=0))
+    tl.store(part + N, tl.sum(tl.sum(g * uu, axis=0), axis=0))
+    tl.store(part + N + 1, tl.sum(tl.sum(ddt, axis=0), axis=0))
     if HAS_Z:
         y += Dv * uu
         if DIRECT_DZ:

@@ -48,10 +48,15 @@ from torch.utils.weak import WeakIdKeyDictionary
 from anatokernels import _checks, _memory
 from anatokernels._triton_common import tl_dtype
 from anatokernels.selective_scan._segment_kernels import (
-    _merge_kernel, _seg_backward_kernel, _seg_backward_summary_kernel, _seg_carry_kernel, _seg_forward_kernel)
+    _merge_kernel,
+    _seg_backward_kernel,
+    _seg_backward_summary_kernel,
+    _seg_carry_kernel,
+    _seg_forward_kernel,
+)
 
 _INTERPRETER_SEG = 4  # small, so that the interpreter tests cut rows into uneven segments
-_GPU_SEG = 16
+_GPU_SEG = 8  # the backward holds several [SEG] columns per thread: at 16 it needs 255 registers and spills
 _GPU_WARPS = 4
 _INTERPRETER_BLOCK_SEG = 64
 _COUNTS = WeakIdKeyDictionary()  # geometry tensor -> host rows

@@ -34,6 +34,17 @@ BYTES = {  # compulsory traffic of each kernel at the benchmark shape (fp32)
     "masked_patch.triton.scatter_add": _PATCH + _VOLUME,  # the gather's backward writes the whole dx
     "hyper_attention.triton.forward": 2 * _ATTN, "hyper_attention.triton.backward": 3 * _ATTN,
 }
+# the segment scan (SEG = 8 steps): u or δ 604 MB, B or C 101 MB, z/out/dout 201 MB, the K per-order outputs y_k
+# 604 MB, segment states (forward and backward buffers each) SCAN_UPDATES / 8 fp32 = 1.21 GB
+_UD, _BC, _ZL, _YK, _SEGS = 604e6, 101e6, 201e6, 604e6, contracts.SCAN_UPDATES / 8 * 4
+BYTES.update({
+    "selective_scan.triton_segment.forward_summary": 2 * _UD + _BC + _SEGS,
+    "selective_scan.triton_segment.carry": 2 * _SEGS,
+    "selective_scan.triton_segment.forward_output": 2 * _UD + 2 * _BC + _SEGS + _YK,
+    "selective_scan.triton_segment.merge": _YK + 2 * _ZL,
+    "selective_scan.triton_segment.backward_summary": _UD + _BC + 2 * _ZL + _SEGS,
+    "selective_scan.triton_segment.backward": 4 * _UD + 4 * _BC + 2 * _ZL + 2 * _SEGS + _YK,
+})
 
 # FACTS.md "Hardware floors of the 3D scan" (H100) and the turn-1 measurement, per op and mode, in ms
 FLOORS = {
