@@ -49,8 +49,9 @@ def _segment_count(geo_ptr, k, SEG: tl.constexpr):
 
 @triton.jit
 def _row(DM, K, PER_GROUP):
-    """(b, k, d, B/C group) of this program's row (axis 0 of the grid), int64."""
-    row = tl.program_id(0)
+    """(b, k, d, B/C group) of this program's row (axis 1 of the grid; axis 0, which may exceed 65535
+    programs, counts blocks of segments), int64."""
+    row = tl.program_id(1)
     d = row % DM
     bk = row // DM
     return (bk // K).to(tl.int64), (bk % K).to(tl.int64), d.to(tl.int64), (d // PER_GROUP).to(tl.int64)
@@ -88,7 +89,7 @@ def _seg_forward_kernel(
     y (Bt, K, Dm, L), or with DIRECT (K = 1) gated and stored into out (Bt, Dm, L).
     Tile [BLOCK_N, BLOCK_SEG]: one column (all N states) per thread, so Σ_n is in-register."""
     b, k, d, grp = _row(DM, K, PER_GROUP)
-    j0 = tl.program_id(1) * BLOCK_SEG
+    j0 = tl.program_id(0) * BLOCK_SEG
     pos, step, length, _count = _segments(geo_ptr, k, j0, SEG, BLOCK_SEG)
     n = tl.arange(0, BLOCK_N)
     n_mask = n < N
@@ -173,11 +174,11 @@ def _seg_carry_kernel(A_ptr, geo_ptr, st_ptr, sd_ptr, init_ptr, last_ptr, K, DM,
 def _merge_kernel(y_ptr, z_ptr, dout_ptr, out_ptr, K, DM, L,
                   BACKWARD: tl.constexpr, HAS_Z: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """The K-order merge at native positions: y = Σ_k y_k (y (Bt, K, Dm, L)); forward out = y·silu(z),
-    backward dz = dout·y·silu'(z). Grid (Bt·Dm, cdiv(L, BLOCK))."""
-    row = tl.program_id(0)
+    backward dz = dout·y·silu'(z). Grid (cdiv(L, BLOCK), Bt·Dm)."""
+    row = tl.program_id(1)
     b = (row // DM).to(tl.int64)
     d = (row % DM).to(tl.int64)
-    l = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    l = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = l < L
     y = tl.zeros([BLOCK], dtype=ACC)
     for k in range(K):
@@ -203,7 +204,7 @@ def _seg_backward_summary_kernel(
     R_j = a_s·dh_s (the gradient its first step passes to the state before it) -> gb slot j; Σδ -> sd
     slot j. Same [BLOCK_N, BLOCK_SEG] tile as the forward."""
     b, k, d, grp = _row(DM, K, PER_GROUP)
-    j0 = tl.program_id(1) * BLOCK_SEG
+    j0 = tl.program_id(0) * BLOCK_SEG
     first, step, length, _count = _segments(geo_ptr, k, j0, SEG, BLOCK_SEG)
     pos = first + (length - 1) * step
     n = tl.arange(0, BLOCK_N)
@@ -242,7 +243,7 @@ def _seg_backward_kernel(
     thread (both scans in-register); du, dδ, y_k summed over n in the tile; dB, dC relaxed atomics (the
     channels of a group share them); dA, dD, dδ-bias per-program partials (part: N + 2 per program)."""
     b, k, d, grp = _row(DM, K, PER_GROUP)
-    jb = tl.program_id(1)
+    jb = tl.program_id(0)
     j0 = jb * BLOCK_SEG
     start, step, length, _count = _segments(geo_ptr, k, j0, SEG, BLOCK_SEG)
     i = tl.arange(0, SEG)[:, None]
