@@ -68,6 +68,11 @@ def estimate(record: dict, gpu: dict = H100) -> dict:
                 model_ms=bound[0] * 1e3, bound=bound[1])
 
 
+# the segment scan's phases (the carry and merge kernels run in both directions)
+_SEGMENT_STEPS = {("triton_segment", "forward"): ("forward_summary", "carry", "forward_output", "merge"),
+                  ("triton_segment", "backward"): ("backward_summary", "carry", "backward", "merge")}
+
+
 def op_rows(estimates: dict[str, dict]) -> list[dict]:
     """Per op, backend and mode: the modelled time beside the floor (and the measurement, where one exists)."""
     rows = []
@@ -77,8 +82,8 @@ def op_rows(estimates: dict[str, dict]) -> list[dict]:
               ("masked_patch", "gather+scatter_add", ("gather", "scatter_add")),
               ("hyper_attention", "forward+backward", ("forward", "backward"))]
     for op, mode, steps in combos:
-        for backend in ("triton", "cuda"):
-            names = [f"{op}.{backend}.{s}" for s in steps]
+        for backend in ("triton", "cuda", "triton_segment"):
+            names = [f"{op}.{backend}.{p}" for s in steps for p in _SEGMENT_STEPS.get((backend, s), (s,))]
             if not all(n in estimates for n in names):
                 continue
             floor = FLOORS.get((op, mode), {})
