@@ -72,13 +72,22 @@ def check_dim(op: str, name: str, actual: int, expected: int, what: str) -> None
 
 def positive_ints(op: str, name: str, value, count: int, expected: str) -> tuple[int, ...]:
     """``count`` positive ints from a sequence; errors say ``{name} must be {expected}``."""
-    try:
-        values = tuple(int(v) for v in value)
+    try:  # a symbolic size (torch.compile/export with dynamic shapes) stays symbolic: int() would specialise it
+        values = tuple(v if isinstance(v, torch.SymInt) else int(v) for v in value)
     except TypeError:
         raise TypeError(f"{op}: {name} must be {expected}, got {value!r}") from None
     if len(values) != count or any(v <= 0 for v in values):
         raise ValueError(f"{op}: {name} must be {expected}, got {value!r}")
     return values
+
+
+def removed_keep_mask(op: str, old: str, new: str, value) -> None:
+    """A TypeError if the removed keep-mask argument ``old`` (True = keep) was passed: masks follow
+    ``nn.MultiheadAttention`` now (True = ignore) under the name ``new``, so an old caller gets this error
+    instead of a silently inverted mask."""
+    if value is not None:
+        raise TypeError(f"{op}: {old} (True = keep) was removed; masks now follow nn.MultiheadAttention, "
+                        f"True = ignore: pass {new}=~{old}")
 
 
 def triple(op: str, name: str, value: int | Sequence[int]) -> tuple[int, int, int]:

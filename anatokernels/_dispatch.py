@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,13 +200,34 @@ def _warn_no_cpu_kernels(status: Availability) -> None:
                   RuntimeWarning, stacklevel=5)
 
 
+def _constant_when_traced(fn):
+    """Mark ``fn`` as ``torch.compiler.assume_constant_result`` does (that function only sets this
+    attribute, but importing it imports torch._dynamo, a second at package import): Dynamo then calls
+    ``fn`` with its constant arguments at trace time and puts the result in the graph as a constant,
+    instead of tracing its body (availability checks, the extension's load lock, imports, warnings)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_when_traced
 def resolve(name: str, backend: str, device: torch.device) -> str:
-    """The backend to run op ``name`` with for tensors on ``device``.
+    """The backend to run op ``name`` with for tensors on ``device``; its module is imported.
 
     Raises ValueError for an unknown backend name, and RuntimeError when an
     explicitly requested backend cannot run here (the message says why).
+    Under ``torch.compile`` it runs once at trace time, outside the graph: the
+    extension must be loaded by then (a first eager call, building a module of
+    :mod:`anatokernels.nn`, or :func:`prepare`), since tracing never loads it.
     """
     spec = _REGISTRY[name]
+    chosen = _resolve(spec, backend, device)
+    for used in {chosen, spec.fallback} - {"reference"}:
+        module(name, used)
+    return chosen
+
+
+def _resolve(spec: OpSpec, backend: str, device: torch.device) -> str:
+    name = spec.name
     _announce()
     if backend == "auto":
         return _auto(spec, device)
@@ -247,8 +270,30 @@ def _auto(spec: OpSpec, device: torch.device) -> str:
 
 
 def module(spec_name: str, backend: str):
-    """The op's backend module (imported lazily: Triton kernels are defined on first use)."""
-    return importlib.import_module(f"{_REGISTRY[spec_name].package}.{backend}")
+    """The op's backend module (imported lazily: Triton kernels are defined on first use).
+
+    Read as an attribute of the op's package, which Dynamo reads live: :func:`resolve` (run for real at
+    trace time) imports the module, so a traced call finds it without an import (Dynamo cannot trace
+    ``import_module``, and its view of ``sys.modules`` is fixed when the trace first reads it)."""
+    package = sys.modules[_REGISTRY[spec_name].package]  # imported with the package, before any trace
+    found = getattr(package, backend, None)
+    if not isinstance(found, types.ModuleType):
+        found = importlib.import_module(f"{package.__name__}.{backend}")
+    return found
+
+
+def prepare(owner: str, backend: str, ops: tuple[str, ...]) -> dict[str, str]:
+    """For a module ``owner`` built with ``backend``: the backend each of its ``ops`` runs with.
+
+    A backend name one of the ops does not implement (e.g. ``"cpu"`` for ``hyper_cross_attention``,
+    which has no C++ kernel) means ``"auto"`` for that op: on CPU tensors its PyTorch fallback. An
+    unknown name is a ValueError here, at construction. Loads the C++ extension if it is built (builds
+    it for ``"cpu"``/``"cuda"``), so that ``auto`` sees it and ``torch.compile`` never has to load it.
+    """
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{owner}: unknown backend {backend!r}; choose 'auto' or one of {BACKENDS}")
+    _extension.load(build=backend in ("cpu", "cuda"))
+    return {op: backend if backend == "auto" or backend in _REGISTRY[op].backends else "auto" for op in ops}
 
 
 def dispatch(name: str, backend: str, device: torch.device, *, fast: Callable[[Any], Any],

@@ -145,7 +145,11 @@ def load(build: bool = False) -> bool:
     ``build=True`` a missing one is compiled first (about a minute). A failed
     build is reported loudly (a warning with the compiler's tail) but is not
     fatal: the reason is kept for :func:`status`. Returns whether it is loaded.
+    Under ``torch.compile``/``torch.export`` tracing it never loads (nor takes the lock): it says
+    whether the library is already loaded.
     """
+    if _state["loaded"] or torch.compiler.is_compiling():
+        return bool(_state["loaded"])
     with _lock:
         if _state["loaded"]:
             return True

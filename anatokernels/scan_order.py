@@ -122,3 +122,13 @@ def geometry_tensor(spatial: tuple[int, int, int], orders: tuple[str, ...], devi
                          "fast kernels take fewer than 2^31 per volume (use backend='reference')")
     rows = [order_geometry(spatial, order).as_ints() for order in orders]
     return torch.tensor(rows, dtype=torch.int64, device=device)
+
+
+def join_orders(orders: Sequence[str]) -> str:
+    """Checked orders as one string, e.g. ``"zyx,-zyx,yxz"``: how the custom ops take them."""
+    return ",".join(orders)
+
+
+def geometry_of(spatial: Sequence[int], orders: str, device: torch.device) -> torch.Tensor:
+    """:func:`geometry_tensor` of :func:`join_orders`' string ``orders``: what the custom ops build inside."""
+    return geometry_tensor(tuple(int(s) for s in spatial), tuple(orders.split(",")), device)

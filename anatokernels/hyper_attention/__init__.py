@@ -33,7 +33,7 @@ SPEC = _dispatch.register(_dispatch.OpSpec(
 __all__ = ["hyper_cross_attention"]
 
 
-def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -> float:
+def _validate(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale) -> float:
     """Checks every argument; returns the scale to use."""
     _checks.check_tensor(OP, "x", x, ndim=3, layout="(B, L, C)")
     _checks.check_tensor(OP, "k", k, ndim=3, layout="(B, M, E)")
@@ -54,14 +54,14 @@ def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -
         _checks.check_shape(OP, "b_q", b_q, (b, e), "(B, E)")
     if b_o is not None:
         _checks.check_shape(OP, "b_o", b_o, (c,), "(C,)")
-    if key_padding_mask is not None:
-        _checks.check_tensor(OP, "key_padding_mask", key_padding_mask, ndim=2, layout="(B, M)",
+    if key_ignore_mask is not None:
+        _checks.check_tensor(OP, "key_ignore_mask", key_ignore_mask, ndim=2, layout="(B, M)",
                              dtypes=(torch.bool,))
-        if tuple(key_padding_mask.shape) != (b, m):
-            raise ValueError(f"{OP}: key_padding_mask must have shape (B, M) = ({b}, {m}), "
-                             f"got {_checks.shape_str(key_padding_mask.shape)}")
+        if tuple(key_ignore_mask.shape) != (b, m):
+            raise ValueError(f"{OP}: key_ignore_mask must have shape (B, M) = ({b}, {m}), "
+                             f"got {_checks.shape_str(key_ignore_mask.shape)}")
     _checks.check_same_device(OP, x=x, k=k, v=v, w_q=w_q, w_o=w_o, b_q=b_q, b_o=b_o,
-                              key_padding_mask=key_padding_mask)
+                              key_ignore_mask=key_ignore_mask)
     _checks.check_same_dtype(OP, x=x, k=k, v=v, w_q=w_q, w_o=w_o, b_q=b_q, b_o=b_o)
     if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads <= 0:
         raise TypeError(f"{OP}: num_heads must be a positive int, got {num_heads!r}")
@@ -76,15 +76,19 @@ def _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale) -
 
 def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor,
                           w_o: torch.Tensor, *, b_q: torch.Tensor | None = None, b_o: torch.Tensor | None = None,
-                          key_padding_mask: torch.Tensor | None = None, num_heads: int,
-                          scale: float | None = None, backend: str = "auto") -> torch.Tensor:
+                          key_ignore_mask: torch.Tensor | None = None, num_heads: int,
+                          scale: float | None = None, backend: str = "auto",
+                          key_padding_mask: None = None) -> torch.Tensor:
     """Cross-attention of image tokens to prompt keys with per-sample projections, fused.
 
     x: (B, L, C) image tokens, any strides (e.g. a transposed (B, C, L) view).
     k, v: (B, M, E) prompt keys and values, M ≥ 1 (the Triton backend takes M ≤ 64).
     w_q: (B, C, E) per-sample query projection; b_q: (B, E) or None.
     w_o: (E, C) shared or (B, E, C) per-sample output projection; b_o: (C,) or None.
-    key_padding_mask: (B, M) bool, True = keep; None keeps every key.
+    key_ignore_mask: (B, M) bool, True = ignore that key (``nn.MultiheadAttention``'s
+        ``key_padding_mask`` convention); None keeps every key.
+    key_padding_mask: removed; it meant True = keep. Passing it raises a TypeError (so no caller
+        gets the inverted mask silently): pass ``key_ignore_mask=~mask``.
     num_heads: H, dividing E. scale: default (E/H)^-1/2.
     All floating tensors share one dtype (float16, bfloat16, float32, float64;
     the Triton backend takes the first three) and one device.
@@ -95,10 +99,11 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     including problems outside the Triton limits (float64, M > 64, or
     next_pow2(H)·max(16, next_pow2(M)) > 1024). ``reference`` runs the plain definition.
     """
-    scale = _validate(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale)
+    _checks.removed_keep_mask(OP, "key_padding_mask", "key_ignore_mask", key_padding_mask)
+    scale = _validate(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale)
     return _dispatch.dispatch(
         OP, backend, x.device,
-        fast=lambda impl: absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads, scale,
+        fast=lambda impl: absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale,
                                              explicit=backend != "auto"),
-        reference=lambda: reference.hyper_cross_attention(x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads,
+        reference=lambda: reference.hyper_cross_attention(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads,
                                                           scale))

@@ -1,4 +1,4 @@
-"""The absorbed form that the fast paths evaluate, and its autograd Function.
+"""The absorbed form that the fast paths evaluate, and its custom ops with their autograd.
 
 Per sample b and head h (dh = E/H, s = scale), the scores and the output are
 
@@ -24,16 +24,18 @@ A backend module (``chunked``, ``triton``) provides
     forward(x, A, a, Bv, b_o, mp) -> out (B, L, C)
     backward(x, dout, A, a, Bv, b_o, mp) -> (dx, dA, da, dBv, db_o)
 
-(see :mod:`anatokernels.hyper_attention.chunked` for the exact contract).
+(see :mod:`anatokernels.hyper_attention.chunked` for the exact contract). They run as the custom ops
+``torch.ops.anatokernels.hyper_cross_attention_{forward,backward}`` (see :mod:`anatokernels._library`),
+the backend's name last; db_o is an empty tensor when b_o is None. The backward is once-differentiable:
+differentiating the gradients raises; the ``reference`` backend is differentiable any number of times.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from anatokernels import _dispatch
+from anatokernels import _dispatch, _library
 from anatokernels._checks import accumulation_dtype
 from anatokernels.hyper_attention import chunked
 
@@ -41,11 +43,11 @@ OP = "hyper_cross_attention"
 
 
 def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tensor, b_q: torch.Tensor | None,
-           key_padding_mask: torch.Tensor | None, num_heads: int, scale: float, hp: int, mp: int):
+           key_ignore_mask: torch.Tensor | None, num_heads: int, scale: float, hp: int, mp: int):
     """(A (B, C, hp·mp), a (B, hp·mp), Bv (B, hp·mp, C)) in float32 (float64 for float64 inputs).
 
     k, v (B, M, E); w_q (B, C, E); w_o (E, C) or (B, E, C); b_q (B, E) or None;
-    key_padding_mask (B, M) bool or None. hp ≥ num_heads and mp ≥ M pad the columns.
+    key_ignore_mask (B, M) bool (True = ignore) or None. hp ≥ num_heads and mp ≥ M pad the columns.
     """
     b, m, e = k.shape
     c = w_q.shape[1]
@@ -58,8 +60,8 @@ def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tenso
         a = torch.zeros(b, h, m, dtype=work, device=k.device)
     else:
         a = torch.einsum("bhd,bmhd->bhm", b_q.to(work).reshape(b, h, dh), kh) * scale
-    if key_padding_mask is not None:
-        a = a.masked_fill(~key_padding_mask[:, None, :], float("-inf"))
+    if key_ignore_mask is not None:
+        a = a.masked_fill(key_ignore_mask[:, None, :], float("-inf"))
     wo = w_o.to(work)
     if wo.dim() == 2:
         Bv = torch.einsum("bmhd,hdc->bhmc", vh, wo.reshape(h, dh, c))
@@ -71,43 +73,59 @@ def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tenso
     return A, a, Bv
 
 
-class AbsorbedAttention(torch.autograd.Function):
-    """out = softmax_heads(x·A + a)·Bv + b_o through the backend module ``impl`` named ``backend``.
-
-    If the backward's Triton kernel fails to compile on the GPU, the ``chunked`` backward runs instead.
-    Once-differentiable (the backwards return numbers, not a graph): a second backward through it
-    raises; the ``reference`` backend is differentiable any number of times.
-    """
-
-    @staticmethod
-    def forward(ctx, x, A, a, Bv, b_o, mp, impl, backend):
-        ctx.save_for_backward(x, A, a, Bv, b_o)
-        ctx.mp, ctx.impl, ctx.backend = mp, impl, backend
-        return impl.forward(x, A, a, Bv, b_o, mp)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dout):
-        x, A, a, Bv, b_o = ctx.saved_tensors
-        args = (x, dout, A, a, Bv, b_o, ctx.mp)
-        dx, dA, da, dBv, dbo = _dispatch.run_with_fallback(OP, ctx.backend, lambda: ctx.impl.backward(*args),
-                                                           lambda: chunked.backward(*args))
-        return dx, dA, da, dBv, dbo, None, None, None
+def _forward_fake(x, A, a, Bv, b_o, mp, backend):
+    return x.new_empty(x.shape)
 
 
-def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_padding_mask, num_heads: int, scale: float,
+def _backward_fake(x, dout, A, a, Bv, b_o, mp, backend):
+    dbo = A.new_empty(0) if b_o is None else b_o.new_empty(b_o.shape)
+    return x.new_empty(x.shape), A.new_empty(A.shape), A.new_empty(a.shape), A.new_empty(Bv.shape), dbo
+
+
+@_library.custom_op("hyper_cross_attention_backward", fake=_backward_fake)
+def hyper_cross_attention_backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor,
+                                   Bv: torch.Tensor, b_o: torch.Tensor | None, mp: int,
+                                   backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+    """(dx, dA, da, dBv, db_o) of the backend contract; db_o empty when b_o is None. If the Triton kernel
+    fails to compile on the GPU, the ``chunked`` backward runs instead."""
+    args = (x, dout, A, a, Bv, b_o, mp)
+    grads = _dispatch.run_with_fallback(OP, backend, lambda: _dispatch.module(OP, backend).backward(*args),
+                                        lambda: chunked.backward(*args))
+    return (*grads[:4], A.new_empty(0) if b_o is None else grads[4])
+
+
+def _context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:5])
+    ctx.mp, ctx.backend = inputs[5], inputs[6]
+
+
+def _backward(ctx, dout):
+    x, A, a, Bv, b_o = ctx.saved_tensors
+    dx, dA, da, dBv, dbo = hyper_cross_attention_backward(x, dout, A, a, Bv, b_o, ctx.mp, ctx.backend)
+    return dx, dA, da, dBv, None if b_o is None else dbo, None, None
+
+
+@_library.custom_op("hyper_cross_attention_forward", fake=_forward_fake, backward=_backward, setup_context=_context)
+def hyper_cross_attention_forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
+                                  b_o: torch.Tensor | None, mp: int, backend: str) -> torch.Tensor:
+    """out = softmax_heads(x·A + a)·Bv + b_o (B, L, C) in x's dtype through the backend ``backend``."""
+    return _dispatch.module(OP, backend).forward(x, A, a, Bv, b_o, mp)
+
+
+def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads: int, scale: float,
                        explicit: bool) -> torch.Tensor:
     """The op through a backend module ``impl`` of the absorbed form (``chunked`` or ``triton``).
 
     A problem ``impl`` cannot take (see its ``unsupported``) is a ValueError when
     its backend was asked for by name (``explicit``), else it runs ``chunked``.
     """
-    backend = impl.__name__.rsplit(".", 1)[-1]
+    backend = _library.backend_name(impl)
     problem = impl.unsupported(k.shape[1], num_heads, x.dtype)
     if problem is not None:
         if explicit:
             raise ValueError(f"{OP}: backend={backend!r} {problem}; use backend='chunked' or 'reference'")
         impl, backend = chunked, "chunked"
     mp = impl.padded_keys(k.shape[1])
-    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_padding_mask, num_heads, scale, impl.padded_heads(num_heads), mp)
-    return AbsorbedAttention.apply(x, A, a, Bv, b_o, mp, impl, backend)
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_ignore_mask, num_heads, scale, impl.padded_heads(num_heads), mp)
+    return hyper_cross_attention_forward(x, A, a, Bv, b_o, mp, backend)

@@ -13,9 +13,9 @@ import torch
 
 def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor,
                           w_o: torch.Tensor, b_q: torch.Tensor | None, b_o: torch.Tensor | None,
-                          key_padding_mask: torch.Tensor | None, num_heads: int, scale: float) -> torch.Tensor:
+                          key_ignore_mask: torch.Tensor | None, num_heads: int, scale: float) -> torch.Tensor:
     """The definition, unfused: x (B, L, C), k/v (B, M, E), w_q (B, C, E), w_o (E, C) or (B, E, C),
-    b_q (B, E), b_o (C,), key_padding_mask (B, M) bool (True = keep) -> (B, L, C).
+    b_q (B, E), b_o (C,), key_ignore_mask (B, M) bool (True = ignore) -> (B, L, C).
 
     Materialises q (B, L, E), the scores (B, H, L, M) and o (B, L, E). A sample
     whose keys are all excluded gets a zero attention output (out = b_o).
@@ -30,7 +30,7 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     kh = k.reshape(b, m, num_heads, dh)
     vh = v.reshape(b, m, num_heads, dh)
     scores = torch.einsum("blhd,bmhd->bhlm", q, kh) * scale
-    keep = torch.ones(b, m, dtype=torch.bool, device=x.device) if key_padding_mask is None else key_padding_mask
+    keep = torch.ones(b, m, dtype=torch.bool, device=x.device) if key_ignore_mask is None else ~key_ignore_mask
     any_key = keep.any(dim=1)
     # A sample without keys softmaxes over all of them (finite, no NaN gradient) and is then zeroed.
     keep = keep | ~any_key[:, None]

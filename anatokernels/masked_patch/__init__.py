@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 
 from anatokernels import _checks, _dispatch
-from anatokernels.masked_patch import reference
-from anatokernels.masked_patch.function import MaskedPatchGather, MaskedPatchScatter
+from anatokernels._library import backend_name
+from anatokernels.masked_patch import function, reference
 
 _COMMON = dict(package="anatokernels.masked_patch", backends=("reference", "triton", "cuda", "cpu"))
 GATHER = _dispatch.register(_dispatch.OpSpec(
@@ -37,7 +37,8 @@ def _grid(op: str, spatial: Sequence[int], patch: tuple[int, int, int]) -> tuple
 def _check_index(op: str, index, batch: int, n_patches: int, device: torch.device,
                  check_indices: bool | None) -> bool:
     """Shape, dtype and device of ``index``; its values too if ``check_indices`` (None: on CPU tensors
-    only, since reading values back from a GPU waits for it). Returns whether values were checked."""
+    only, since reading values back from a GPU waits for it; under ``torch.compile``/``torch.export`` a
+    device-side assert, with no read-back). Returns whether values were checked."""
     _checks.check_tensor(op, "index", index, ndim=2, layout="(B, M)", dtypes=(torch.int64,))
     if index.shape[0] != batch:
         raise ValueError(f"{op}: index has batch {index.shape[0]}, expected {batch}")
@@ -45,7 +46,9 @@ def _check_index(op: str, index, batch: int, n_patches: int, device: torch.devic
         raise ValueError(f"{op}: index is on {index.device}, the data on {device}")
     if check_indices is None:
         check_indices = device.type == "cpu"
-    if check_indices and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_patches):
+    if check_indices and torch.compiler.is_compiling():  # no host read-back in a traced graph: a device-side assert
+        torch._assert_async(((index >= 0) & (index < n_patches)).all(), f"{op}: patch ids must lie in [0, G)")
+    elif check_indices and index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_patches):
         raise ValueError(f"{op}: patch ids must lie in [0, {n_patches}), got ids in "
                          f"[{int(index.min())}, {int(index.max())}]")
     return bool(check_indices)
@@ -96,7 +99,8 @@ def masked_patch_gather(x: torch.Tensor, index: torch.Tensor, patch_size: int | 
     grid = _grid(op, x.shape[2:], patch)
     _check_index(op, index, x.shape[0], grid[0] * grid[1] * grid[2], x.device, check_indices)
     return _dispatch.dispatch(op, backend, x.device,
-                              fast=lambda impl: MaskedPatchGather.apply(x, index, patch, impl),
+                              fast=lambda impl: function.masked_patch_gather(x, index, list(patch),
+                                                                             backend_name(impl)),
                               reference=lambda: reference.masked_patch_gather(x, index, patch))
 
 
@@ -128,12 +132,21 @@ def masked_patch_scatter(patches: torch.Tensor, index: torch.Tensor, patch_size:
     checked = _check_index(op, index, patches.shape[0], grid[0] * grid[1] * grid[2], patches.device,
                            check_indices)
     _checks.check_dim(op, "index", index.shape[1], patches.shape[1], "M (number of patches)")
-    if checked and index.shape[1] > 1 and bool((index.sort(dim=1).values.diff(dim=1) == 0).any()):
-        raise ValueError(f"{op}: index has a duplicate patch id within a sample; scatter needs unique ids")
+    if checked and index.shape[1] > 1:
+        _check_unique(op, index)
     fill = _fill_tensor(op, fill, channels, patches)
     return _dispatch.dispatch(op, backend, patches.device,
-                              fast=lambda impl: MaskedPatchScatter.apply(patches, fill, index, patch, spatial, impl),
+                              fast=lambda impl: function.masked_patch_scatter(patches, fill, index, list(patch),
+                                                                              list(spatial), backend_name(impl)),
                               reference=lambda: reference.masked_patch_scatter(patches, index, patch, spatial, fill))
+
+
+def _check_unique(op: str, index: torch.Tensor) -> None:
+    repeated = (index.sort(dim=1).values.diff(dim=1) == 0).any()
+    if torch.compiler.is_compiling():
+        torch._assert_async(~repeated, f"{op}: index has a duplicate patch id within a sample")
+    elif bool(repeated):
+        raise ValueError(f"{op}: index has a duplicate patch id within a sample; scatter needs unique ids")
 
 
 def _fill_tensor(op: str, fill, channels: int, patches: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,17 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as run_checkpointed
 
+from anatokernels import _dispatch
+from anatokernels.nn._config import register_config, reset_config
 from anatokernels.order_conv import order_conv1d
-from anatokernels.scan_order import check_orders
+from anatokernels.scan_order import ALL_ORDERS, check_orders
 from anatokernels.selective_scan import selective_scan3d
+
+_CONFIG = "scan_orders"  # buffer: each order's index in ALL_ORDERS, checked on load_state_dict
+
+
+def _describe(indices) -> str:
+    return f"orders {tuple(ALL_ORDERS[i] if 0 <= i < len(ALL_ORDERS) else i for i in indices)}"
 
 
 class Mamba3d(nn.Module):
@@ -51,13 +59,18 @@ class Mamba3d(nn.Module):
         activations (only the input is stored). This is the one checkpointing
         level: a block wrapping Mamba3d passes ``checkpoint`` through instead of
         checkpointing itself.
-    backend: passed to both ops ("auto", "reference", "triton", "cpu", "cuda").
+    backend: passed to both ops ("auto", "reference", "triton", "cpu", "cuda"); any backend name of
+        the library is accepted (``"chunked"``, which these ops lack, means ``"auto"``).
+    device, dtype: factory kwargs of the parameters (``device="meta"``, then ``to_empty`` and
+        :meth:`reset_parameters`, builds it without allocating twice).
+    The orders are saved in the state dict (buffer ``scan_orders``): loading weights saved with
+    other orders raises a ValueError.
     """
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  orders: Sequence[str] = ("zyx", "-zyx", "yxz"), dt_rank: int | str = "auto", *,
                  dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4, conv_bias: bool = True,
-                 bias: bool = False, checkpoint: bool = False, backend: str = "auto"):
+                 bias: bool = False, checkpoint: bool = False, backend: str = "auto", device=None, dtype=None):
         super().__init__()
         for name, value in (("dim", dim), ("d_state", d_state), ("expand", expand)):
             if not isinstance(value, int) or value <= 0:
@@ -78,22 +91,32 @@ class Mamba3d(nn.Module):
         self.d_inner = expand * dim
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
         self.checkpoint, self.backend = checkpoint, backend
+        self._op_backends = _dispatch.prepare("Mamba3d", backend, ("order_conv1d", "selective_scan3d"))
         k, di = len(self.orders), self.d_inner
-        self.in_proj = nn.Linear(dim, 2 * di, bias=bias)
-        self.conv_weight = nn.Parameter(torch.empty(k, di, d_conv))
-        self.conv_bias = nn.Parameter(torch.empty(k, di)) if conv_bias else None
-        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, di))
-        self.dt_proj_weight = nn.Parameter(torch.empty(k, di, dt_rank))
-        self.dt_proj_bias = nn.Parameter(torch.empty(k, di))
-        self.A_log = nn.Parameter(torch.empty(k, di, d_state))
-        self.D = nn.Parameter(torch.empty(k, di))
+        factory = dict(device=device, dtype=dtype)
+        self.in_proj = nn.Linear(dim, 2 * di, bias=bias, **factory)
+        self.conv_weight = nn.Parameter(torch.empty(k, di, d_conv, **factory))
+        self.conv_bias = nn.Parameter(torch.empty(k, di, **factory)) if conv_bias else None
+        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, di, **factory))
+        self.dt_proj_weight = nn.Parameter(torch.empty(k, di, dt_rank, **factory))
+        self.dt_proj_bias = nn.Parameter(torch.empty(k, di, **factory))
+        self.A_log = nn.Parameter(torch.empty(k, di, d_state, **factory))
+        self.D = nn.Parameter(torch.empty(k, di, **factory))
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
-        self.out_proj = nn.Linear(di, dim, bias=bias)
-        self.reset_parameters()
+        self.out_proj = nn.Linear(di, dim, bias=bias, **factory)
+        register_config(self, _CONFIG, [ALL_ORDERS.index(o) for o in self.orders], _describe, device=device)
+        self._reset_scan_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter as at construction (and the orders buffer): after ``to_empty``."""
+        self.in_proj.reset_parameters()
+        self.out_proj.reset_parameters()
+        self._reset_scan_parameters()
+        reset_config(self, _CONFIG, [ALL_ORDERS.index(o) for o in self.orders])
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
+    def _reset_scan_parameters(self) -> None:
         """Mamba's initialisation of the per-order parameters (the projections keep Linear's)."""
         conv_bound = 1.0 / math.sqrt(self.d_conv)  # Conv1d default, fan_in = W (depthwise)
         self.conv_weight.uniform_(-conv_bound, conv_bound)
@@ -129,14 +152,14 @@ class Mamba3d(nn.Module):
         conv_bias = None if self.conv_bias is None else self.conv_bias.to(u.dtype)
         u = order_conv1d(u.unsqueeze(1).expand(b, k, self.d_inner, length), self.conv_weight.to(u.dtype), conv_bias,
                          spatial_shape=spatial, orders=self.orders, activation="silu",
-                         backend=self.backend)  # (B, K, Di, L)
+                         backend=self._op_backends["order_conv1d"])  # (B, K, Di, L)
         x_dbl = torch.matmul(self.x_proj_weight.to(u.dtype), u)  # (B, K, R + 2N, L)
         dt, b_ssm, c_ssm = x_dbl.split([r, n, n], dim=2)
         delta = torch.matmul(self.dt_proj_weight.to(dt.dtype), dt)  # (B, K, Di, L)
         y = selective_scan3d(u, delta, -torch.exp(_at_least_fp32(self.A_log)), b_ssm, c_ssm,
                              _at_least_fp32(self.D), z, delta_bias=_at_least_fp32(self.dt_proj_bias),
                              delta_softplus=True, spatial_shape=spatial, orders=self.orders,
-                             backend=self.backend)  # (B, Di, L)
+                             backend=self._op_backends["selective_scan3d"])  # (B, Di, L)
         return self._project(self.out_proj, y).reshape(b, c, *spatial)
 
     @staticmethod

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import torch
 
 from anatokernels import _checks, _dispatch
+from anatokernels._library import backend_name
 from anatokernels.order_conv import reference
-from anatokernels.order_conv.function import OrderConv1d
-from anatokernels.scan_order import check_orders, check_spatial, geometry_tensor
+from anatokernels.order_conv.function import order_conv1d_forward
+from anatokernels.scan_order import check_orders, check_spatial, join_orders
 
 SPEC = _dispatch.register(_dispatch.OpSpec(
     name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
@@ -65,6 +66,7 @@ def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         raise ValueError(f"{op}: activation must be 'silu' or None, got {activation!r}")
     return _dispatch.dispatch(
         op, backend, device,
-        fast=lambda impl: OrderConv1d.apply(x, weight.contiguous(), None if bias is None else bias.contiguous(),
-                                            geometry_tensor(spatial, orders, device), activation == "silu", impl),
+        fast=lambda impl: order_conv1d_forward(x, weight.contiguous(), None if bias is None else bias.contiguous(),
+                                               list(spatial), join_orders(orders), activation == "silu",
+                                               backend_name(impl)),
         reference=lambda: reference.order_conv1d(x, weight, bias, spatial, orders, activation))

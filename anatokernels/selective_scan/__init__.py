@@ -18,9 +18,10 @@ from collections.abc import Sequence
 import torch
 
 from anatokernels import _checks, _dispatch
-from anatokernels.scan_order import check_orders, check_spatial, geometry_tensor
+from anatokernels._library import backend_name
+from anatokernels.scan_order import check_orders, check_spatial, join_orders
 from anatokernels.selective_scan import reference
-from anatokernels.selective_scan.function import SelectiveScan
+from anatokernels.selective_scan.function import selective_scan3d_forward
 
 _COMMON = dict(package="anatokernels.selective_scan", backends=("reference", "triton", "cuda", "cpu"),
                extension_ops={"cpu": ("selective_scan3d_fwd_cpu", "selective_scan3d_bwd_cpu"),
@@ -89,11 +90,10 @@ def _scan_fast(impl, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return
     """The 1-D scan as the canonical layout's K=1, order "zyx" over spatial (1, 1, L)."""
     grouped_b = B.unsqueeze(1) if B.dim() == 4 else B[:, None, None]
     grouped_c = C.unsqueeze(1) if C.dim() == 4 else C[:, None, None]
-    geometry = geometry_tensor((1, 1, u.shape[-1]), ("zyx",), u.device)
-    out, last = SelectiveScan.apply(
+    out, last, _ = selective_scan3d_forward(
         u.unsqueeze(1), delta.unsqueeze(1), A.unsqueeze(0), grouped_b, grouped_c,
         None if D is None else D.unsqueeze(0), z, None if delta_bias is None else delta_bias.unsqueeze(0),
-        geometry, bool(delta_softplus), impl)
+        [1, 1, u.shape[-1]], "zyx", bool(delta_softplus), backend_name(impl))
     return (out, last[:, 0]) if return_last_state else out
 
 
@@ -130,8 +130,8 @@ def selective_scan3d(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: t
     _check_common(op, u, delta, A, D, z, delta_bias, B, C)
     return _dispatch.dispatch(
         op, backend, u.device,
-        fast=lambda impl: SelectiveScan.apply(u, delta, A, B.unsqueeze(2), C.unsqueeze(2), D, z, delta_bias,
-                                              geometry_tensor(spatial, orders, u.device), bool(delta_softplus),
-                                              impl)[0],
+        fast=lambda impl: selective_scan3d_forward(u, delta, A, B.unsqueeze(2), C.unsqueeze(2), D, z, delta_bias,
+                                                   list(spatial), join_orders(orders), bool(delta_softplus),
+                                                   backend_name(impl))[0],
         reference=lambda: reference.selective_scan3d(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                      spatial_shape=spatial, orders=orders))

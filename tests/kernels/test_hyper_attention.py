@@ -5,7 +5,6 @@ import functools
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import anatokernels as ak
 from anatokernels.hyper_attention import chunked, reference
-from anatokernels.hyper_attention.function import AbsorbedAttention, absorb
+from anatokernels.hyper_attention.function import absorb
 
 from kernel_testing import assert_rel_close, backend_cases, rel_err
 
@@ -41,7 +40,8 @@ SHAPE_IDS = [f"B{b}-L{n}-C{c}-M{m}-E{e}-H{h}-wo{'B' if per else 'shared'}-{'bias
 
 
 def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device):
-    """float64 leaves (x, k, v, w_q, w_o, b_q, b_o) with unit-scale activations, and the mask."""
+    """float64 leaves (x, k, v, w_q, w_o, b_q, b_o) with unit-scale activations, and the key mask
+    (True = ignore)."""
     g = torch.Generator().manual_seed(b * 1000 + n * 10 + m)
     r = lambda *s, scale=1.0: (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(device)
     tensors = [r(b, n, c), r(b, m, e), r(b, m, e), r(b, c, e, scale=c ** -0.5),
@@ -49,9 +49,9 @@ def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device):
                r(b, e) if biases else None, r(c) if biases else None]
     mask = None
     if mask_kind != "none":
-        mask = (torch.rand(b, m, generator=g) > 0.4).to(device)
+        mask = (torch.rand(b, m, generator=g) <= 0.4).to(device)
         if mask_kind == "empty0":
-            mask[0] = False
+            mask[0] = True
     return [t.requires_grad_() if t is not None else None for t in tensors], mask
 
 
@@ -62,7 +62,7 @@ def _definition(leaves, mask, h, scale=None):
 
 def _run(leaves, mask, h, backend, **kw):
     x, k, v, w_q, w_o, b_q, b_o = leaves
-    return ak.hyper_cross_attention(x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_padding_mask=mask, num_heads=h,
+    return ak.hyper_cross_attention(x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_ignore_mask=mask, num_heads=h,
                                     backend=backend, **kw)
 
 
@@ -113,7 +113,7 @@ def test_matches_definition_with_every_gradient(device, backend, b, n, c, m, e, 
 def test_sample_without_keys_gives_b_o(device, backend):
     leaves, _ = _problem(3, 19, 18, 3, 12, 4, True, True, "none", device)
     leaves = _cast(leaves, torch.float32)
-    mask = torch.tensor([[True, False, True], [False, False, False], [False, True, False]], device=device)
+    mask = torch.tensor([[False, True, False], [True, True, True], [True, False, True]], device=device)
     out = _run(leaves, mask, 4, backend)
     x, k, v, w_q, w_o, b_q, b_o = leaves
     assert torch.equal(out[1], b_o.detach().expand(19, 18)), "a sample with every key masked must output b_o"
@@ -161,7 +161,7 @@ def test_gradcheck_definition():
 def test_gradcheck_chunked_backend(per_sample_wo):
     """The chunked path's hand-written backward and the absorbed-form chain rule, in float64."""
     leaves, mask = _problem(2, 7, 5, 3, 6, 3, per_sample_wo, True, "random", "cpu")
-    mask[1] = torch.tensor([True, False, True])
+    mask[1] = torch.tensor([False, True, False])
     assert torch.autograd.gradcheck(lambda *t: _run(list(t), mask, 3, "chunked", scale=0.7), tuple(leaves))
 
 
@@ -169,7 +169,7 @@ def test_reference_backend_is_the_plain_definition():
     """backend="reference" is the unfused definition itself, gradients by autograd through its PyTorch ops."""
     leaves, mask = _problem(2, 9, 6, 3, 8, 2, True, True, "empty0", "cpu")
     out = _run(leaves, mask, 2, "reference", scale=0.6)
-    assert out.grad_fn is not None and "AbsorbedAttention" not in type(out.grad_fn).__name__
+    assert out.grad_fn is not None and "hyper_cross_attention_forward" not in type(out.grad_fn).__name__
     assert torch.equal(out, _definition(leaves, mask, 2, scale=0.6))
 
 
@@ -178,25 +178,17 @@ def test_chunked_equals_unchunked():
     x, k, v, w_q, w_o, b_q, b_o = (t.detach() for t in leaves)
     A, a, Bv = absorb(k, v, w_q, w_o, b_q, mask, 2, 0.5, 2, 3)
     dout = torch.randn_like(x)
-    whole = types.SimpleNamespace(forward=functools.partial(chunked.forward, chunk=23),
-                                  backward=functools.partial(chunked.backward, chunk=23))
-    in_chunks = types.SimpleNamespace(forward=functools.partial(chunked.forward, chunk=4),
-                                      backward=functools.partial(chunked.backward, chunk=4))
-    results = []
-    for impl in (whole, in_chunks):
-        inputs = [t.clone().requires_grad_() for t in (x, A, a, Bv, b_o)]
-        out = AbsorbedAttention.apply(*inputs, 3, impl, "chunked")
-        out.backward(dout)
-        results.append([out] + [t.grad for t in inputs])
-    for got, want in zip(results[1], results[0]):
+    whole = [chunked.forward(x, A, a, Bv, b_o, 3, chunk=23), *chunked.backward(x, dout, A, a, Bv, b_o, 3, chunk=23)]
+    in_chunks = [chunked.forward(x, A, a, Bv, b_o, 3, chunk=4), *chunked.backward(x, dout, A, a, Bv, b_o, 3, chunk=4)]
+    for got, want in zip(in_chunks, whole):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(results[0][0], reference.hyper_cross_attention(
+    torch.testing.assert_close(whole[0], reference.hyper_cross_attention(
         x, k, v, w_q, w_o, b_q, b_o, mask, 2, 0.5), rtol=1e-12, atol=1e-12)
 
 
 def _bad(changes, dtype):
     leaves, mask = _problem(2, 5, 6, 3, 8, 2, False, True, "random", "cpu")
-    args = dict(zip(NAMES, (t.detach().to(dtype) for t in leaves)), key_padding_mask=mask, num_heads=2)
+    args = dict(zip(NAMES, (t.detach().to(dtype) for t in leaves)), key_ignore_mask=mask, num_heads=2)
     args.update(changes)
     return args
 
@@ -209,19 +201,21 @@ BAD = [
     ("wo-transposed", dict(w_o=torch.randn(6, 8, dtype=torch.float64)), ValueError, "w_o must have shape"),
     ("bq-unbatched", dict(b_q=torch.randn(8, dtype=torch.float64)), ValueError, "b_q must be 2-D"),
     ("bo-shape", dict(b_o=torch.randn(8, dtype=torch.float64)), ValueError, "b_o must have shape"),
-    ("mask-float", dict(key_padding_mask=torch.ones(2, 3, dtype=torch.float64)), TypeError, "dtype in"),
-    ("mask-shape", dict(key_padding_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, "key_padding_mask"),
+    ("mask-float", dict(key_ignore_mask=torch.ones(2, 3, dtype=torch.float64)), TypeError, "dtype in"),
+    ("mask-shape", dict(key_ignore_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, "key_ignore_mask"),
+    ("mask-old-keep", dict(key_padding_mask=torch.ones(2, 3, dtype=torch.bool)), TypeError,
+     r"key_padding_mask \(True = keep\) was removed.*True = ignore: pass key_ignore_mask=~key_padding_mask"),
     ("heads-divide", dict(num_heads=3), ValueError, "not divisible by num_heads=3"),
     ("heads-float", dict(num_heads=2.0), TypeError, "positive int"),
     ("heads-zero", dict(num_heads=0), TypeError, "positive int"),
     ("mixed-dtype", dict(v=torch.randn(2, 3, 8)), TypeError, "share one dtype"),
     ("int-x", dict(x=torch.ones(2, 5, 6, dtype=torch.int64)), TypeError, "x must have dtype"),
     ("no-keys", dict(k=torch.randn(2, 0, 8, dtype=torch.float64), v=torch.randn(2, 0, 8, dtype=torch.float64),
-                     key_padding_mask=None), ValueError, "non-empty"),
+                     key_ignore_mask=None), ValueError, "non-empty"),
     ("scale-str", dict(scale="0.5"), TypeError, "scale must be"),
     ("backend-name", dict(backend="cuDNN"), ValueError, "unknown backend"),
     ("triton-float64", dict(backend="triton"), ValueError, "not float64"),
-    ("triton-65-keys", dict(k=torch.randn(2, 65, 8), v=torch.randn(2, 65, 8), key_padding_mask=None,
+    ("triton-65-keys", dict(k=torch.randn(2, 65, 8), v=torch.randn(2, 65, 8), key_ignore_mask=None,
                             backend="triton"), ValueError, "at most 64 keys"),
 ]
 

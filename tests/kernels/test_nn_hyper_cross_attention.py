@@ -26,9 +26,9 @@ def _layer(**kw):
 def _inputs(b=3, m=5):
     x = torch.randn(b, DIM, *SPATIAL, dtype=torch.float64)
     prompts = torch.randn(b, m, PROMPT_DIM, dtype=torch.float64)
-    mask = torch.rand(b, m) > 0.3
-    mask[0, 0] = True
-    mask[1] = False  # a sample without any organ prompt
+    mask = torch.rand(b, m) <= 0.3  # True = ignore (an absent prompt), as in nn.MultiheadAttention
+    mask[0, 0] = False
+    mask[1] = True  # a sample without any organ prompt
     return x, prompts, mask
 
 
@@ -39,7 +39,7 @@ def test_forward_backward_reaches_every_parameter(form):
     inp = x if form == "volume" else x.flatten(2).transpose(1, 2).contiguous()
     inp.requires_grad_()
     prompts.requires_grad_()
-    y = layer(inp, prompts, mask)
+    y = layer(inp, prompts, key_padding_mask=mask)
     assert y.shape == inp.shape and y.dtype == inp.dtype and torch.isfinite(y).all()
     (y * torch.randn_like(y)).sum().backward()
     for name, param in layer.named_parameters():
@@ -53,8 +53,8 @@ def test_volume_and_token_forms_agree():
     layer = _layer().double()
     x, prompts, mask = _inputs()
     tokens = x.flatten(2).transpose(1, 2)
-    y_volume = layer(x, prompts, mask)
-    y_tokens = layer(tokens, prompts, mask)
+    y_volume = layer(x, prompts, key_padding_mask=mask)
+    y_tokens = layer(tokens, prompts, key_padding_mask=mask)
     torch.testing.assert_close(y_volume.flatten(2).transpose(1, 2), y_tokens, rtol=1e-12, atol=1e-12)
 
 
@@ -63,9 +63,9 @@ def test_matches_definition_and_sample_without_prompts_adds_b_o():
     layer = _layer().double()
     x, prompts, mask = _inputs()
     tokens = x.flatten(2).transpose(1, 2)
-    y = layer(x, prompts, mask).flatten(2).transpose(1, 2)
+    y = layer(x, prompts, key_padding_mask=mask).flatten(2).transpose(1, 2)
     normed, p = layer.norm(tokens), layer.prompt_norm(prompts)
-    w = mask.double()[..., None]
+    w = (~mask).double()[..., None]
     mean = (p * w).sum(1) / w.sum(1).clamp_min(1)
     u, v_low, g = layer.hyper(torch.cat([normed.mean(1), mean], -1)).split([DIM * RANK, DIM * RANK, HEADS], -1)
     w_q = layer.w_q + torch.einsum("bcr,ber->bce", u.reshape(-1, DIM, RANK), v_low.reshape(-1, DIM, RANK))
@@ -88,7 +88,7 @@ def test_triton_backend_matches_reference_backend():
     outs = []
     for layer in (fused, plain):
         inp = x.clone().requires_grad_()
-        y = layer(inp, prompts, mask)
+        y = layer(inp, prompts, key_padding_mask=mask)
         y.square().sum().backward()
         outs.append((y, inp.grad, layer.w_q.grad, layer.hyper[-1].weight.grad))
     for got, want in zip(*outs):
@@ -100,11 +100,11 @@ def test_triton_backend_matches_reference_backend():
     (dict(x=torch.randn(2, DIM, 9)), "must be"),
     (dict(prompts=torch.randn(2, 4, PROMPT_DIM + 1)), "prompts must be"),
     (dict(prompts=torch.randn(3, 4, PROMPT_DIM)), "prompts must be"),
-    (dict(prompt_mask=torch.ones(2, 4)), "prompt_mask must be"),
-    (dict(prompt_mask=torch.ones(2, 5, dtype=torch.bool)), "prompt_mask must be"),
+    (dict(key_padding_mask=torch.ones(2, 4)), "key_padding_mask must be"),
+    (dict(key_padding_mask=torch.ones(2, 5, dtype=torch.bool)), "key_padding_mask must be"),
 ], ids=["channels", "rank-3-volume-like", "prompt-width", "prompt-batch", "mask-float", "mask-shape"])
 def test_bad_inputs(args, message):
-    call = dict(x=torch.randn(2, DIM, 3, 3, 3), prompts=torch.randn(2, 4, PROMPT_DIM), prompt_mask=None)
+    call = dict(x=torch.randn(2, DIM, 3, 3, 3), prompts=torch.randn(2, 4, PROMPT_DIM), key_padding_mask=None)
     call.update(args)
     with pytest.raises(ValueError, match=message):
         _layer()(**call)
@@ -115,3 +115,13 @@ def test_bad_construction():
         HyperCrossAttention(10, 4, num_heads=4)
     with pytest.raises(ValueError, match="rank must be"):
         HyperCrossAttention(8, 4, rank=0)
+
+
+def test_old_keep_mask_is_an_error_not_an_inverted_mask():
+    """prompt_mask (True = present) became key_padding_mask (True = ignore): the old call must fail loudly."""
+    layer, x, prompts = _layer(), torch.randn(2, DIM, 3, 3, 3), torch.randn(2, 4, PROMPT_DIM)
+    present = torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(TypeError, match=r"prompt_mask \(True = keep\) was removed.*True = ignore"):
+        layer(x, prompts, prompt_mask=present)
+    with pytest.raises(TypeError):
+        layer(x, prompts, present)  # the mask is keyword-only: a positional one is not silently reinterpreted

@@ -90,7 +90,7 @@ class AnatoSegNet(nn.Module):
             if stage not in prompts:
                 return x
             tokens, present = prompts[stage]
-            return self.hcca[str(stage)](x, tokens, present)
+            return self.hcca[str(stage)](x, tokens, key_padding_mask=~present)
 
         x = attend(fused[-1], self.config.num_stages - 1)
         logits = []
