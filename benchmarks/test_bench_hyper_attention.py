@@ -63,9 +63,9 @@ def _provider(name):
         return _sdpa
     if name == "naive":
         return lambda x, k, v, w_q, w_o, b_q, b_o, mask: reference.hyper_cross_attention(
-            x, k, v, w_q, w_o, b_q, b_o, mask, H, (x.shape[-1] // H) ** -0.5)
+            x, k, v, w_q, w_o, b_q, b_o, ~mask, H, (x.shape[-1] // H) ** -0.5)
     return lambda x, k, v, w_q, w_o, b_q, b_o, mask: ak.hyper_cross_attention(
-        x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_padding_mask=mask, num_heads=H, backend=name)
+        x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_ignore_mask=~mask, num_heads=H, backend=name)
 
 
 def _step(fn, leaves, mask, grad, mode):
