@@ -49,12 +49,12 @@ def _segment_count(geo_ptr, k, SEG: tl.constexpr):
 
 @triton.jit
 def _row(DM, K, PER_GROUP):
-    """(b, k, d, B/C group) of this program's row (axis 1 of the grid; axis 0, which may exceed 65535
-    programs, counts blocks of segments), int64."""
-    row = tl.program_id(1)
-    d = row % DM
-    bk = row // DM
-    return (bk // K).to(tl.int64), (bk % K).to(tl.int64), d.to(tl.int64), (d // PER_GROUP).to(tl.int64)
+    """(b, k, d, B/C group) of this program's row, int64: grid (segment blocks, K·Dm, Bt), so that only axis
+    0 (up to 2^31 - 1 programs) grows with the volume and axes 1 and 2 stay below their 65535."""
+    kd = tl.program_id(1)
+    d = kd % DM
+    return (tl.program_id(2).to(tl.int64), (kd // DM).to(tl.int64), d.to(tl.int64),
+            (d // PER_GROUP).to(tl.int64))
 
 
 @triton.jit
@@ -174,10 +174,9 @@ def _seg_carry_kernel(A_ptr, geo_ptr, st_ptr, sd_ptr, init_ptr, last_ptr, K, DM,
 def _merge_kernel(y_ptr, z_ptr, dout_ptr, out_ptr, K, DM, L,
                   BACKWARD: tl.constexpr, HAS_Z: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """The K-order merge at native positions: y = Σ_k y_k (y (Bt, K, Dm, L)); forward out = y·silu(z),
-    backward dz = dout·y·silu'(z). Grid (cdiv(L, BLOCK), Bt·Dm)."""
-    row = tl.program_id(1)
-    b = (row // DM).to(tl.int64)
-    d = (row % DM).to(tl.int64)
+    backward dz = dout·y·silu'(z). Grid (cdiv(L, BLOCK), Dm, Bt)."""
+    b = tl.program_id(2).to(tl.int64)
+    d = tl.program_id(1).to(tl.int64)
     l = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = l < L
     y = tl.zeros([BLOCK], dtype=ACC)

@@ -91,21 +91,21 @@ def _plan(u, A, B, geometry, chunk):
     """Shape ints, slots and grids shared by both directions."""
     bt, k_orders, dm, length = u.shape
     n_state, groups = A.shape[2], B.shape[2]
-    if bt * k_orders * dm > 65535:  # grid axis 1
-        raise ValueError(f"selective_scan (triton_segment): Bt·K·Dm = {bt * k_orders * dm} rows exceed the 65535 "
+    if max(bt, k_orders * dm) > 65535:  # grid axes 2 and 1
+        raise ValueError(f"selective_scan (triton_segment): Bt = {bt} or K·Dm = {k_orders * dm} exceeds the 65535 "
                          "programs of a grid axis; use backend='triton'")
     s_max = max(segment_counts(geometry, chunk))
     block_seg, opts = _tile(u.device, s_max)
     nb = triton.cdiv(s_max, block_seg)
     interpreted = u.device.type == "cpu"
     return dict(bt=bt, k=k_orders, dm=dm, L=length, n=n_state, g=groups, slots=s_max + 1, nb=nb,
-                grid=(nb, bt * k_orders * dm), rows=bt * k_orders * dm, opts=opts,
+                grid=(nb, k_orders * dm, bt), rows=bt * k_orders * dm, opts=opts,
                 meta=dict(SEG=chunk, BLOCK_SEG=block_seg), block_n=triton.next_power_of_2(n_state),
                 chunk_s=16 if interpreted else 64, merge_block=256 if interpreted else 1024)
 
 
 def _merge(p, y, z, dout, out, backward, acc):
-    _merge_kernel[(triton.cdiv(p["L"], p["merge_block"]), p["bt"] * p["dm"])](
+    _merge_kernel[(triton.cdiv(p["L"], p["merge_block"]), p["dm"], p["bt"])](
         y, y if z is None else z, y if dout is None else dout, out, p["k"], p["dm"], p["L"],
         BACKWARD=backward, HAS_Z=z is not None, ACC=tl_dtype(acc), BLOCK=p["merge_block"], **p["opts"])
 
