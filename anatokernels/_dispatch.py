@@ -33,7 +33,8 @@ import torch
 from anatokernels import _extension
 from anatokernels._availability import AVAILABLE, Availability, unavailable
 
-BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu")
+BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu", "triton_segment")
+TRITON_BACKENDS = ("triton", "triton_segment")  # Triton kernels (triton_segment: the segment-parallel scan)
 PYTORCH_BACKENDS = ("reference", "chunked")  # plain PyTorch: run on any device, always available
 log = logging.getLogger("anatokernels")
 
@@ -118,7 +119,7 @@ def availability(spec: OpSpec, backend: str, device: torch.device | None = None)
         return Availability("unimplemented", "not implemented for this op")
     if backend in PYTORCH_BACKENDS:
         return AVAILABLE
-    if backend == "triton":
+    if backend in TRITON_BACKENDS:
         status = _triton_availability()
     elif backend == "cpu":
         status = _extension_availability(spec, "cpu")
@@ -237,7 +238,7 @@ def _resolve(spec: OpSpec, backend: str, device: torch.device) -> str:
         raise ValueError(f"{name}: backend {backend!r} is not implemented (it has {spec.backends})")
     if backend in PYTORCH_BACKENDS:
         return backend
-    if backend == "triton":
+    if backend in TRITON_BACKENDS:
         if device.type == "cpu" and not interpreter_enabled():
             raise RuntimeError(f"{name}: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before "
                                "anatokernels is imported (it runs the Triton interpreter)")
@@ -321,7 +322,7 @@ def run_with_fallback(name: str, backend: str, fast: Callable[[], Any], fallback
     Errors raised by our own validation (ValueError/TypeError) and interpreter
     runs are never swallowed: only GPU compilation failures fall back.
     """
-    if backend != "triton" or interpreter_enabled():
+    if backend not in TRITON_BACKENDS or interpreter_enabled():
         return fast()
     try:
         return fast()

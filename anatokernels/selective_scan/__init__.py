@@ -23,7 +23,11 @@ from anatokernels.scan_order import check_orders, check_spatial, join_orders
 from anatokernels.selective_scan import reference
 from anatokernels.selective_scan.function import selective_scan3d_forward
 
-_COMMON = dict(package="anatokernels.selective_scan", backends=("reference", "triton", "cuda", "cpu"),
+_COMMON = dict(package="anatokernels.selective_scan",
+               backends=("reference", "triton", "cuda", "cpu", "triton_segment"),
+               # triton_segment is by name only until a GPU run: its static figures are 2x lower than the chunked
+               # Triton scan's, but it keeps 2x u's size of segment states for the backward (chunked: 1/chunk).
+               gpu_preference=("cuda", "triton"),
                extension_ops={"cpu": ("selective_scan3d_fwd_cpu", "selective_scan3d_bwd_cpu"),
                               "cuda": ("selective_scan3d_fwd_cuda", "selective_scan3d_bwd_cuda")})
 SCAN = _dispatch.register(_dispatch.OpSpec(name="selective_scan", **_COMMON))
