@@ -102,6 +102,15 @@ class InferConfig:
     sigma_scale: float = 0.125  # Gaussian sigma as a fraction of the window size
     batch_size: int = 1  # windows per forward pass
 
+    def validate(self, prefix: str = "infer") -> None:
+        """ConfigError for an overlap outside [0, 1), a sigma_scale <= 0 or a batch_size < 1."""
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"{prefix}.overlap must lie in [0, 1), got {self.overlap}")
+        if not self.sigma_scale > 0:
+            raise ConfigError(f"{prefix}.sigma_scale must be > 0, got {self.sigma_scale}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{prefix}.batch_size must be >= 1, got {self.batch_size}")
+
 
 @dataclass
 class NetworkRunConfig(ConfigBase):
@@ -126,10 +135,25 @@ class Config(NetworkRunConfig):
                               f"got {self.data.patch_size}")
         if not 0 <= self.data.lesion_fraction <= 1:
             raise ConfigError(f"data.lesion_fraction must lie in [0, 1], got {self.data.lesion_fraction}")
-        if not 0 <= self.infer.overlap < 1:
-            raise ConfigError(f"infer.overlap must lie in [0, 1), got {self.infer.overlap}")
+        self.infer.validate("infer")
+        self._check_data()
         self.require_positive(*(f"train.{name}" for name in ("steps", "batch_size", "val_every", "ckpt_every",
                                                              "log_every")))
+
+    def _check_data(self) -> None:
+        data, augment = self.data, self.augment
+        if data.spacing is not None and (len(data.spacing) != 3 or min(data.spacing) <= 0):
+            raise ConfigError(f"data.spacing must be three sizes > 0 (mm, Z, Y, X), got {data.spacing}")
+        if not 0 <= data.val_fraction < 1 or (data.val_cases is not None and data.val_cases < 0):
+            raise ConfigError(f"data.val_fraction must lie in [0, 1) and data.val_cases be >= 0, got "
+                              f"{data.val_fraction}, {data.val_cases}")
+        if data.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {data.num_workers}")
+        for name in ("flip_prob", "affine_prob", "intensity_prob", "scale", "intensity_scale"):
+            if not 0 <= getattr(augment, name) <= 1:
+                raise ConfigError(f"augment.{name} must lie in [0, 1], got {getattr(augment, name)}")
+        if self.loss.dice_weight < 0 or self.loss.ce_weight < 0:
+            raise ConfigError(f"loss weights must be >= 0, got {self.loss.dice_weight}, {self.loss.ce_weight}")
 
 
 def defaults_from_fingerprint(fingerprint: Mapping[str, Any], preset: str = "tiny",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -119,8 +120,10 @@ class ConfigBase:
         return values
 
     def validate(self: C) -> C:
-        """Check the axis order, every :class:`OptimConfig` section, then the stage's own rules."""
+        """Check the axis order, that no number is NaN or infinite, every :class:`OptimConfig` section,
+        then the stage's own rules."""
         check_axes(self.axes, "config")
+        _check_finite(dataclasses.asdict(self))
         for name, section in self._sections():
             if isinstance(section, OptimConfig):
                 section.validate(name)
@@ -144,6 +147,17 @@ class ConfigBase:
                 yield f"{prefix}{item.name}", value
                 if isinstance(value, ConfigBase):
                     yield from value._sections(f"{prefix}{item.name}.")
+
+
+def _check_finite(values: Any, key: str = "") -> None:
+    """ConfigError naming the first NaN or infinite number in nested ``values``."""
+    if isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"{key} must be a finite number, got {values}")
+    items = values.items() if isinstance(values, Mapping) else enumerate(values) \
+        if isinstance(values, list | tuple) else ()
+    for name, value in items:
+        _check_finite(value, f"{key}.{name}" if key and isinstance(name, str) else
+                      f"{key}[{name}]" if key else str(name))
 
 
 def _lookup(values: Mapping[str, Any], key: str) -> Any:

@@ -61,8 +61,8 @@ def test_phantom_refuses_a_foreign_folder_and_bad_spacing(monkeypatch, capsys, t
 
 
 def test_evaluate_command_on_folders_and_files(monkeypatch, capsys, cohort, tmp_path):
-    case_id = json.loads((cohort / "manifest.json").read_text())["cases"][0]["case"]
-    seg = cohort / case_id / "study" / "SEG.nii.gz"
+    entry = json.loads((cohort / "manifest.json").read_text())["cases"][0]
+    case_id, seg = entry["case"], cohort / entry["lesions"]
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(seg, preds / f"{case_id}.nii.gz")
@@ -82,8 +82,8 @@ def test_evaluate_command_on_folders_and_files(monkeypatch, capsys, cohort, tmp_
 
 
 def test_view_command(monkeypatch, capsys, cohort, tmp_path):
-    case_id = json.loads((cohort / "manifest.json").read_text())["cases"][0]["case"]
-    study = cohort / case_id / "study"
+    entry = json.loads((cohort / "manifest.json").read_text())["cases"][0]
+    case_id, study = entry["case"], (cohort / entry["pet"]).parent
     code, out, err = run(monkeypatch, capsys, "view", study, "--out", tmp_path / "a.png")
     assert code == 0, err
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

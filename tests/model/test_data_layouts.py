@@ -123,12 +123,16 @@ def test_manifest_layout_and_its_errors(tmp_path):
 
 def test_cases_stream_one_at_a_time(tmp_path):
     write_case(tmp_path / "p1" / "s")
-    write_case(tmp_path / "p2" / "s")
-    (tmp_path / "p2" / "s" / "SUV.nii.gz").write_bytes(b"broken")
+    write_case(tmp_path / "p2" / "s", suffix=".nii")
+    suv = tmp_path / "p2" / "s" / "SUV.nii"
+    suv.write_bytes(suv.read_bytes()[:400])  # the header reads, the voxels are cut short
     stream = iter_cases(tmp_path)
-    assert next(stream).case_id == "p1_s"  # the broken second case is not touched yet
-    with pytest.raises(DataError, match="p2/s/SUV.nii.gz"):
+    assert next(stream).case_id == "p1_s"  # the second case's voxels are not touched yet
+    with pytest.raises(DataError, match="p2/s/SUV.nii"):
         next(stream)
+    suv.write_bytes(b"broken")  # an unreadable header is found before any case is read
+    with pytest.raises(DataError, match="p2_s: .*p2/s/SUV.nii: cannot read NIfTI header"):
+        next(iter_cases(tmp_path))
 
 
 def test_mask_on_another_grid_and_disjoint_ct_are_rejected(tmp_path):

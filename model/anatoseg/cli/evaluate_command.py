@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
+from anatoseg.cli.options import SkipBad, skipped_note, warn_skipped
 
 
 @app.command("evaluate")
@@ -19,13 +20,20 @@ def evaluate(
     = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write one row per case and a 'mean' row here.")]
     = None,
+    skip_bad: SkipBad = False,
 ) -> None:
-    """Dice, FP/FN volume (ml), lesion-wise TP/FP/FN and sensitivity, HD95; means over cases."""
-    from anatoseg.metrics.files import evaluate_paths
+    """Dice, FP/FN volume (ml), lesion-wise TP/FP/FN and sensitivity, HD95; means over cases.
+
+    Every ground-truth case must be readable and have a prediction (or, with --skip-bad, unreadable
+    cases are left out, each named in a warning, and counted under the table)."""
+    from anatoseg.metrics.files import evaluate_files
     from anatoseg.metrics.report import format_table, write_csv, write_json
 
-    results = evaluate_paths(pred, gt)
+    results, skipped = evaluate_files(pred, gt, skip_bad=skip_bad)
+    warn_skipped(skipped)
     typer.echo(format_table(results))
+    if skipped:
+        typer.echo(f"means over {len(results)} case(s){skipped_note(skipped)}")
     if json_out is not None:
         write_json(json_out, results)
     if csv_out is not None:

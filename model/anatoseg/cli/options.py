@@ -28,6 +28,21 @@ Layout = Annotated[str | None, typer.Option("--layout", help="autopet, nnunet or
 Device = Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when "
                                                              "available, else cpu).")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bars.")]
+SkipBad = Annotated[bool, typer.Option(
+    "--skip-bad", help="Leave out cases that cannot be read (each named in a warning, counted in the summary) "
+    "instead of stopping with an error.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace outputs that exist already.")]
+
+
+def warn_skipped(skipped: list[str]) -> None:
+    """One ``warning: skipped case ...`` line per case left out by ``--skip-bad`` (stderr)."""
+    for line in skipped:
+        typer.echo(f"warning: skipped case {line}", err=True)
+
+
+def skipped_note(skipped: list[str]) -> str:
+    """``" (N cases skipped)"`` for a summary line, or ``""``."""
+    return f" ({len(skipped)} case(s) skipped as unreadable)" if skipped else ""
 
 
 def option_overrides(config_type: Any, overrides: Iterable[str] | None, typed: Iterable[tuple[str, Any]] = (),

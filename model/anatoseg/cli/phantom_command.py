@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
+from anatoseg.cli.options import Overwrite
 
 
 class Domain(str, Enum):
@@ -27,8 +29,9 @@ def parse_spacing(text: str | None, option: str) -> tuple[float, float, float] |
         values = []
     if len(values) == 1:
         values *= 3
-    if len(values) != 3 or min(values) <= 0:
-        raise typer.BadParameter(f"expected one or three positive numbers in mm, got {text!r}", param_hint=option)
+    if len(values) != 3 or not all(0 < v < math.inf for v in values):
+        raise typer.BadParameter(f"expected one or three positive finite numbers in mm, got {text!r}",
+                                 param_hint=option)
     return tuple(values)
 
 
@@ -45,17 +48,22 @@ def phantom(
     negatives: Annotated[float, typer.Option("--negatives", min=0.0, max=1.0,
                                              help="Fraction of lesion-free cases (0 to 1).")] = 0.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    append: Annotated[bool, typer.Option("--append", help="Add --cases cases to a cohort OUT made by `anato "
+                                         "phantom` with the same settings (its manifest says which).")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Generate a synthetic female whole-body PET/CT cohort with breast-cancer lesions."""
+    """Generate a synthetic female whole-body PET/CT cohort with breast-cancer lesions.
+
+    OUT must be empty or absent, unless --append or --overwrite is given."""
     import json
 
     from anatoseg.data.phantom import generate_cohort
 
     manifest = generate_cohort(out, cases=cases, seed=seed, spacing=parse_spacing(spacing, "--spacing"),
                                ct_spacing=parse_spacing(ct_spacing, "--ct-spacing"), domain=domain.value,
-                               negatives=negatives, progress=progress)
-    entries = json.loads(manifest.read_text())["cases"]
+                               negatives=negatives, progress=progress, append=append, overwrite=overwrite)
+    entries = json.loads(manifest.read_text())["cases"][-cases:]
     n_lesions = sum(len(e["lesion_list"]) for e in entries)
     positive = sum(e["positive"] for e in entries)
-    typer.echo(f"wrote {len(entries)} cases ({positive} with lesions, {n_lesions} lesions) to {out}; "
+    typer.echo(f"wrote {cases} cases ({positive} with lesions, {n_lesions} lesions) to {out}; "
                f"manifest {manifest}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from anatoseg.cli.app import app
-from anatoseg.cli.options import Device, Layout, NoProgress
+from anatoseg.cli.options import Device, Layout, NoProgress, Overwrite, SkipBad, skipped_note, warn_skipped
 
 
 @app.command("predict")
@@ -23,18 +23,30 @@ def predict(
         "--organs", help="Folder of organ label maps <case_id>.nii.gz (default: the stage-1 model named in the "
         "checkpoint).")] = None,
     overlap: Annotated[float | None, typer.Option(
-        "--overlap", help="Window overlap (default: the training config's infer.overlap).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per forward pass.")] = None,
+        "--overlap", help="Window overlap in [0, 1) (default: the training config's infer.overlap).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Windows per forward pass, >= 1 (infer.batch_size).")] = None,
     device: Device = None,
     layout: Layout = None,
     split: Annotated[str, typer.Option("--split", help="nnU-Net part to read: test (imagesTs) or train.")
                      ] = "test",
     no_progress: NoProgress = False,
+    overwrite: Overwrite = False,
+    skip_bad: SkipBad = False,
 ) -> None:
-    """Predict lesion masks with sliding-window inference in bounded memory."""
-    from anatoseg.inference.predict import Predictor, predict_cases
+    """Predict lesion masks with sliding-window inference in bounded memory.
+
+    The run is checked whole before anything is written: every case readable, no output onto an
+    input of the run, no existing prediction replaced without --overwrite."""
+    from anatoseg.inference.predict import OrganSource, Predictor, plan_predictions, write_predictions
 
     predictor = Predictor.from_checkpoint(model, device=device, overlap=overlap, batch_size=batch_size)
-    for path in predict_cases(predictor, source, out, organs_dir=organs, layout=layout, split=split,
-                              progress=not no_progress):
+    organ_source = OrganSource(predictor, organs)
+    plan = plan_predictions(predictor, organ_source, source, out, layout=layout, split=split,
+                            overwrite=overwrite, skip_bad=skip_bad)
+    warn_skipped(plan.skipped)
+    written = 0
+    for path in write_predictions(predictor, organ_source, plan, progress=not no_progress):
         typer.echo(f"wrote {path}")
+        written += 1
+    typer.echo(f"predicted {written} case(s){skipped_note(plan.skipped)}")

@@ -19,6 +19,15 @@ the channels (``{"channel_names": {"0": "CT", "1": "PET"}}``) its order wins.
 
 Paths are relative to the manifest's folder (or absolute). ``case`` and ``pet``
 and one of ``ct``/``ctres`` are required; other keys are kept as ``meta``.
+
+**Every layout** (:func:`find_cases`): case ids follow one rule
+(:mod:`anatoseg.data.case_ids`: plain file names, unique); hidden and temporary
+names are never data (:func:`anatoseg.data.paths.is_temporary`); the whole dataset
+is checked before anything is read or written: every named file exists and has a
+readable 3D NIfTI header. A case that fails (an autoPET study folder without
+``SUV.nii.gz``, a missing nnU-Net channel, a missing or unreadable file) is an
+error naming it, or with ``skip_bad=True`` it is left out and listed in
+:attr:`CaseList.skipped`.
 """
 
 from __future__ import annotations
@@ -31,12 +40,24 @@ from pathlib import Path
 
 from anatoseg.data.atomic import read_json
 from anatoseg.data.case import Case, CaseFiles, load_case
-from anatoseg.data.nifti import NIFTI_SUFFIXES, strip_nifti_suffix
+from anatoseg.data.case_ids import autopet_case_id, check_case_id, check_unique
+from anatoseg.data.nifti import NIFTI_SUFFIXES, read_header, strip_nifti_suffix
+from anatoseg.data.paths import visible_entries
 from anatoseg.errors import DataError
 
 LAYOUTS = ("autopet", "nnunet", "manifest")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "anatoseg-manifest"
+FILE_KEYS = ("pet", "ct", "ctres", "lesions", "organs")
+
+
+class CaseList(list):
+    """The cases :func:`find_cases` found (a list of :class:`CaseFiles`); ``skipped``: one line
+    ``<case>: <why>`` per case left out with ``skip_bad=True``."""
+
+    def __init__(self, cases=(), skipped=()):
+        super().__init__(cases)
+        self.skipped: list[str] = list(skipped)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -71,21 +92,29 @@ def _autopet_study(study: Path, case_id: str) -> CaseFiles | None:
                      lesions=_find(study, "SEG"), organs=_find(study, "ORGANS"))
 
 
-def find_autopet(root: str | os.PathLike) -> list[CaseFiles]:
-    """Cases of an autoPET tree (or of one study folder), sorted by case id."""
-    root = Path(root)
-    single = _autopet_study(root, f"{root.resolve().parent.name}_{root.name}")
+def _scan_autopet(root: Path) -> tuple[list[CaseFiles], list[str]]:
+    """(cases, problems): every ``<patient>/<study>`` folder holding NIfTI files is a case; one without
+    SUV is a problem (folders without any NIfTI file, e.g. notes, are not studies)."""
+    single = _autopet_study(root, autopet_case_id(root.resolve().parent.name, root.name))
     if single is not None:
-        return [single]
-    cases = []
-    for patient in sorted(p for p in root.iterdir() if p.is_dir()):
-        for study in sorted(s for s in patient.iterdir() if s.is_dir()):
-            found = _autopet_study(study, f"{patient.name}_{study.name}")
-            if found is not None:
+        return [single], []
+    cases, problems = [], []
+    for patient in (p for p in visible_entries(root) if p.is_dir()):
+        for study in (s for s in visible_entries(patient) if s.is_dir()):
+            case_id = check_case_id(autopet_case_id(patient.name, study.name), study)
+            found = _autopet_study(study, case_id)
+            if found is None and any(p.name.endswith(NIFTI_SUFFIXES) for p in visible_entries(study)):
+                problems.append(f"{case_id}: {study}: no SUV.nii.gz (or .nii) in the study folder")
+            elif found is not None:
                 cases.append(found)
-    if not cases:
+    if not cases and not problems:
         raise DataError("no autoPET cases found (expected <patient>/<study>/SUV.nii.gz)", root)
-    return cases
+    return cases, problems
+
+
+def find_autopet(root: str | os.PathLike) -> list[CaseFiles]:
+    """Cases of an autoPET tree (or of one study folder), sorted by case id (unchecked: see :func:`find_cases`)."""
+    return _scan_autopet(Path(root))[0]
 
 
 def _nnunet_channels(root: Path) -> tuple[str, str]:
@@ -106,9 +135,7 @@ def _nnunet_channels(root: Path) -> tuple[str, str]:
     return ct, pet
 
 
-def find_nnunet(root: str | os.PathLike, split: str = "train") -> list[CaseFiles]:
-    """Cases of an nnU-Net raw dataset folder; ``split`` ``"train"`` (imagesTr) or ``"test"`` (imagesTs)."""
-    root = Path(root)
+def _scan_nnunet(root: Path, split: str) -> tuple[list[CaseFiles], list[str]]:
     tag = {"train": "Tr", "test": "Ts"}.get(split)
     if tag is None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -116,25 +143,51 @@ def find_nnunet(root: str | os.PathLike, split: str = "train") -> list[CaseFiles
     if not images.is_dir():
         raise DataError(f"no images{tag} folder", root)
     ct_channel, pet_channel = _nnunet_channels(root)
-    stems = (re.fullmatch(r"(.+)_(\d{4})", strip_nifti_suffix(p.name)) for p in images.iterdir()
+    stems = (re.fullmatch(r"(.+)_(\d{4})", strip_nifti_suffix(p.name)) for p in visible_entries(images)
              if p.name.endswith(NIFTI_SUFFIXES))
-    case_ids = sorted({m.group(1) for m in stems if m})
-    cases = []
-    for case_id in case_ids:
+    cases, problems = [], []
+    for case_id in sorted({m.group(1) for m in stems if m}):
+        check_case_id(case_id, images)
         pet = _find(images, f"{case_id}_{pet_channel}")
         ct = _find(images, f"{case_id}_{ct_channel}")
         if pet is None or ct is None:
             missing = images / f"{case_id}_{pet_channel if pet is None else ct_channel}.nii.gz"
-            raise DataError("file not found (every nnU-Net case needs a CT and a PET channel)", missing)
+            problems.append(f"{case_id}: {missing}: file not found (every nnU-Net case needs a CT and a PET channel)")
+            continue
         lesions = _find(labels, case_id) if labels.is_dir() else None
         cases.append(CaseFiles(case_id=case_id, pet=pet, ctres=ct, lesions=lesions))
-    if not cases:
+    if not cases and not problems:
         raise DataError(f"no cases in images{tag}", root)
+    return cases, problems
+
+
+def find_nnunet(root: str | os.PathLike, split: str = "train") -> list[CaseFiles]:
+    """Cases of an nnU-Net raw dataset folder; ``split`` ``"train"`` (imagesTr) or ``"test"`` (imagesTs).
+    A case missing a channel is an error (see :func:`find_cases` for the whole check)."""
+    cases, problems = _scan_nnunet(Path(root), split)
+    if problems:
+        raise DataError(problems[0])
     return cases
 
 
+def _manifest_entry(entry: object, n: int, base: Path, path: Path) -> CaseFiles:
+    if not isinstance(entry, dict) or "case" not in entry or "pet" not in entry:
+        raise DataError(f'manifest entry {n} needs "case" and "pet"', path)
+    case_id = check_case_id(entry["case"], path, f"manifest entry {n}: case id")
+    files = {}
+    for key in FILE_KEYS:
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise DataError(f'manifest entry {n} ({case_id}): "{key}" must be a file path, got {value!r}', path)
+        files[key] = base / value if value else None
+    if files["ct"] is None and files["ctres"] is None:
+        raise DataError(f'manifest entry {n} ({case_id}) needs "ct" or "ctres"', path)
+    meta = {k: v for k, v in entry.items() if k not in files and k != "case"}
+    return CaseFiles(case_id=case_id, meta=meta, **files)
+
+
 def find_manifest(path: str | os.PathLike) -> list[CaseFiles]:
-    """Cases listed in a manifest file (or in ``<folder>/manifest.json``)."""
+    """Cases listed in a manifest file (or in ``<folder>/manifest.json``), ids checked (files: :func:`find_cases`)."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -142,37 +195,68 @@ def find_manifest(path: str | os.PathLike) -> list[CaseFiles]:
     entries = manifest.get("cases") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
         raise DataError('manifest has no "cases" list', path)
-    base = path.parent
-    cases = []
-    for n, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "case" not in entry or "pet" not in entry:
-            raise DataError(f'manifest entry {n} needs "case" and "pet"', path)
-        files = {key: (base / entry[key]) if entry.get(key) else None
-                 for key in ("pet", "ct", "ctres", "lesions", "organs")}
-        if files["ct"] is None and files["ctres"] is None:
-            raise DataError(f'manifest entry {n} ({entry["case"]}) needs "ct" or "ctres"', path)
-        meta = {k: v for k, v in entry.items() if k not in files and k != "case"}
-        cases.append(CaseFiles(case_id=str(entry["case"]), meta=meta, **files))
+    cases = [_manifest_entry(entry, n, path.parent, path) for n, entry in enumerate(entries)]
+    check_unique((c.case_id for c in cases), path)
     return cases
 
 
-def find_cases(source: str | os.PathLike, *, layout: str | None = None, split: str = "train") -> list[CaseFiles]:
-    """The cases of a dataset, without reading any image. ``layout``: one of :data:`LAYOUTS` or None (detect)."""
+def file_problem(files: CaseFiles) -> str | None:
+    """``<case>: <file>: <why>`` for the first file of ``files`` that is missing or not a readable 3D
+    NIfTI header, or None. Reads headers only."""
+    for key in FILE_KEYS:
+        path = getattr(files, key)
+        if path is not None:
+            try:
+                read_header(path)
+            except DataError as exc:
+                return f"{files.case_id}: {exc}"
+    return None
+
+
+def _scan(source: str | os.PathLike, layout: str | None, split: str) -> tuple[list[CaseFiles], list[str]]:
     layout = layout or detect_layout(source)
     if layout == "manifest":
-        return find_manifest(source)
+        return find_manifest(source), []
     if layout == "nnunet":
-        return find_nnunet(source, split)
+        return _scan_nnunet(Path(source), split)
     if layout == "autopet":
-        return find_autopet(source)
+        return _scan_autopet(Path(source))
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def find_cases(source: str | os.PathLike, *, layout: str | None = None, split: str = "train",
+               skip_bad: bool = False) -> CaseList:
+    """The cases of a dataset, checked whole before any is read. ``layout``: one of :data:`LAYOUTS` or None
+    (detect).
+
+    Ids are checked (one rule, unique: DataError). Every file a case names must exist with a readable
+    header; a case that fails is a DataError listing every such case, or with ``skip_bad`` it is left
+    out and listed in the result's ``skipped``.
+    """
+    cases, problems = _scan(source, layout, split)
+    check_unique((c.case_id for c in cases), source)
+    good = []
+    for files in cases:
+        problem = file_problem(files)
+        if problem is None:
+            good.append(files)
+        else:
+            problems.append(problem)
+    if problems and not skip_bad:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise DataError(f"{len(problems)} case(s) cannot be read (fix them, or pass --skip-bad to leave them "
+                        f"out): {shown}", source)
+    if not good:
+        raise DataError(f"no readable cases ({len(problems)} skipped)", source)
+    return CaseList(good, problems)
 
 
 def iter_cases(source: str | os.PathLike, *, layout: str | None = None, split: str = "train",
                canonical: bool = True, mmap: bool = True) -> Iterator[Case]:
     """Stream the cases of a dataset one at a time (only one case is in memory at once).
 
-    See :func:`anatoseg.data.case.load_case` for what each :class:`Case` holds.
+    The dataset is checked whole first (:func:`find_cases`); see
+    :func:`anatoseg.data.case.load_case` for what each :class:`Case` holds.
     """
     for files in find_cases(source, layout=layout, split=split):
         yield load_case(files, canonical=canonical, mmap=mmap)

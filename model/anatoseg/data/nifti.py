@@ -28,6 +28,31 @@ from anatoseg.errors import DataError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _SLAB_VOXELS = 1 << 22  # finite/label checks read at most this many voxels at a time
+SPACING_RANGE_MM = (1e-2, 1e2)
+"""Voxel sizes outside this range (mm) are refused as implausible (a broken header or units)."""
+MAX_VOXELS = int(os.environ.get("ANATO_MAX_VOXELS", 1 << 31))
+"""Largest grid (voxels) a file or a resampling target may have (``ANATO_MAX_VOXELS`` overrides)."""
+
+
+def check_voxel_count(shape, itemsize: int, what: str, path: object | None = None) -> None:
+    """DataError naming ``path`` and the would-be size if a grid of ``shape`` exceeds :data:`MAX_VOXELS`.
+
+    Called before anything of that size is allocated."""
+    count = int(np.prod(np.asarray(shape, dtype=np.float64)))
+    if count > MAX_VOXELS:
+        dims = "x".join(str(int(n)) for n in shape)
+        raise DataError(f"{what} would be {dims} = {count:.3g} voxels ({count * itemsize / 1e9:.3g} GB), more "
+                        f"than the limit of {MAX_VOXELS:.3g} (ANATO_MAX_VOXELS); check the voxel sizes", path)
+
+
+def check_spacing(affine: np.ndarray, path: object | None = None) -> None:
+    """DataError naming ``path`` if a voxel size of ``affine`` lies outside :data:`SPACING_RANGE_MM`."""
+    spacing = spacing_of(affine)
+    low, high = SPACING_RANGE_MM
+    if not all(low <= s <= high for s in spacing):
+        shown = ", ".join(f"{s:.3g}" for s in spacing)
+        raise DataError(f"implausible voxel size ({shown}) mm: each must lie in [{low:g}, {high:g}] mm "
+                        "(broken header or wrong units?)", path)
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -112,9 +137,20 @@ def _open(path: Path, mmap: bool):
     if min(shape) < 1:
         raise DataError(f"has an empty shape {tuple(img.shape)}", path)
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise DataError("has an invalid (singular or non-finite) affine", path)
+    if not np.isfinite(affine).all():
+        raise DataError("has an invalid (non-finite) affine", path)
+    check_spacing(affine, path)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise DataError("has an invalid (singular) affine", path)
+    check_voxel_count(shape, img.get_data_dtype().itemsize, "the image", path)
     return img, shape, affine
+
+
+def read_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` of a 3D NIfTI file without reading its voxels; DataError as :func:`load_nifti`
+    for a missing, unreadable, non-3D file or one with an implausible voxel size or grid size."""
+    _, shape, affine = _open(Path(path), mmap=False)
+    return tuple(int(n) for n in shape), affine
 
 
 def _read(img, path: Path, shape, dtype) -> np.ndarray:

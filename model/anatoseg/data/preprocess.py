@@ -97,9 +97,9 @@ class Preprocessing:
     crop_margin_mm: float = 10.0
 
     def __post_init__(self) -> None:
-        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+        if len(self.target_spacing) != 3 or not all(0 < s < math.inf for s in self.target_spacing):
             raise ConfigError(f"target_spacing must be three positive numbers, got {self.target_spacing}")
-        if self.ct_std <= 0 or self.suv_std <= 0:
+        if not (0 < self.ct_std < math.inf and 0 < self.suv_std < math.inf):
             raise ConfigError("ct_std and suv_std must be positive")
         if self.ct_clip[0] >= self.ct_clip[1] or self.suv_clip[0] >= self.suv_clip[1]:
             raise ConfigError("clip ranges must be (low, high) with low < high")
@@ -176,7 +176,8 @@ def preprocess_case(case: Case, params: Preprocessing) -> PreprocessedCase:
     Peak memory: the (lazy) cropped input plus three float32 copies of the output grid.
     """
     cropped = crop_to_body(case, margin_mm=params.crop_margin_mm)
-    shape, affine = grid_for_spacing(cropped.shape, cropped.affine, params.target_spacing)
+    shape, affine = grid_for_spacing(cropped.shape, cropped.affine, params.target_spacing,
+                                     path=case.meta.get("files", {}).get("pet", case.case_id))
     image = np.empty((2, *shape), dtype=np.float32)
     image[0] = resample_to_grid(cropped.ct, cropped.affine, shape, affine, order=1, fill=CT_FILL_HU)
     _normalise(image[0], params.ct_clip, params.ct_mean, params.ct_std)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from anatoseg.data.nifti import spacing_of
+from anatoseg.data.nifti import check_voxel_count, spacing_of
 from anatoseg.errors import DataError
 
 CT_FILL_HU = -1024.0
@@ -47,6 +47,7 @@ def resample_to_grid(array: np.ndarray, affine: np.ndarray, shape, target_affine
     Memory: the output plus, for ``order`` 1, no more than the input itself.
     """
     shape = tuple(int(n) for n in shape)
+    check_voxel_count(shape, np.dtype(dtype).itemsize, "the resampled grid")
     matrix, offset = _index_map(affine, target_affine)
     source = np.asarray(array)
     if order > 1:
@@ -72,16 +73,23 @@ def resample_ct_to_pet(ct: np.ndarray, ct_affine: np.ndarray, pet_shape, pet_aff
     return resample_to_grid(ct, ct_affine, pet_shape, pet_affine, order=1, fill=CT_FILL_HU)
 
 
-def grid_for_spacing(shape, affine: np.ndarray, spacing) -> tuple[tuple[int, int, int], np.ndarray]:
+def grid_for_spacing(shape, affine: np.ndarray, spacing, *, path: object | None = None
+                     ) -> tuple[tuple[int, int, int], np.ndarray]:
     """The grid covering the same field of view as (``shape``, ``affine``) at about ``spacing`` mm.
 
     The new shape is ``round(n * old / new)`` per axis; the exact new spacing is
     ``old * n / n_new`` so that the outer voxel edges coincide. Axis directions
-    are kept. Returns (shape, affine).
+    are kept. Returns (shape, affine). DataError naming ``path`` (the image resampled)
+    and the would-be size if that grid is implausibly large (before anything is allocated).
     """
     old = np.asarray(spacing_of(affine))
     n_old = np.asarray(shape, float)
-    n_new = np.maximum(1, np.round(n_old * old / np.asarray(spacing, float))).astype(int)
+    target = np.asarray(spacing, float)
+    if target.shape != (3,) or not (np.isfinite(target).all() and (target > 0).all()):
+        raise DataError(f"target spacing must be three positive finite numbers (mm), got {spacing}", path)
+    ideal = np.maximum(1, np.round(n_old * old / target))
+    check_voxel_count(ideal, 4, f"resampling to spacing {tuple(float(v) for v in target)} mm", path)
+    n_new = ideal.astype(int)
     scale = n_old / n_new
     # old index of new voxel centre i: (i + 0.5) * scale - 0.5
     step = np.eye(4)

@@ -14,6 +14,12 @@ For each case (:func:`predict_cases`):
    (:func:`~anatoseg.data.nifti.zyx_to_file`);
 5. write a uint8 {0, 1} NIfTI with the PET file's own shape and affine.
 
+Before any case is read the whole run is planned (:func:`plan_predictions`): the
+dataset is checked whole (:func:`anatoseg.data.layouts.find_cases`), every output
+path stays inside OUT, no output is one of the run's inputs (case files, organ maps,
+the model files; compared as the file system does, symlinks and hard links
+included), and existing outputs are refused unless ``overwrite``.
+
 Peak memory beyond the case's own arrays: the preprocessed image, 2 bytes per
 preprocessed voxel (float16 probability), 1 byte per voxel for the quantised
 probability and for the output mask, and O(window).
@@ -36,9 +42,11 @@ from tqdm.auto import tqdm
 
 from anatoseg.checkpoint import load_checkpoint, load_state_strict
 from anatoseg.config import Config
+from anatoseg.configbase import apply_overrides
 from anatoseg.data.case import Case, CaseFiles, load_case
-from anatoseg.data.layouts import find_cases
+from anatoseg.data.layouts import FILE_KEYS, find_cases
 from anatoseg.data.nifti import is_nifti, save_nifti, zyx_to_file
+from anatoseg.data.paths import inside
 from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess_case
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.data.volumes import pet_ct_channels, with_organs_from
@@ -62,13 +70,15 @@ class Predictor:
     batch_size: int
     device: torch.device
     amp: bool
+    path: Path | None = None  # the checkpoint it came from
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str | None = None, overlap: float | None = None,
                         batch_size: int | None = None, amp: bool = True) -> Predictor:
         """Load a ``model.pt``/``checkpoint.pt`` of ``anato train``; rebuild and check its network.
 
-        Raises ConfigError for a checkpoint of another kind, or one whose weights do
+        ``overlap``, ``batch_size``: override the stored ``infer`` settings; validated with the config.
+        Raises ConfigError for a bad value, a checkpoint of another kind, or one whose weights do
         not fit the architecture and config its metadata names.
         """
         from anatoseg.nets import NetConfig, build_network
@@ -80,12 +90,13 @@ class Predictor:
                 raise ConfigError(f"stage-3 checkpoint metadata lacks {key!r}", path)
         net = build_network(meta["arch"], NetConfig.from_dict(meta["net"]), meta["patch_size"])
         load_state_strict(net, checkpoint["model"], path, what=f"{meta['arch']} checkpoint")
-        infer = Config.from_dict(meta["config"]).infer
+        options = [f"infer.{key}={value}" for key, value in (("overlap", overlap), ("batch_size", batch_size))
+                   if value is not None]
+        infer = apply_overrides(Config.from_dict(meta["config"]), options).validate().infer
         dev = choose_device(device)
         return cls(net=net.to(dev).eval(), meta=meta, preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
-                   patch_size=tuple(meta["patch_size"]),
-                   overlap=infer.overlap if overlap is None else overlap, sigma_scale=infer.sigma_scale,
-                   batch_size=infer.batch_size if batch_size is None else batch_size, device=dev, amp=amp)
+                   patch_size=tuple(meta["patch_size"]), overlap=infer.overlap, sigma_scale=infer.sigma_scale,
+                   batch_size=infer.batch_size, device=dev, amp=amp, path=Path(path))
 
     @property
     def uses_prompts(self) -> bool:
@@ -153,6 +164,7 @@ class OrganSource:
         self.organs_dir = organs_dir
         self.device = predictor.device
         self.organ_model = None
+        self.organ_model_path: Path | None = None
         if self.needed and organs_dir is None:
             path = predictor.meta.get("organ_model")
             if not path:
@@ -165,42 +177,101 @@ class OrganSource:
             from anatoseg.stage1.model import load_organ_model
 
             self.organ_model = load_organ_model(path, self.device)
+            self.organ_model_path = Path(path)
+
+    def files_for(self, files: CaseFiles) -> CaseFiles:
+        """``files`` with the organ map this run reads (from ``--organs``), or none."""
+        if self.needed and self.organ_model is None:
+            return with_organs_from(files, self.organs_dir)
+        return dataclasses.replace(files, organs=None)
 
     def for_case(self, files: CaseFiles) -> Case:
-        if not self.needed:
-            return load_case(dataclasses.replace(files, organs=None))
-        if self.organ_model is None:
-            return load_case(with_organs_from(files, self.organs_dir))
-        case = load_case(dataclasses.replace(files, organs=None))
-        case.organs = self.organ_model.predict(case, self.device)[0]
+        """The case to predict (``files`` as :meth:`files_for` gave them), with organs when needed."""
+        case = load_case(files)
+        if self.needed and self.organ_model is not None:
+            case.organs = self.organ_model.predict(case, self.device)[0]
         return case
 
 
 def output_paths(cases: Sequence[CaseFiles], out: str | os.PathLike) -> list[Path]:
-    """``out`` itself for one case when it ends in .nii/.nii.gz, else ``out/<case_id>.nii.gz``."""
+    """``out`` itself for one case when it ends in .nii/.nii.gz, else ``out/<case_id>.nii.gz`` (inside ``out``)."""
     out = Path(out)
     if is_nifti(out):
         if len(cases) != 1:
             raise AnatoError(f"OUT is a file name but INPUT holds {len(cases)} cases; give a folder", out)
         return [out]
-    return [out / f"{case.case_id}.nii.gz" for case in cases]
+    if out.exists() and not out.is_dir():
+        raise AnatoError("exists and is not a folder (OUT is a folder, or a .nii.gz file for one case)", out)
+    return [inside(out, f"{case.case_id}.nii.gz") for case in cases]
 
 
-def predict_cases(predictor: Predictor, source: str | os.PathLike, out: str | os.PathLike, *,
-                  organs_dir: str | os.PathLike | None = None, layout: str | None = None, split: str = "test",
-                  progress: bool = True) -> Iterator[Path]:
-    """Predict every case of ``source`` (a case folder, dataset folder or manifest), yielding output paths.
+@dataclass
+class PredictionPlan:
+    """What a run reads and writes, checked before anything is: ``cases`` (organ maps resolved),
+    ``targets`` (one output per case), ``skipped`` (``<case>: <why>`` per case left out by ``skip_bad``)."""
 
-    ``split``: which part of an nnU-Net dataset to read (``test`` = imagesTs).
-    """
-    cases = find_cases(source, layout=layout, split=split)
-    if not cases:
-        raise AnatoError("no cases found", source)
+    cases: list[CaseFiles]
+    targets: list[Path]
+    skipped: list[str]
+
+
+def _identities(paths) -> set:
+    """Resolved paths and (device, inode) of the existing ones: what an output must not be."""
+    found = set()
+    for path in paths:
+        found.add(Path(path).resolve())
+        if Path(path).exists():
+            stat = Path(path).stat()
+            found.add((stat.st_dev, stat.st_ino))
+    return found
+
+
+def _check_targets(targets: Sequence[Path], inputs: set, overwrite: bool) -> None:
+    existing = []
+    for target in targets:
+        if target.resolve() in inputs or (target.exists() and (target.stat().st_dev, target.stat().st_ino) in inputs):
+            raise AnatoError("refusing to write a prediction onto an input of this run (a case's image or "
+                             "mask, an organ map or the model); choose another OUT", target)
+        if target.exists() or target.is_symlink():
+            existing.append(target)
+    if existing and not overwrite:
+        raise AnatoError(f"{len(existing)} prediction(s) exist already (e.g. {existing[0].name}); pass "
+                         f"--overwrite to replace them, or choose another OUT", existing[0].parent)
+
+
+def plan_predictions(predictor: Predictor, organs: OrganSource, source: str | os.PathLike,
+                     out: str | os.PathLike, *, layout: str | None = None, split: str = "test",
+                     overwrite: bool = False, skip_bad: bool = False) -> PredictionPlan:
+    """Check the whole run before any case is read (module docstring); AnatoError/DataError naming the problem."""
+    found = find_cases(source, layout=layout, split=split, skip_bad=skip_bad)
+    cases = [organs.files_for(files) for files in found]
     targets = output_paths(cases, out)
-    organs = OrganSource(predictor, organs_dir)
-    for files, target in tqdm(list(zip(cases, targets, strict=True)), desc="cases", unit="case",
-                              disable=not progress or len(cases) == 1):
+    inputs = [getattr(c, key) for c in cases for key in FILE_KEYS if getattr(c, key) is not None]
+    inputs += [p for p in (predictor.path, organs.organ_model_path, Path(source)) if p is not None]
+    _check_targets(targets, _identities(inputs), overwrite)
+    return PredictionPlan(cases, targets, list(found.skipped))
+
+
+def write_predictions(predictor: Predictor, organs: OrganSource, plan: PredictionPlan, *,
+                      progress: bool = True) -> Iterator[Path]:
+    """Predict and write every case of ``plan``, yielding each output path."""
+    for files, target in tqdm(list(zip(plan.cases, plan.targets, strict=True)), desc="cases", unit="case",
+                              disable=not progress or len(plan.cases) == 1):
         case = organs.for_case(files)
         mask = predictor.predict_case(case, progress=progress)
         header = nib.load(str(files.pet))
         yield save_nifti(target, zyx_to_file(mask, header.affine), header.affine, dtype=np.uint8)
+
+
+def predict_cases(predictor: Predictor, source: str | os.PathLike, out: str | os.PathLike, *,
+                  organs_dir: str | os.PathLike | None = None, layout: str | None = None, split: str = "test",
+                  progress: bool = True, overwrite: bool = False, skip_bad: bool = False) -> Iterator[Path]:
+    """Predict every case of ``source`` (a case folder, dataset folder or manifest), yielding output paths.
+
+    ``split``: which part of an nnU-Net dataset to read (``test`` = imagesTs). The run is checked
+    whole first (:func:`plan_predictions`).
+    """
+    organs = OrganSource(predictor, organs_dir)
+    plan = plan_predictions(predictor, organs, source, out, layout=layout, split=split, overwrite=overwrite,
+                            skip_bad=skip_bad)
+    yield from write_predictions(predictor, organs, plan, progress=progress)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from anatoseg.config import DataConfig
 from anatoseg.data.atomic import atomic_dir
 from anatoseg.data.case import CaseFiles, load_case
+from anatoseg.data.paths import inside
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
 from anatoseg.data.volumes import pet_ct_channels, with_organs_from
 from anatoseg.errors import ConfigError, DataError
@@ -75,7 +76,7 @@ def prepare_cache(files: Sequence[CaseFiles], params: Preprocessing, cache: Path
             raise DataError(f"case {case_files.case_id!r} has no organ label map; give --organs DIR "
                             f"(stage-1 labels) or train with --no-prompts", case_files.pet)
         key = _case_key(case_files, params)
-        folder = cache / case_files.case_id
+        folder = inside(cache, case_files.case_id)  # replaced below: never a folder outside the cache
         key_file = folder / "key.json"
         if key_file.is_file() and json.loads(key_file.read_text()) == key:
             continue
@@ -92,7 +93,7 @@ def load_volumes(case_ids: Sequence[str], cache: Path, *, use_organs: bool) -> l
     """Memory-mapped :class:`TrainVolume` of each cached case (organs only when ``use_organs``)."""
     volumes = []
     for case_id in case_ids:
-        folder = cache / case_id
+        folder = inside(cache, case_id)
         organs = np.load(folder / "organs.npy", mmap_mode="r") if use_organs else None
         volumes.append(TrainVolume(case_id, np.load(folder / "image.npy", mmap_mode="r"),
                                    np.load(folder / "label.npy", mmap_mode="r"), organs))
