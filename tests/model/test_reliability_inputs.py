@@ -280,3 +280,16 @@ def test_absurd_voxel_size_is_refused_before_allocating(monkeypatch, capsys, tmp
     tiny = Preprocessing(target_spacing=(1e-4, 1e-4, 1e-4), ct_clip=(-1000.0, 1000.0), ct_mean=0.0, ct_std=1.0)
     with pytest.raises(DataError, match=r"SUV.nii.gz.*would be"):
         preprocess_case(load_case(case), tiny)
+
+
+@pytest.mark.parametrize("args,key", [
+    (["pretrain", "{data}", "{out}", "--mask-ratio", "nan", "--no-progress"], "mask.ratio"),
+    (["pretrain", "{data}", "{out}", "--lr", "inf", "--no-progress"], "optim.lr"),
+    (["pseudolabel", "{data}", "{data}", "{out}", "--threshold", "nan"], "student.threshold"),
+    (["pseudolabel", "{data}", "{data}", "{out}", "--lr", "nan"], "lr")], ids=["mask-nan", "lr-inf", "thr-nan",
+                                                                            "lr-nan"])
+def test_pretrain_and_pseudolabel_non_finite_numbers_are_refused(monkeypatch, capsys, tmp_path, args, key):
+    data = write_manifest(tmp_path / "data", ["a", "b"])
+    filled = [a.format(data=data, out=tmp_path / "out") for a in args]
+    code, _, err = run(monkeypatch, capsys, *filled)
+    assert code == 1 and "must be a finite number" in err and key in err and err.count("\n") == 1, err
