@@ -23,6 +23,10 @@ with ``torch.load(weights_only=True)`` (no pickled code runs)::
       "train_state": {...},           # optional: optimiser, scheduler, RNG states (resume)
     }
 
+Writing refuses non-finite weights (a diverged run must not replace a good file), and the bytes
+depend on the contents only (the archive inside is always named ``archive``), so identical runs
+write identical files. Reading refuses empty or truncated files and non-finite weights.
+
 Stage 2 (``anato pretrain``) writes ``kind="encoders"`` with :func:`encoder_checkpoint`;
 ``anato train --init`` reads it with :func:`load_encoders`. The network package
 is imported inside the functions that need it, so reading a checkpoint does not
@@ -31,28 +35,72 @@ load the kernels.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anatoseg.data.atomic import atomic_path
+from anatoseg.data.atomic import write_bytes_atomic
 from anatoseg.data.axes import AXES, check_axes
-from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.errors import AnatoError, ConfigError, DivergedError
 
 FORMAT = "anatoseg"
 VERSION = 1
 KINDS = ("stage3", "encoders")  # made here; stage 1 writes "stage1" (anatoseg.stage1.model)
+WEIGHTS = ("model", "encoders")  # the entries that hold network weights
+
+
+def nonfinite_weights(checkpoint: dict[str, Any]) -> list[str]:
+    """Names of the floating-point weight tensors of ``checkpoint`` that hold a NaN or an infinity."""
+    bad = []
+    for entry in WEIGHTS:
+        state = checkpoint.get(entry)
+        for name, tensor in (state.items() if isinstance(state, dict) else ()):
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad.append(f"{entry}.{name}")
+    return bad
+
+
+def _refuse_nonfinite(checkpoint: dict[str, Any], path: object, doing: str) -> None:
+    bad = nonfinite_weights(checkpoint)
+    if bad:
+        raise DivergedError(f"{doing}: {len(bad)} weight tensors hold NaN or infinite values (first {bad[0]!r}); "
+                            "the run that made them diverged", path)
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write ``checkpoint`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``checkpoint`` atomically; DivergedError (nothing written) when a weight is not finite.
+
+    Serialised in memory first, so the file holds no temporary name and a full disk is an ``OSError``
+    (ENOSPC) naming ``path`` rather than an error inside torch's archive writer.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    _refuse_nonfinite(checkpoint, path, "not saved")
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_bytes_atomic(path, buffer.getbuffer())
     return path
+
+
+def _read(path: Path, map_location) -> Any:
+    """``torch.load`` of ``path`` (weights only), every failure as one AnatoError line."""
+    if path.stat().st_size == 0 or (_starts_like_zip(path) and not zipfile.is_zipfile(path)):
+        raise AnatoError("checkpoint is empty or truncated (an interrupted copy or a full disk?)", path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign pickles
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise AnatoError(f"cannot read checkpoint ({type(exc).__name__}: {first})", path) from None
+
+
+def _starts_like_zip(path: Path) -> bool:
+    """Whether ``path`` starts like a zip archive (every torch checkpoint does)."""
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
@@ -60,18 +108,15 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything else.
 
     ``kind``: the required ``"kind"`` entry (``None`` accepts any).
-    Raises :class:`AnatoError` for a missing or unreadable file and
+    Raises :class:`AnatoError` for a missing, unreadable, empty or truncated file,
+    :class:`~anatoseg.errors.DivergedError` for non-finite weights and
     :class:`ConfigError` for a file that is not an anatoseg checkpoint of that kind, or
     whose metadata does not record ``"axes": "zyx"`` (written when sizes could be (X, Y, Z)).
     """
     path = Path(path)
     if not path.is_file():
         raise AnatoError("checkpoint not found" if not path.exists() else "checkpoint is not a file", path)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign pickles
-        raise AnatoError(f"cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                         path) from None
+    checkpoint = _read(path, map_location)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ConfigError("not an anatoseg checkpoint (no 'format: anatoseg' entry)", path)
     if checkpoint.get("version") != VERSION:
@@ -81,6 +126,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
         raise ConfigError(f"is a {checkpoint.get('kind')!r} checkpoint; expected {kind!r}", path)
     meta = checkpoint.get("meta")
     check_axes(meta.get("axes") if isinstance(meta, dict) else None, "checkpoint", path)
+    _refuse_nonfinite(checkpoint, path, "refused")
     return checkpoint
 
 

@@ -40,6 +40,9 @@ def train(
     init: Annotated[Path | None, typer.Option("--init", help="Stage-2 checkpoint for the PET/CT encoders.")
                     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt exactly.")] = False,
+    allow_other_data: Annotated[bool, typer.Option(
+        "--allow-other-data", help="With --resume: continue on DATA even though its cases differ from the "
+        "run's.")] = False,
     stop_at: Annotated[int | None, typer.Option(
         "--stop-at", help="Stop after this step (writing a checkpoint); continue later with --resume.")] = None,
     fingerprint: Annotated[Path | None, typer.Option(
@@ -61,7 +64,7 @@ def train(
         settings.append("model.net.use_prompts=false")
     result = run_train(data, out, config_file=config, overrides=settings, init=init, organs_dir=organs,
                        organ_model=organ_model, resume=resume, stop_at=stop_at, fingerprint=fingerprint,
-                       layout=layout, device=device, progress=not no_progress)
+                       layout=layout, device=device, progress=not no_progress, allow_other_data=allow_other_data)
     if result.rank != 0:
         return
     if result.model is not None:

@@ -6,7 +6,8 @@ drawn at random inside the body (the body box of
 statistics are taken over the pooled samples. The JSON looks like::
 
     {"format": "anatoseg-fingerprint", "version": 1, "axes": "zyx", "n_cases": 3,
-     "case_ids": [...], "spacings": [[4.0, 4.0, 4.0], ...], "shapes": [[...], ...],
+     "case_ids": [...], "settings": {"samples_per_case": 10000, "seed": 0, "body_threshold_hu": -500},
+     "spacings": [[4.0, 4.0, 4.0], ...], "shapes": [[...], ...],
      "body_shapes": [[...], ...], "median_spacing": [...], "median_shape": [...],
      "median_body_shape": [...],
      "intensity": {"ct": {"mean", "std", "min", "max", "median", "percentile_00_5",
@@ -19,7 +20,8 @@ Spacings and shapes are (Z, Y, X) (``"axes": "zyx"``; a fingerprint without it w
 written in (X, Y, Z) order and is refused). CT values are HU, PET values SUV;
 ``clipped_*`` are taken after clipping to the
 0.5/99.5 percentiles. :meth:`anatoseg.data.preprocess.Preprocessing.from_fingerprint`
-turns it into preprocessing defaults.
+turns it into preprocessing defaults. :func:`stale_reason` says why a stored
+fingerprint does not describe a dataset (other case ids, other settings).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def compute_fingerprint(cases: Iterable[Case], *, samples_per_case: int = 10_000
         raise DataError("the dataset has no cases")
     return {
         "format": FINGERPRINT_FORMAT, "version": 1, "axes": AXES, "n_cases": len(ids), "case_ids": ids,
+        "settings": _settings(samples_per_case, seed),
         "spacings": spacings, "shapes": shapes, "body_shapes": body_shapes,
         "median_spacing": np.median(spacings, axis=0).tolist(),
         "median_shape": np.median(shapes, axis=0).tolist(),
@@ -116,6 +119,29 @@ def compute_fingerprint(cases: Iterable[Case], *, samples_per_case: int = 10_000
                     "median_lesion_volume_ml": float(np.median(lesion_volumes)) if lesion_volumes else None},
         "organs": {"n_with_labels": n_organ_maps, "cases_with": organ_counts},
     }
+
+
+def _settings(samples_per_case: int, seed: int) -> dict:
+    return {"samples_per_case": samples_per_case, "seed": seed, "body_threshold_hu": BODY_THRESHOLD_HU}
+
+
+def stale_reason(fingerprint: dict, case_ids: Iterable[str], *, samples_per_case: int = 10_000,
+                 seed: int = 0) -> str | None:
+    """Why ``fingerprint`` was not computed from the cases ``case_ids`` with these settings; None if it was.
+
+    A fingerprint without ``"settings"`` (written before they were recorded) is judged by its case ids.
+    """
+    stored, found = set(fingerprint.get("case_ids") or ()), set(case_ids)
+    if stored != found:
+        missing, new = sorted(stored - found), sorted(found - stored)
+        example = (new or missing)[0]
+        return (f"computed from other cases ({len(new)} of the dataset's {len(found)} cases are not in it, "
+                f"{len(missing)} of its cases are not in the dataset, e.g. {example!r})")
+    settings = fingerprint.get("settings")
+    wanted = _settings(samples_per_case, seed)
+    if settings is not None and settings != wanted:
+        return f"computed with other settings ({settings} vs {wanted})"
+    return None
 
 
 def save_fingerprint(fingerprint: dict, path: str | os.PathLike) -> Path:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from anatoseg.data.atomic import write_text_atomic
 from anatoseg.demo.plan import FULL, QUICK, DemoPlan
 from anatoseg.errors import AnatoError
 
@@ -91,7 +92,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, progress: bool = Tr
                "stage3": {"steps": stage3.step, "loss": stage3.loss, "val_dice": stage3.val_dice},
                "test": aggregate(results), "predictions": [str(p) for p in predictions],
                "pictures": [str(p) for p in pngs]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     say(f"demo finished in {timings['total']:.0f} s: predictions in {out / 'predictions'}, pictures in {out / 'png'}")
     return summary
 

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 from anatoseg.data.atomic import atomic_dir
 from anatoseg.data.labels import ORGAN_NAMES
 from anatoseg.data.nifti import save_nifti, spacing_of
-from anatoseg.data.paths import inside
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.errors import AnatoError
 from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_preprocessing
@@ -48,6 +47,7 @@ from anatoseg.stage1.report import format_table, organ_dice, summarise
 from anatoseg.stage1.settings import Stage1Config
 from anatoseg.stage1.train import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
 from anatoseg.training.device import choose_device
+from anatoseg.training.run_folder import RUN_FILES, hold
 
 MODEL_NAME = "stage1.pt"
 REPORT_NAME = "report.json"
@@ -61,7 +61,7 @@ def _check_out(out: Path, inputs: list[Path], overwrite: bool) -> None:
             raise AnatoError("output folder would contain the input data; choose another folder", out)
     if out.exists() and not out.is_dir():
         raise AnatoError("exists and is not a folder", out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(p.name not in RUN_FILES for p in out.iterdir()) and not overwrite:
         raise AnatoError("exists and is not empty; pass --overwrite to replace it", out)
 
 
@@ -119,6 +119,13 @@ def run_pseudolabel(source: str | os.PathLike, target: str | os.PathLike, out: s
     """
     out, source, target, device = Path(out), Path(source), Path(target), choose_device(device)
     _check_out(out, [source, target], overwrite)
+    with hold(out):
+        return _run(source, target, out, config, model_path, device)
+
+
+def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path: str | os.PathLike | None,
+         device: torch.device) -> dict:
+    """:func:`run_pseudolabel` once ``out`` is checked and held."""
     clock = _Clock()
     params = make_preprocessing(config.data.spacing)
     source_cases = load_source(source, params)
@@ -178,10 +185,10 @@ def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo
                                  dtype=np.uint8)
         final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
                                       order=0, fill=1.0)
-        save_nifti(inside(tmp, f"{case.case_id}.nii.gz"), final, case.output_affine, dtype=np.uint8)
+        save_nifti(tmp / f"{case.case_id}.nii.gz", final, case.output_affine, dtype=np.uint8)
         voxel_ml = float(np.prod(spacing_of(case.output_affine))) / 1000.0
         record = {"case": case.case_id, "organs": organ_confidence(final, final_conf, voxel_ml)}
-        inside(tmp, f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
     return per_case
 
 

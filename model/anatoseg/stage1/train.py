@@ -106,7 +106,7 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
     for _ in range(settings.steps):
         image, target, mask = _batch(images, labels, classes, None, config, rng, generator, device)
         loss = masked_ce_dice(net(mild_intensity(image, generator)), target, mask)
-        optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip)
+        optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip, what="stage-1 teacher")
         log.advance(loss=f"{loss.item():.3f}")
     log.close()
     return net.eval()
@@ -151,7 +151,8 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
         weight = settings.consistency_weight * sigmoid_rampup(step, rampup)
         consistency = consistency_loss(logits, ema_logits)
         loss = supervised + weight * consistency
-        optimizer_step(loss, optimizer, scheduler, student.parameters(), settings.grad_clip)
+        optimizer_step(loss, optimizer, scheduler, student.parameters(), settings.grad_clip,
+                       what="stage-1 student")
         ema_update(ema, student, settings.ema_decay)
         log.advance(sup=f"{supervised.item():.3f}", cons=f"{consistency.item():.4f}")
     log.close()

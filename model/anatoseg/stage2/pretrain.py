@@ -104,7 +104,8 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
                                            generator=masks, device=device)
         with autocast(device, run.amp):
             terms = model(image[:, :1], image[:, 1:], visible, masked)
-        optimizer_step(terms["loss"], optimizer, scheduler, model.parameters(), config.optim.grad_clip)
+        optimizer_step(terms["loss"], optimizer, scheduler, model.parameters(), config.optim.grad_clip,
+                       what="pretraining")
         terms = {name: float(value.detach()) for name, value in terms.items()}
         for name, value in terms.items():
             window.setdefault(name, []).append(value)

@@ -16,6 +16,7 @@ from anatoseg.stage2.config import PretrainConfig
 from anatoseg.stage2.pretrain import PretrainResult, pretrain
 from anatoseg.training.device import choose_device
 from anatoseg.training.fingerprint import dataset_fingerprint
+from anatoseg.training.run_folder import hold
 
 
 def resolve_config(config_file: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -29,12 +30,13 @@ def run_pretrain(data: str | os.PathLike, out: str | os.PathLike, *, config_file
     """Pretrain the PET/CT encoders on the dataset ``data`` into ``out`` (see :mod:`.pretrain`).
 
     ``device``: as :func:`anatoseg.training.device.choose_device` (default: CUDA when available).
+    ``out`` is held for the whole run (:func:`anatoseg.training.run_folder.hold`).
     """
     out = Path(out)
     config = resolve_config(config_file, overrides)
     cases = find_cases(data, layout=layout)
     if not cases:
         raise AnatoError("no cases found", data)
-    out.mkdir(parents=True, exist_ok=True)
-    fp = dataset_fingerprint(cases, out, fingerprint, progress=progress)
-    return pretrain(config, cases, out, fingerprint=fp, device=choose_device(device), progress=progress)
+    with hold(out):
+        fp = dataset_fingerprint(cases, out, fingerprint, progress=progress)
+        return pretrain(config, cases, out, fingerprint=fp, device=choose_device(device), progress=progress)

@@ -3,22 +3,29 @@
 Config precedence (lowest first): dataclass defaults, dataset-fingerprint defaults
 (or, with ``resume``, the config stored in ``checkpoint.pt``), the config file,
 then the ``section.key=value`` overrides.
+
+The run folder is held for the whole run (:func:`anatoseg.training.run_folder.hold`).
+``--resume`` refuses a dataset whose case ids differ from the checkpoint's unless
+``allow_other_data``, and then keeps the run's stored fingerprint (its normalisation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from anatoseg.checkpoint import check_same_network, load_checkpoint
 from anatoseg.config import Config, apply_overrides, defaults_from_fingerprint, merge
+from anatoseg.data.case import CaseFiles
 from anatoseg.data.layouts import find_cases
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.stage3.loop import CHECKPOINT_NAME, TrainInputs, TrainResult, train
 from anatoseg.training import distributed as D
 from anatoseg.training.fingerprint import dataset_fingerprint
 from anatoseg.training.network import divisor, net_config, net_dict
+from anatoseg.training.run_folder import hold
 
 
 def resolve_config(fingerprint: dict, config_file: str | os.PathLike | None = None,
@@ -47,7 +54,8 @@ def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: s
               overrides: Sequence[str] = (), init: str | os.PathLike | None = None,
               organs_dir: str | os.PathLike | None = None, organ_model: str | os.PathLike | None = None,
               resume: bool = False, stop_at: int | None = None, fingerprint: str | os.PathLike | None = None,
-              layout: str | None = None, device: str | None = None, progress: bool = True) -> TrainResult:
+              layout: str | None = None, device: str | None = None, progress: bool = True,
+              allow_other_data: bool = False) -> TrainResult:
     """Train a stage-3 model on the dataset ``data`` into the run folder ``out`` (see :mod:`.loop`).
 
     ``fingerprint``: a fingerprint JSON to use; by default ``out/fingerprint.json``,
@@ -59,25 +67,52 @@ def run_train(data: str | os.PathLike, out: str | os.PathLike, *, config_file: s
         cases = find_cases(data, layout=layout)
         if not cases:
             raise AnatoError("no cases found", data)
-        checkpoint = None
-        if not resume and (out / CHECKPOINT_NAME).exists():
-            raise AnatoError(f"already holds a run ({CHECKPOINT_NAME}): continue it with --resume, or train into "
-                             "another folder", out)
-        if resume:
-            checkpoint = load_checkpoint(out / CHECKPOINT_NAME, kind="stage3")
-            if "train_state" not in checkpoint:
-                raise ConfigError("checkpoint has no training state to resume from", out / CHECKPOINT_NAME)
-        if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        fp = dataset_fingerprint(cases, out, fingerprint, progress=progress, ctx=ctx)
-        config = resolve_config(fp, config_file, overrides, checkpoint)
-        if organ_model is not None:
-            organ_model = str(Path(organ_model).resolve())
-            if not Path(organ_model).is_file():
-                raise AnatoError("stage-1 organ model not found", organ_model)
-        elif checkpoint is not None:
-            organ_model = checkpoint["meta"].get("organ_model")
-        inputs = TrainInputs(cases, fp, init=init, organs_dir=organs_dir, organ_model=organ_model)
-        return train(config, inputs, out, ctx, resume=checkpoint, stop_at=stop_at, progress=progress)
+        with hold(out) if ctx.is_main else contextlib.nullcontext():
+            checkpoint = _checkpoint_to_resume(out, resume)
+            if checkpoint is not None:
+                check_same_cases(checkpoint, cases, out / CHECKPOINT_NAME, allow_other_data)
+            fp = dataset_fingerprint(cases, out, fingerprint, progress=progress, ctx=ctx,
+                                     check_cases=checkpoint is None)
+            config = resolve_config(fp, config_file, overrides, checkpoint)
+            inputs = TrainInputs(cases, fp, init=init, organs_dir=organs_dir,
+                                 organ_model=_organ_model(organ_model, checkpoint))
+            return train(config, inputs, out, ctx, resume=checkpoint, stop_at=stop_at, progress=progress)
     finally:
         D.teardown(ctx)
+
+
+def _checkpoint_to_resume(out: Path, resume: bool) -> dict | None:
+    """With ``resume`` the run's ``checkpoint.pt`` (it must hold a training state); without, None, refusing
+    a folder that already holds a run."""
+    if not resume:
+        if (out / CHECKPOINT_NAME).exists():
+            raise AnatoError(f"already holds a run ({CHECKPOINT_NAME}): continue it with --resume, or train into "
+                             "another folder", out)
+        return None
+    checkpoint = load_checkpoint(out / CHECKPOINT_NAME, kind="stage3")
+    if "train_state" not in checkpoint:
+        raise ConfigError("checkpoint has no training state to resume from", out / CHECKPOINT_NAME)
+    return checkpoint
+
+
+def check_same_cases(checkpoint: dict, cases: Sequence[CaseFiles], path: object, allow: bool = False) -> None:
+    """ConfigError unless ``cases`` are the cases ``checkpoint`` was trained on (or ``allow``)."""
+    ids = checkpoint["meta"].get("case_ids") or {}
+    stored = set(ids.get("train", ())) | set(ids.get("val", ()))
+    found = {case.case_id for case in cases}
+    if allow or not stored or stored == found:
+        return
+    missing, new = sorted(stored - found), sorted(found - stored)
+    raise ConfigError(f"--resume: DATA holds other cases than the run was trained on ({len(missing)} of its "
+                      f"cases missing, {len(new)} new, e.g. {(new or missing)[0]!r}); resume with the same "
+                      "data, or pass --allow-other-data to continue on these", path)
+
+
+def _organ_model(organ_model: str | os.PathLike | None, checkpoint: dict | None) -> str | None:
+    """The stage-1 model to record: the one given (it must exist), else the resumed run's."""
+    if organ_model is not None:
+        organ_model = str(Path(organ_model).resolve())
+        if not Path(organ_model).is_file():
+            raise AnatoError("stage-1 organ model not found", organ_model)
+        return organ_model
+    return checkpoint["meta"].get("organ_model") if checkpoint is not None else None

@@ -10,12 +10,15 @@ are written with 6 significant digits.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from anatoseg.data.atomic import write_text_atomic
 
 LOG_NAME = "log.csv"
 
@@ -26,7 +29,7 @@ class RunLog:
     ``fields``: the columns between ``step`` and ``seconds``. ``initial``: the step the
     bar starts at. ``resume_step``: rows after this step (written by a run that stopped
     before its next checkpoint) are dropped from an existing file, so a resumed run's
-    log has no duplicates; without it the file starts afresh. ``progress``: show the bar.
+    log has no duplicates; without it the file starts afresh. That rewrite is atomic. ``progress``: show the bar.
     TensorBoard scalars go to ``<path folder>/tensorboard`` when ``tensorboard`` is installed.
     """
 
@@ -41,14 +44,17 @@ class RunLog:
             self._open(resume_step)
 
     def _open(self, resume_step: int | None) -> None:
+        """Start the file: the kept rows are rewritten atomically, so a kill meanwhile loses nothing."""
         rows = []
         if resume_step is not None and self.path.is_file():
-            with self.path.open(newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
+            with self.path.open(newline="") as handle:  # a row cut short by a kill has no "seconds": dropped
+                rows = [row for row in csv.DictReader(handle)
+                        if row.get("seconds") and row["step"].isdigit() and int(row["step"]) <= resume_step]
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.path, text.getvalue())
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional

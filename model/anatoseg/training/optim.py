@@ -2,7 +2,8 @@
 
 - :func:`make_loss`, :func:`make_optimizer`: stage 3's (and stage 2's) from the config;
 - :class:`LRSchedule`: the learning-rate multiplier of a step; :class:`ScheduledLR` applies it;
-- :func:`optimizer_step`: zero the gradients, backward, clip, step, schedule (stages 1, 2, 3).
+- :func:`optimizer_step`: zero the gradients, backward, clip, step, schedule (stages 1, 2, 3); a non-finite
+  loss or gradient norm stops the run with :class:`~anatoseg.errors.DivergedError` before the weights change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 
 from anatoseg.config import LossConfig, OptimConfig
+from anatoseg.errors import DivergedError
 
 
 def make_loss(config: LossConfig) -> torch.nn.Module:
@@ -91,13 +93,27 @@ def make_optimizer(parameters, config: OptimConfig, total_steps: int):
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, params: Iterable[torch.Tensor],
-                   grad_clip: float | None = None) -> None:
+                   grad_clip: float | None = None, what: str = "training") -> None:
     """One training step after the forward: zero the gradients, backward, clip the norm of
-    ``params``' gradients to ``grad_clip`` (None: no clipping), optimiser step, then scheduler step."""
+    ``params``' gradients to ``grad_clip`` (None: no clipping), optimiser step, then scheduler step.
+
+    Raises DivergedError naming ``what`` and the step (the scheduler's count + 1) when the loss or the
+    gradient norm is NaN or infinite; the optimiser has not stepped then, so the weights stay finite.
+    Under DDP the gradients are averaged over the processes first, so every process stops alike.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    params = [p for p in params if p.grad is not None]
     if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    loss = loss.detach()
+    if not bool(torch.isfinite(loss) & torch.isfinite(norm.to(loss.device))):
+        step = "" if scheduler is None else f" at step {scheduler.last_epoch + 1}"
+        raise DivergedError(f"{what} diverged{step}: loss {float(loss):.4g}, gradient norm {float(norm):.4g}; "
+                            "stopped before the weights changed (nothing from this step was saved). "
+                            "Lower the learning rate or set a gradient clip (optim.grad_clip)")
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
