@@ -219,8 +219,8 @@ def _variant(name: str, args: argparse.Namespace, out: Path, device: str, inputs
     train_s = time.perf_counter() - clock
     clock = time.perf_counter()
     predictor = Predictor.from_checkpoint(trained.model, device=device)
-    list(predict_cases(predictor, inputs["test"], folder / "predictions",
-                       organs_dir=inputs["gt_organs"] if prompts == "gt" else None))
+    list(predict_cases(predictor, inputs["test"], folder / "predictions",  # the variant's own folder: a rerun
+                       organs_dir=inputs["gt_organs"] if prompts == "gt" else None, overwrite=True))
     cases = [r.to_dict() for r in evaluate_paths(folder / "predictions", inputs["test"].parent)]
     return {"arch": arch, "prompts": prompts, "pretrained": use_init, "cases": cases,
             "summary": summarize(cases), "val_dice": trained.val_dice,
