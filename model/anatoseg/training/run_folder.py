@@ -34,13 +34,16 @@ def hold(out: str | os.PathLike) -> Iterator[Path]:
     """Create ``out`` if needed and hold it for this process until the block ends.
 
     Raises AnatoError when ``out`` is a file, or when another process holds it
-    ("is in use by another anato process (pid N)").
+    ("is in use by another anato process (pid N)"). A folder created here that ends
+    with nothing but the lock in it (the run failed before writing) is removed again.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AnatoError("exists and is not a folder", out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = open(out / LOCK_NAME, "a+")  # noqa: SIM115 (held open for the whole block)
+    locked = False
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,6 +52,7 @@ def hold(out: str | os.PathLike) -> Iterator[Path]:
             pid = handle.read().strip() or "?"
             raise AnatoError(f"is in use by another anato process (pid {pid}); wait for it to end or choose "
                              "another folder", out) from None
+        locked = True
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -56,7 +60,17 @@ def hold(out: str | os.PathLike) -> Iterator[Path]:
         with run_temporaries(out):
             yield out
     finally:
+        if locked and created:
+            _remove_if_unused(out)
         handle.close()  # closing the last descriptor releases the lock
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove a folder :func:`hold` created when a failed run left nothing in it but the lock."""
+    with contextlib.suppress(OSError):
+        if {path.name for path in out.iterdir()} <= {LOCK_NAME}:
+            (out / LOCK_NAME).unlink()
+            out.rmdir()
 
 
 def write_config(out: Path, values: dict[str, Any]) -> None:
