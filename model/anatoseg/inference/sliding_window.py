@@ -77,6 +77,22 @@ def _window(array: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     return array.to(dtype)
 
 
+def _window_batch(image, organs, batch, slices, patch, device):
+    """The windows of one batch, edge-padded to the patch: images (B, C, *patch) float32 and organs
+    (B, *patch) int64 (or None), on ``device``. Windows of one batch share their size."""
+    pad = [p - n for (_, n, _), p in zip(batch[0], patch, strict=True)]
+    padding = [x for p in reversed(pad) for x in (0, p)]  # F.pad order: X, Y, Z
+    images = torch.stack([_window(image[(slice(None), *sl)], torch.float32) for sl in slices]).to(device)
+    if any(pad):
+        images = F.pad(images, padding, mode="replicate")
+    if organs is None:
+        return images, None
+    organ_batch = torch.stack([_window(organs[sl], torch.int64) for sl in slices]).to(device)
+    if any(pad):
+        organ_batch = F.pad(organ_batch, padding, value=0)
+    return images, organ_batch
+
+
 @torch.no_grad()
 def sliding_window_probability(
     forward: Forward,
@@ -118,16 +134,7 @@ def sliding_window_probability(
     for first in range(0, len(windows), batch_size):
         batch = windows[first:first + batch_size]
         slices = [tuple(slice(s, s + n) for s, n, _ in win) for win in batch]
-        pad = [p - n for (_, n, _), p in zip(batch[0], patch, strict=True)]  # same for every window
-        padding = [x for p in reversed(pad) for x in (0, p)]  # F.pad order: X, Y, Z
-        images = torch.stack([_window(image[(slice(None), *sl)], torch.float32) for sl in slices]).to(device)
-        if any(pad):
-            images = F.pad(images, padding, mode="replicate")
-        organ_batch = None
-        if organs is not None:
-            organ_batch = torch.stack([_window(organs[sl], torch.int64) for sl in slices]).to(device)
-            if any(pad):
-                organ_batch = F.pad(organ_batch, padding, value=0)
+        images, organ_batch = _window_batch(image, organs, batch, slices, patch, device)
         with autocast:
             logits = forward(images, organ_batch)
         if isinstance(logits, (list, tuple)):

@@ -76,6 +76,24 @@ def _outline(ax, mask2d, extent, colour, *, fill=False, width=1.2):
     ax.contour(x, z, data, levels=[0.5], colors=[colour], linewidths=width)
 
 
+def _organ_overlays(views, organs: np.ndarray) -> list:
+    """Outline every organ present in ``organs`` (Z, Y, X) on each view; return their legend entries."""
+    organs = np.asarray(organs)
+    present = np.flatnonzero(np.bincount(organs.ravel(), minlength=len(ORGANS) + 1))
+    legend = []
+    for organ in ORGANS:
+        if organ.id not in present:
+            continue
+        mask = organs == organ.id
+        for ax, axis, extent, index in views:
+            if axis is not None and organ.name == "skeleton":
+                continue  # a projected skeleton outline hides everything else
+            plane = mask.any(axis=axis) if axis is not None else mask[:, index, :]
+            _outline(ax, plane, extent, _organ_colour(organ.id), width=0.6)
+        legend.append(Line2D([], [], color=_organ_colour(organ.id), lw=2, label=f"{organ.id} {organ.name}"))
+    return legend
+
+
 def render_png(out: str | os.PathLike, pet: np.ndarray, affine: np.ndarray, *, ct: np.ndarray | None = None,
                lesions: np.ndarray | None = None, pred: np.ndarray | None = None, organs: np.ndarray | None = None,
                title: str = "", dpi: int = 100) -> Path:
@@ -107,20 +125,7 @@ def render_png(out: str | os.PathLike, pet: np.ndarray, affine: np.ndarray, *, c
     views = [(axes[0], 1, coronal, None), (axes[1], 2, sagittal, None)]
     if ct is not None:
         views.append((axes[2], None, coronal, y))
-    legend = []
-    if organs is not None:
-        organs = np.asarray(organs)
-        present = np.flatnonzero(np.bincount(organs.ravel(), minlength=len(ORGANS) + 1))
-        for organ in ORGANS:
-            if organ.id not in present:
-                continue
-            mask = organs == organ.id
-            for ax, axis, extent, index in views:
-                if axis is not None and organ.name == "skeleton":
-                    continue  # a projected skeleton outline hides everything else
-                plane = mask.any(axis=axis) if axis is not None else mask[:, index, :]
-                _outline(ax, plane, extent, _organ_colour(organ.id), width=0.6)
-            legend.append(Line2D([], [], color=_organ_colour(organ.id), lw=2, label=f"{organ.id} {organ.name}"))
+    legend = _organ_overlays(views, organs) if organs is not None else []
     for mask, colour, fill, label in ((lesions, GT_COLOUR, True, "lesion (ground truth)"),
                                       (pred, PRED_COLOUR, False, "prediction")):
         if mask is None:
