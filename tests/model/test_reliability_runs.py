@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from anatoseg.checkpoint import load_checkpoint
+from anatoseg.checkpoint import load_checkpoint, save_checkpoint
 from anatoseg.cli import main
 from anatoseg.data.atomic import TEMP_FOLDER, write_text_atomic
 from anatoseg.data.fingerprint import load_fingerprint, save_fingerprint
@@ -77,7 +77,6 @@ def test_a_diverged_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint
     code, _, err = anato(monkeypatch, capsys, "predict", tmp_path / "nan.pt", cohort, tmp_path / "pred")
     assert code == 1 and "NaN or infinite" in err and not (tmp_path / "pred").exists()
     with pytest.raises(DivergedError, match="not saved"):
-        from anatoseg.checkpoint import save_checkpoint
         save_checkpoint(out / "checkpoint.pt", kept)
     assert load_checkpoint(out / "checkpoint.pt")["meta"]["step"] == 1
 
@@ -86,7 +85,6 @@ def test_optimizer_step_refuses_a_nonfinite_loss_or_gradient_before_stepping():
     net = torch.nn.Linear(3, 1)
     optimizer, scheduler = make_optimizer(net.parameters(), SimpleNamespace(
         name="adamw", learning_rate=1e-3, weight_decay=0.0, schedule="constant", warmup_steps=0), 10)
-    before = [p.detach().clone() for p in net.parameters()]
     optimizer_step(net(torch.ones(1, 3)).sum(), optimizer, scheduler, net.parameters())
     before = [p.detach().clone() for p in net.parameters()]
     with pytest.raises(DivergedError, match="pretraining diverged at step 2: loss nan"):
