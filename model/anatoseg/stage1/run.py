@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from anatoseg.data.atomic import atomic_dir
 from anatoseg.data.labels import ORGAN_NAMES
 from anatoseg.data.nifti import save_nifti, spacing_of
+from anatoseg.data.paths import inside
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.errors import AnatoError
 from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_preprocessing
@@ -185,10 +186,10 @@ def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo
                                  dtype=np.uint8)
         final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
                                       order=0, fill=1.0)
-        save_nifti(tmp / f"{case.case_id}.nii.gz", final, case.output_affine, dtype=np.uint8)
+        save_nifti(inside(tmp, f"{case.case_id}.nii.gz"), final, case.output_affine, dtype=np.uint8)
         voxel_ml = float(np.prod(spacing_of(case.output_affine))) / 1000.0
         record = {"case": case.case_id, "organs": organ_confidence(final, final_conf, voxel_ml)}
-        (tmp / f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
+        inside(tmp, f"{case.case_id}.json").write_text(json.dumps(record, indent=2) + "\n")
     return per_case
 
 
