@@ -7,11 +7,11 @@ import torch
 
 from anatoseg.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from anatoseg.cli.options import option_overrides
-from anatoseg.config import Config
 from anatoseg.configbase import ConfigBase, OptimConfig
 from anatoseg.errors import ConfigError
-from anatoseg.stage1.settings import Stage1Config
+from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage2.config import PretrainConfig
+from anatoseg.stage3.config import Config
 
 STAGES = [Config, PretrainConfig, Stage1Config]
 

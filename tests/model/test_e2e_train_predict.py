@@ -17,10 +17,10 @@ from anatoseg.data.layouts import find_cases
 from anatoseg.data.nifti import save_nifti
 from anatoseg.data.phantom import generate_cohort
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import make_preprocessing
 from anatoseg.stage1.model import save_organ_model
 from anatoseg.stage1.net import OrganUNet
-from anatoseg.stage1.settings import Stage1Config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,12 +15,13 @@ import numpy as np  # noqa: E402
 
 from anatoseg.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from anatoseg.cli import main  # noqa: E402
-from anatoseg.config import Config, ModelConfig  # noqa: E402
+from anatoseg.config import ModelConfig  # noqa: E402
 from anatoseg.data import find_cases, load_case, save_nifti  # noqa: E402
 from anatoseg.data.paths import inside  # noqa: E402
 from anatoseg.data.preprocess import Preprocessing, preprocess_case  # noqa: E402
 from anatoseg.data.resample import grid_for_spacing  # noqa: E402
 from anatoseg.errors import AnatoError, DataError  # noqa: E402
+from anatoseg.stage3.config import Config  # noqa: E402
 from anatoseg.training.cache import prepare_cache  # noqa: E402
 from anatoseg.training.network import build_model, net_dict  # noqa: E402
 

@@ -98,9 +98,9 @@ def test_optimizer_step_refuses_a_nonfinite_loss_or_gradient_before_stepping():
 
 def test_stage1_and_stage2_loops_stop_on_divergence(monkeypatch, tmp_path):
     from anatoseg.stage1 import build_config
-    from anatoseg.stage1 import train as stage1_train
+    from anatoseg.stage1 import loop as stage1_train
     from anatoseg.stage2.config import PretrainConfig
-    from anatoseg.stage2.pretrain import pretrain_volumes
+    from anatoseg.stage2.loop import pretrain_volumes
     from anatoseg.training.sampling import TrainVolume
 
     config = build_config(overrides=["widths=4,8,8,8", "data.patch_size=16,16,16", "teacher.steps=3"])

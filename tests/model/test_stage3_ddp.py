@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from anatoseg.checkpoint import load_checkpoint
-from anatoseg.config import Config, apply_overrides
+from anatoseg.configbase import apply_overrides
 from anatoseg.data.phantom import generate_cohort
+from anatoseg.stage3.config import Config
 from anatoseg.stage3.run import run_train
 from anatoseg.training.network import build_model
 

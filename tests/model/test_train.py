@@ -13,18 +13,11 @@ from anatoseg.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from anatoseg.config import (
-    PATCH_VOXEL_BUDGET,
-    AugmentConfig,
-    Config,
-    LossConfig,
-    apply_overrides,
-    defaults_from_fingerprint,
-    load_file,
-    merge,
-)
+from anatoseg.config import AugmentConfig, LossConfig
+from anatoseg.configbase import apply_overrides, load_file, merge
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.nets import NetConfig, build_network
+from anatoseg.stage3.config import PATCH_VOXEL_BUDGET, Config, defaults_from_fingerprint
 from anatoseg.stage3.run import resolve_config
 from anatoseg.training.cache import split_cases
 from anatoseg.training.network import net_config

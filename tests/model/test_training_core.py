@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from anatoseg.config import OptimConfig
+from anatoseg.configbase import OptimConfig
 from anatoseg.data.axes import AXES
 from anatoseg.data.fingerprint import FINGERPRINT_FORMAT
 from anatoseg.errors import AnatoError

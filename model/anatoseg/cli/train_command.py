@@ -53,7 +53,7 @@ def train(
     no_progress: opt.NoProgress = False,
 ) -> None:
     """Train the stage-3 lesion segmentation network. Multi-GPU: torchrun --nproc_per_node N -m anatoseg train ..."""
-    from anatoseg.config import Config
+    from anatoseg.stage3.config import Config
     from anatoseg.stage3.run import run_train
 
     typed = [("model.arch", arch), ("model.preset", preset), ("data.patch_size", patch_size)]

@@ -171,7 +171,7 @@ def _stages_1_and_2(args: argparse.Namespace, out: Path, manifests: dict[str, Pa
     """Stage 1 and stage 2, each unless its output exists: ``(stage-1 report, encoders checkpoint)``."""
     from anatoseg.stage1 import build_config, run_pseudolabel
     from anatoseg.stage1.run import REPORT_NAME
-    from anatoseg.stage2.pretrain import ENCODERS_NAME
+    from anatoseg.stage2.loop import ENCODERS_NAME
     from anatoseg.stage2.run import run_pretrain
 
     data = out / "data"

@@ -41,7 +41,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anatoseg.checkpoint import load_checkpoint, load_state_strict
-from anatoseg.config import Config
 from anatoseg.configbase import apply_overrides
 from anatoseg.data.case import Case, CaseFiles, load_case
 from anatoseg.data.layouts import FILE_KEYS, find_cases
@@ -52,6 +51,7 @@ from anatoseg.data.resample import resample_to_grid
 from anatoseg.data.volumes import pet_ct_channels, with_organs_from
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.inference.sliding_window import sliding_window_probability
+from anatoseg.stage3.config import Config
 from anatoseg.training.device import choose_device
 
 _SLAB_VOXELS = 1 << 22  # output voxels resampled per call when mapping back to the PET grid

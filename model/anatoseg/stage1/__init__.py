@@ -23,9 +23,9 @@ The entry is :func:`anatoseg.stage1.run.run_pseudolabel`; the two training loops
 :func:`predict_organs`, :class:`Stage1Config`, :func:`build_config`.
 """
 
+from anatoseg.stage1.config import Stage1Config, build_config
 from anatoseg.stage1.model import OrganModel, load_organ_model, predict_organs, save_organ_model
 from anatoseg.stage1.run import report_text, run_pseudolabel
-from anatoseg.stage1.settings import Stage1Config, build_config
 
 __all__ = ["OrganModel", "Stage1Config", "build_config", "load_organ_model", "predict_organs", "report_text",
            "run_pseudolabel", "save_organ_model"]

@@ -36,9 +36,9 @@ from anatoseg.data.case import Case
 from anatoseg.data.labels import organ_table
 from anatoseg.data.preprocess import Preprocessing, preprocess_case
 from anatoseg.errors import ConfigError
+from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.infer import segment
 from anatoseg.stage1.net import OrganUNet
-from anatoseg.stage1.settings import Stage1Config
 
 KIND = "stage1"
 

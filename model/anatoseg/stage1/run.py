@@ -39,14 +39,14 @@ from anatoseg.data.nifti import save_nifti, spacing_of
 from anatoseg.data.paths import inside
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.errors import AnatoError
+from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_preprocessing
 from anatoseg.stage1.filtering import class_thresholds, trusted_voxels
 from anatoseg.stage1.infer import organ_confidence, segment
+from anatoseg.stage1.loop import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
 from anatoseg.stage1.model import save_organ_model
 from anatoseg.stage1.net import OrganUNet
 from anatoseg.stage1.report import format_table, organ_dice, summarise
-from anatoseg.stage1.settings import Stage1Config
-from anatoseg.stage1.train import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
 from anatoseg.training.device import choose_device
 from anatoseg.training.run_folder import RUN_FILES, hold
 

@@ -1,7 +1,7 @@
 """Stage-2 run configuration (``anato pretrain``), on the shared base (:mod:`anatoseg.configbase`).
 
 Sections ``model``, ``augment``, ``optim`` (:class:`anatoseg.config.NetworkRunConfig`)
-and the run bookkeeping (:class:`~anatoseg.config.RunConfig`) are stage 3's own, so a
+and the run bookkeeping (:class:`~anatoseg.config.RunConfig`) are shared with stage 3, so a
 pretraining config names the network exactly as the stage-3 config that will load
 it. Sizes are (Z, Y, X). Example file::
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from anatoseg.data.layouts import find_cases
 from anatoseg.errors import AnatoError
 from anatoseg.stage2.config import PretrainConfig
-from anatoseg.stage2.pretrain import PretrainResult, pretrain
+from anatoseg.stage2.loop import PretrainResult, pretrain
 from anatoseg.training.device import choose_device
 from anatoseg.training.fingerprint import dataset_fingerprint
 from anatoseg.training.run_folder import hold

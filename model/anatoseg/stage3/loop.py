@@ -1,6 +1,6 @@
 """Stage-3 training: one small loop over steps.
 
-Everything a run needs is a value of :class:`~anatoseg.config.Config`; the loop
+Everything a run needs is a value of :class:`~anatoseg.stage3.config.Config`; the loop
 only wires the parts of :mod:`anatoseg.training` together: network, cached
 data, patches, loss and optimiser, DDP, run log; validation is :mod:`.validate`.
 :func:`train` is set-up (:func:`_set_up`), resume (:func:`_resume`), then per
@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from anatoseg.checkpoint import load_encoders, make_checkpoint, save_checkpoint
-from anatoseg.config import Config
 from anatoseg.data.case import CaseFiles
 from anatoseg.errors import ConfigError
+from anatoseg.stage3.config import Config
 from anatoseg.stage3.validate import validate
 from anatoseg.training import distributed as D
 from anatoseg.training import rng

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anatoseg.checkpoint import check_same_network, load_checkpoint
-from anatoseg.config import Config, apply_overrides, defaults_from_fingerprint, merge
+from anatoseg.configbase import apply_overrides, merge
 from anatoseg.data.case import CaseFiles
 from anatoseg.data.layouts import find_cases
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.stage3.config import Config, defaults_from_fingerprint
 from anatoseg.stage3.loop import CHECKPOINT_NAME, TrainInputs, TrainResult, train
 from anatoseg.training import distributed as D
 from anatoseg.training.fingerprint import dataset_fingerprint

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 
-from anatoseg.config import LossConfig, OptimConfig
+from anatoseg.config import LossConfig
+from anatoseg.configbase import OptimConfig
 from anatoseg.errors import DivergedError
 
 

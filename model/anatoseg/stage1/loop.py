@@ -34,10 +34,10 @@ from anatoseg.stage1.augment import (
     sample_patch,
     strong_intensity,
 )
+from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import Stage1Case
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
-from anatoseg.stage1.settings import Stage1Config
 from anatoseg.training.log import RunLog
 from anatoseg.training.optim import make_optimizer, optimizer_step
 from anatoseg.training.rng import seed_everything
