@@ -3,7 +3,8 @@
 Backends: ``reference`` (the plain PyTorch definition), ``chunked`` (an
 optimised PyTorch evaluation, where an op has one), ``triton`` (Triton kernels;
 on CPU tensors only under ``TRITON_INTERPRET=1``), ``cpu`` (C++/OpenMP
-extension) and ``cuda`` (CUDA extension).
+extension) and ``cuda`` (CUDA extension) and ``causal_conv1d`` (the external ``causal-conv1d`` package, for
+``order_conv1d`` in native raster order only; imported lazily, never picked by ``auto``).
 
 ``auto`` on CPU tensors picks ``cpu`` when the extension is already built,
 else the op's PyTorch fallback (``OpSpec.fallback``: ``reference``, or
@@ -33,9 +34,11 @@ import torch
 from anatokernels import _extension
 from anatokernels._availability import AVAILABLE, Availability, unavailable
 
-BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu", "triton_segment")
+BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu", "triton_segment", "causal_conv1d")
 TRITON_BACKENDS = ("triton", "triton_segment")  # Triton kernels (triton_segment: the segment-parallel scan)
 PYTORCH_BACKENDS = ("reference", "chunked")  # plain PyTorch: run on any device, always available
+# Third-party packages run as a backend: backend name -> (import name, pip name). By name only, never ``auto``.
+EXTERNAL_BACKENDS = {"causal_conv1d": ("causal_conv1d", "causal-conv1d")}
 log = logging.getLogger("anatokernels")
 
 
@@ -121,6 +124,8 @@ def availability(spec: OpSpec, backend: str, device: torch.device | None = None)
         return AVAILABLE
     if backend in TRITON_BACKENDS:
         status = _triton_availability()
+    elif backend in EXTERNAL_BACKENDS:
+        return _external_availability(backend)
     elif backend == "cpu":
         status = _extension_availability(spec, "cpu")
     elif not torch.cuda.is_available():
@@ -134,6 +139,20 @@ def availability(spec: OpSpec, backend: str, device: torch.device | None = None)
     if backend == "cuda":
         return _cuda_verification(spec, device)
     return status
+
+
+def _external_availability(backend: str) -> Availability:
+    """A third-party package backend: available where its package imports (a failed import says why)."""
+    name, pip_name = EXTERNAL_BACKENDS[backend]
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return unavailable(f"{pip_name} not installed")
+        return unavailable(f"{pip_name} installed but fails to import ({exc})")
+    except Exception as exc:  # a broken binary raises ImportError, OSError or undefined-symbol errors
+        return unavailable(f"{pip_name} installed but fails to import ({type(exc).__name__}: {exc})")
+    return AVAILABLE
 
 
 def _cuda_verification(spec: OpSpec, device: torch.device | None) -> Availability:
@@ -238,7 +257,9 @@ def _resolve(spec: OpSpec, backend: str, device: torch.device) -> str:
         raise ValueError(f"{name}: backend {backend!r} is not implemented (it has {spec.backends})")
     if backend in PYTORCH_BACKENDS:
         return backend
-    if backend in TRITON_BACKENDS:
+    if backend in EXTERNAL_BACKENDS:  # the package checks its own devices (causal-conv1d: CUDA only)
+        status = availability(spec, backend, device)
+    elif backend in TRITON_BACKENDS:
         if device.type == "cpu" and not interpreter_enabled():
             raise RuntimeError(f"{name}: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before "
                                "anatokernels is imported (it runs the Triton interpreter)")

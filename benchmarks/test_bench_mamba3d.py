@@ -20,7 +20,8 @@ and on 32³ (32,768 tokens; segmamba_ops and mamba3d only). Each baseline row
 records mamba3d's speedup over it and mamba3d's peak memory as a fraction of its
 own, measured in the same run (issue targets: ≥ 3× faster than the SegMamba-style layer at
 ≤ 0.5× its peak memory). order_conv1d: K=3, D=96, W=4, fwd+bwd; CPU B=1 over 32³ tokens,
-GPU (``gpu`` marker: reference, triton, cuda) B=2 over 64³.
+GPU (``gpu`` marker: reference, triton, cuda) B=2 over 64³; and on the GPU with all three orders
+"zyx" (the only order the causal-conv1d package runs): causal_conv1d (when importable), triton, cuda.
 """
 
 import pytest
@@ -39,7 +40,8 @@ ORDERS = ("zyx", "-zyx", "yxz")
 LAYER_CASES = [((8, 16, 16), "mamba3d"), ((8, 16, 16), "segmamba_ops"), ((8, 16, 16), "segmamba_ref"),
                ((32, 32, 32), "mamba3d"), ((32, 32, 32), "segmamba_ops")]
 _layer_results: dict[tuple[tuple[int, int, int], str], tuple[float, float]] = {}
-_conv_results: dict[tuple[str, str], float] = {}  # (device, backend) -> median s
+_conv_results: dict[tuple[str, str, tuple[str, ...]], float] = {}  # (device, backend, orders) -> median s
+NATIVE_ORDERS = ("zyx",) * 3  # the only orders the causal-conv1d package can run
 
 
 def _fast_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -76,8 +78,8 @@ def test_mamba3d_layer_cpu(benchmark, spatial, provider):
            **ratios)
 
 
-def _order_conv1d(benchmark, device, backend, batch, spatial, rounds):
-    """order_conv1d forward + backward, K=3, D=96, W=4, float32; speedup against the reference when timed."""
+def _order_conv1d(benchmark, device, backend, batch, spatial, rounds, orders=ORDERS, baseline="reference"):
+    """order_conv1d forward + backward, K=3, D=96, W=4, float32; speedup against ``baseline`` when timed."""
     k, d, width = 3, 96, 4
     length = spatial[0] * spatial[1] * spatial[2]
     x = torch.randn(batch, k, d, length, device=device, requires_grad=True)
@@ -87,17 +89,18 @@ def _order_conv1d(benchmark, device, backend, batch, spatial, rounds):
 
     def step():
         x.grad = weight.grad = bias.grad = None
-        ak.order_conv1d(x, weight, bias, spatial_shape=spatial, orders=ORDERS, backend=backend).backward(grad)
+        ak.order_conv1d(x, weight, bias, spatial_shape=spatial, orders=orders, backend=backend).backward(grad)
 
     bench(benchmark, step, device, rounds=rounds)
-    _conv_results[device, backend] = median_s(benchmark)
+    _conv_results[device, backend, orders] = median_s(benchmark)
     ratios = {}
-    if backend != "reference" and (device, "reference") in _conv_results:
-        ratios["speedup_vs_reference"] = round(_conv_results[device, "reference"] / median_s(benchmark), 2)
+    if backend != baseline and (device, baseline, orders) in _conv_results:
+        ratios[f"speedup_vs_{baseline}"] = round(_conv_results[device, baseline, orders] / median_s(benchmark), 2)
     # forward reads x, writes out; backward reads grad and x, writes dx
     record(benchmark, bytes_moved=5 * x.numel() * x.element_size(), peak_mb=peak_memory_mb(step, device),
            kernel="order_conv1d", mode="full", provider=backend,
-           size=f"B{batch}-K{k}-D{d}-{'x'.join(map(str, spatial))}-W{width}", threads=torch.get_num_threads(),
+           size=f"B{batch}-K{k}-D{d}-{'x'.join(map(str, spatial))}-W{width}-{'_'.join(orders)}",
+           threads=torch.get_num_threads(),
            **ratios)
 
 
@@ -110,3 +113,13 @@ def test_order_conv1d_cpu(benchmark, backend):
 @pytest.mark.parametrize("backend", ["reference", "triton", "cuda"])
 def test_order_conv1d_gpu(benchmark, backend):
     _order_conv1d(benchmark, "cuda", backend, 2, (64, 64, 64), rounds=30)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["causal_conv1d", "triton", "cuda"])
+def test_order_conv1d_gpu_native_order(benchmark, backend):
+    """All three orders "zyx": the causal-conv1d package (when importable) against our kernels."""
+    if not ak.backends()["order_conv1d"][backend].runs_by_name:
+        pytest.skip(f"{backend}: {ak.backends()['order_conv1d'][backend]}")
+    _order_conv1d(benchmark, "cuda", backend, 2, (64, 64, 64), rounds=30, orders=NATIVE_ORDERS,
+                  baseline="causal_conv1d")

@@ -17,12 +17,13 @@ import torch
 
 from anatokernels import _checks, _dispatch
 from anatokernels._library import backend_name
-from anatokernels.order_conv import reference
+from anatokernels.order_conv import causal_conv1d, reference
 from anatokernels.order_conv.function import order_conv1d_forward
 from anatokernels.scan_order import check_orders, check_spatial, join_orders
 
 SPEC = _dispatch.register(_dispatch.OpSpec(
-    name="order_conv1d", package="anatokernels.order_conv", backends=("reference", "triton", "cuda", "cpu"),
+    name="order_conv1d", package="anatokernels.order_conv",
+    backends=("reference", "triton", "cuda", "cpu", "causal_conv1d"),
     extension_ops={"cpu": ("order_conv1d_fwd_cpu", "order_conv1d_bwd_cpu"),
                    "cuda": ("order_conv1d_fwd_cuda", "order_conv1d_bwd_cuda")}))
 
@@ -43,6 +44,8 @@ def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     spatial_shape: (Z, Y, X). orders: K order strings, e.g. ("zyx", "-zyx", "yxz")
         (see :mod:`anatokernels.scan_order`; repeats allowed; a single string is one order).
     activation: "silu" or None.
+    backend: ``"auto"`` or a name of :func:`anatokernels.backends`; ``"causal_conv1d"`` runs the external
+        causal-conv1d package (CUDA only) and takes the native raster order only (every order ``"zyx"``).
     Returns (B, K, D, L) in x's dtype, differentiable in x, weight and bias
     (fp32 accumulation for low-precision inputs).
     """
@@ -64,9 +67,16 @@ def order_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         raise ValueError(f"{op}: bias must be (K, D) = ({k}, {d}), got {_checks.shape_str(bias.shape)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: activation must be 'silu' or None, got {activation!r}")
+    if backend == "causal_conv1d":
+        causal_conv1d.check_supported(orders, x.dtype)
     return _dispatch.dispatch(
-        op, backend, device,
-        fast=lambda impl: order_conv1d_forward(x, weight.contiguous(), None if bias is None else bias.contiguous(),
-                                               list(spatial), join_orders(orders), activation == "silu",
-                                               backend_name(impl)),
+        op, backend, device, fast=lambda impl: _fast(impl, x, weight, bias, spatial, orders, activation),
         reference=lambda: reference.order_conv1d(x, weight, bias, spatial, orders, activation))
+
+
+def _fast(impl, x, weight, bias, spatial, orders, activation):
+    """A fast backend: the shared custom op, or the causal-conv1d package's own autograd."""
+    if impl is causal_conv1d:
+        return causal_conv1d.order_conv1d(x, weight, bias, spatial, orders, activation)
+    return order_conv1d_forward(x, weight.contiguous(), None if bias is None else bias.contiguous(), list(spatial),
+                                join_orders(orders), activation == "silu", backend_name(impl))
