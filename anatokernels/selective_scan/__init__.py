@@ -53,7 +53,14 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
     u, delta: (B, D, L). A: (D, N). B, C: (B, N, L), or grouped (B, G, N, L)
     with G dividing D (channel d uses group d // (D/G)); B and C have the same
-    shape. D, delta_bias: (D,). z: (B, D, L). u, delta, B, C, z share one
+    shape. Either may instead be time-invariant, (D, N) (mamba's
+    ``is_variable_B/C=False``), in any float dtype: it is cast to u's dtype at
+    (D, N) and broadcast (``expand``, no copy) to per-channel groups (B, D, N, L),
+    which the cpu/cuda/triton kernels read through its strides (triton_segment
+    copies it); the other of B, C is then broadcast to per-channel groups too (a
+    copy if it is grouped with 1 < G < D). The backward writes that tensor's
+    gradient at the full (B, D, N, L) size before summing it over batch and time in
+    float32 into the (D, N) gradient. D, delta_bias: (D,). z: (B, D, L). u, delta, B, C, z share one
     dtype (float16/bfloat16/float32/float64); A, D, delta_bias may be float32
     parameters. Returns y (B, D, L) in u's dtype, or ``(y, last_state)`` with
     last_state h_{L-1} of shape (B, D, N) in float32 (float64 for float64
@@ -62,11 +69,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     op = "selective_scan"
     _checks.check_tensor(op, "u", u, ndim=3, layout="(B, D, L)")
     _checks.check_tensor(op, "A", A, ndim=2, layout="(D, N)")
-    for name, t in (("B", B), ("C", C)):
-        _checks.check_tensor(op, name, t, layout="(B, N, L) or (B, G, N, L)")
-        if t.dim() not in (3, 4):
-            raise ValueError(f"{op}: {name} must be 3-D (B, N, L) or 4-D (B, G, N, L), got shape "
-                             f"{_checks.shape_str(t.shape)}")
+    B, C = _variable_b_c(op, u, A, B, C)
     batch, dim, length = u.shape
     n_state = A.shape[1]
     _checks.check_shape(op, "delta", delta, (batch, dim, length), "(B, D, L)")
@@ -88,6 +91,50 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         fast=lambda impl: _scan_fast(impl, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state),
         reference=lambda: reference.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                    return_last_state))
+
+
+def _variable_b_c(op: str, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor):
+    """B and C as given, or, where either is time-invariant (D, N), both in the grouped per-channel
+    layout (batch, D, N, L): mamba's ``is_variable_B/C=False`` mapped onto the variable kernels."""
+    for name, t in (("B", B), ("C", C)):
+        _checks.check_tensor(op, name, t, layout="(B, N, L), (B, G, N, L) or time-invariant (D, N)")
+        if t.dim() not in (2, 3, 4):
+            raise ValueError(f"{op}: {name} must be (B, N, L), (B, G, N, L) or time-invariant (D, N), got shape "
+                             f"{_checks.shape_str(t.shape)}")
+    if B.dim() != 2 and C.dim() != 2:
+        return B, C
+    batch, dim, length = u.shape
+    per_channel = (batch, dim, A.shape[1], length)
+
+    def broadcast(name, t):
+        if t.dim() == 2:
+            if t.shape != A.shape:
+                raise ValueError(f"{op}: {name} must be 3-D (B, N, L), 4-D (B, G, N, L) or time-invariant (D, N) = "
+                                 f"A's shape {_checks.shape_str(A.shape)}, got {_checks.shape_str(t.shape)}")
+            return _BroadcastInvariant.apply(t, per_channel, u.dtype)
+        if t.dim() == 3:
+            t = t.unsqueeze(1)
+        groups = t.shape[1]
+        if t.shape[0] != batch or t.shape[2:] != per_channel[2:] or groups == 0 or dim % groups:
+            return t  # wrong shape: the checks below name it
+        return t.unsqueeze(2).expand(batch, groups, dim // groups, *per_channel[2:]).reshape(per_channel)
+
+    return broadcast("B", B), broadcast("C", C)
+
+
+class _BroadcastInvariant(torch.autograd.Function):
+    """(D, N) -> (batch, D, N, L) in ``dtype`` without a copy; the backward sums over batch and time in float32
+    (float64 for float64) and returns the (D, N) gradient in the parameter's own dtype."""
+
+    @staticmethod
+    def forward(ctx, weight, shape, dtype):
+        ctx.weight_dtype = weight.dtype
+        return weight.to(dtype)[None, :, :, None].expand(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        acc = torch.float64 if torch.float64 in (grad.dtype, ctx.weight_dtype) else torch.float32
+        return grad.sum(dim=(0, 3), dtype=acc).to(ctx.weight_dtype), None, None
 
 
 def _scan_fast(impl, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):

@@ -308,7 +308,7 @@ def test_bad_inputs():
         ak.selective_scan(u1, d1, A1, torch.randn(1, 2, 4, 24), torch.randn(1, 2, 4, 24))
     with pytest.raises(ValueError, match="C must have B's shape"):
         ak.selective_scan(u1, d1, A1, B[:, 0], C[:, 0, :3])
-    with pytest.raises(ValueError, match=r"B must be 3-D \(B, N, L\) or 4-D"):
+    with pytest.raises(ValueError, match=r"B must be 3-D \(B, N, L\), 4-D .* or time-invariant \(D, N\)"):
         ak.selective_scan(u1, d1, A1, B[0, 0], C[0, 0])
     with pytest.raises(ValueError, match="every dimension must be non-empty"):
         ak.selective_scan(u1[..., :0], d1[..., :0], A1, B[:, 0, :, :0], C[:, 0, :, :0])
