@@ -11,25 +11,18 @@ nib = pytest.importorskip("nibabel")
 
 import numpy as np  # noqa: E402
 
-from anatoseg.cli import main  # noqa: E402
 from anatoseg.data import save_nifti  # noqa: E402
 from anatoseg.data.phantom import generate_cohort  # noqa: E402
+
+from cli_testing import leftovers  # noqa: E402
+from cli_testing import run_anato as run  # noqa: E402
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (12, 12, 12)
 
 
-def run(monkeypatch, capsys, *args):
-    """Run ``anato ARGS`` in-process through the real entry point; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anato", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
 
 
-def leftovers(folder):
-    return [p for p in folder.rglob("*") if ".tmp" in p.name]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ goes through the real ``anato`` entry point where a user would."""
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
@@ -14,7 +13,6 @@ nib = pytest.importorskip("nibabel")
 import numpy as np  # noqa: E402
 
 from anatoseg.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from anatoseg.cli import main  # noqa: E402
 from anatoseg.config import ModelConfig  # noqa: E402
 from anatoseg.data import find_cases, load_case, save_nifti  # noqa: E402
 from anatoseg.data.paths import inside  # noqa: E402
@@ -25,19 +23,14 @@ from anatoseg.stage3.config import Config  # noqa: E402
 from anatoseg.training.cache import prepare_cache  # noqa: E402
 from anatoseg.training.network import build_model, net_dict  # noqa: E402
 
+from cli_testing import run_anato as run  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (12, 12, 12)
 PARAMS = Preprocessing(target_spacing=(8.0, 8.0, 8.0), ct_clip=(-1000.0, 1000.0), ct_mean=0.0, ct_std=100.0)
 
 
-def run(monkeypatch, capsys, *args):
-    """``anato ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anato", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
 
 
 def write_study(folder, seg=True):

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from anatoseg.checkpoint import load_checkpoint, save_checkpoint
-from anatoseg.cli import main
 from anatoseg.data.atomic import TEMP_FOLDER, write_text_atomic
 from anatoseg.data.fingerprint import load_fingerprint, save_fingerprint
 from anatoseg.data.layouts import find_cases
@@ -25,6 +24,9 @@ from anatoseg.training.log import RunLog
 from anatoseg.training.optim import make_optimizer, optimizer_step
 from anatoseg.training.run_folder import hold
 
+from cli_testing import leftovers
+from cli_testing import run_anato as anato
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = ["--patch-size", "32,32,32", "--batch-size", 2, "--preset", "tiny", "--device", "cpu", "--no-progress",
@@ -33,17 +35,8 @@ SETTINGS = ["model.preset=tiny", "data.patch_size=32,32,32", "train.batch_size=2
             "data.val_cases=0", "model.net.use_prompts=false"]
 
 
-def anato(monkeypatch, capsys, *args):
-    """``anato ARGS`` in-process through the real entry point: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anato", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
 
 
-def leftovers(folder):
-    return [p for p in folder.rglob("*") if ".tmp" in p.name]
 
 
 @pytest.fixture(scope="module")
