@@ -1,6 +1,6 @@
 """End to end: ``anato train`` for a few steps on phantom cases, then ``anato predict`` writes masks on
 the PET grid with the PET file's affine, also for a PET stored in another orientation, with organ
-prompts from a folder or from the stage-1 model named in the checkpoint."""
+prompts from a folder, from the dataset's own organ maps or from the stage-1 model named in the checkpoint."""
 
 import csv
 import shutil
@@ -88,8 +88,16 @@ def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
     np.testing.assert_array_equal(np.asarray(out.dataobj), masks[files.case_id][::-1, ::-1])
 
-    # A prompt model needs organ maps: one line on stderr, exit 1.
-    monkeypatch.setattr(sys, "argv", ["anato", "predict", str(run / "model.pt"), str(data), str(tmp_path / "x")])
+    # Without --organs the dataset's own organ maps (the labels `anato train` used) make the prompts.
+    result = _invoke("predict", run / "model.pt", data, tmp_path / "own", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "organ prompts from: the dataset's own organ maps" in result.output
+    for files in cases:
+        own = np.asarray(nib.load(str(tmp_path / "own" / f"{files.case_id}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(own, masks[files.case_id])
+
+    # A prompt model needs organ maps (the LPS study has none): one line on stderr, exit 1.
+    monkeypatch.setattr(sys, "argv", ["anato", "predict", str(run / "model.pt"), str(study), str(tmp_path / "x")])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 1
@@ -105,6 +113,7 @@ def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     save_checkpoint(tmp_path / "with_stage1.pt", make_checkpoint("stage3", meta, model=checkpoint["model"]))
     result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "stage1.nii.gz", "--no-progress")
     assert result.exit_code == 0, result.output
+    assert "organ prompts from: stage-1 model" in result.output
     out = nib.load(str(tmp_path / "stage1.nii.gz"))
     assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
     (tmp_path / "stage1.pt").unlink()

@@ -6,9 +6,11 @@ pytest.importorskip("nibabel")
 
 import numpy as np  # noqa: E402
 from matplotlib import image as mpimg  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 
 from anatoseg.data.phantom import generate_case  # noqa: E402
 from anatoseg.viz import render_case, render_png  # noqa: E402
+from anatoseg.viz.colours import GT_COLOUR, PRED_COLOUR  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +23,8 @@ def colour_pixels(png, rgb, tol=0.12):
     return int(np.all(np.abs(pixels - np.array(rgb)) < tol, axis=-1).sum())
 
 
-GREEN = (0x1F / 255, 0xA8 / 255, 0x3A / 255)
-RED = (0xE0 / 255, 0x26 / 255, 0x2B / 255)
+GREEN = to_rgb(GT_COLOUR)
+RED = to_rgb(PRED_COLOUR)  # the prediction's colour (magenta)
 
 
 def test_case_page_has_panels_and_overlays(case, tmp_path):

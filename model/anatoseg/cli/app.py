@@ -7,12 +7,16 @@ import typer
 
 from anatoseg import __version__
 
+#: ``-h`` is ``--help`` on ``anato`` and, inherited through the click context, on every command.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="anato",
     help="Whole-body PET-CT lesion segmentation with anatomy-guided prompting (anatoseg).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
 
 

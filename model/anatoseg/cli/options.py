@@ -16,9 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML or JSON config file (sizes Z, Y, X).")]
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="YAML or JSON config file (sizes and spacings (Z, Y, X)).")]
 Overrides = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override one config value: section.key=value (repeatable; sizes Z,Y,X), e.g. seed=1, "
+    "--set", help="Override one config value: section.key=value (repeatable; sizes and spacings (Z, Y, X)), "
+    "e.g. seed=1, "
     "data.patch_size=32,64,64 or model.net.widths=[8,16,32,64].")]
 Steps = Annotated[int | None, typer.Option("--steps", help="Optimisation steps (each training phase).")]
 Seed = Annotated[int | None, typer.Option("--seed", help="Seed of everything random (seed).")]

@@ -20,7 +20,8 @@ class Domain(str, Enum):
 
 
 def parse_spacing(text: str | None, option: str) -> tuple[float, float, float] | None:
-    """``"4"`` -> (4, 4, 4); ``"4,4,3"``, ``"4x4x3"`` or ``"4 4 3"`` -> (4, 4, 3); None stays None."""
+    """Voxel size given as (Z, Y, X) mm -> the generator's (X, Y, Z): ``"4"`` -> (4, 4, 4); ``"3,4,4"``,
+    ``"3x4x4"`` or ``"3 4 4"`` (z = 3 mm) -> (4, 4, 3); None stays None."""
     if text is None:
         return None
     try:
@@ -32,7 +33,7 @@ def parse_spacing(text: str | None, option: str) -> tuple[float, float, float] |
     if len(values) != 3 or not all(0 < v < math.inf for v in values):
         raise typer.BadParameter(f"expected one or three positive finite numbers in mm, got {text!r}",
                                  param_hint=option)
-    return tuple(values)
+    return tuple(reversed(values))
 
 
 @app.command("phantom")
@@ -40,9 +41,11 @@ def phantom(
     out: Annotated[Path, typer.Argument(help="Output folder (created; cases go to OUT/<case>/study/).")],
     cases: Annotated[int, typer.Option("--cases", min=1, help="Number of cases.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Cohort seed; case i uses (seed, i).")] = 0,
-    spacing: Annotated[str, typer.Option("--spacing", help="PET voxel size in mm: one number or X,Y,Z.")] = "4",
+    spacing: Annotated[str, typer.Option("--spacing", help="PET voxel size in mm (Z, Y, X): one number or "
+                                         "Z,Y,X.")] = "4",
     ct_spacing: Annotated[str | None, typer.Option(
-        "--ct-spacing", help="CT voxel size in mm (default: PET spacing x 0.5 in-plane, x 0.75 in z).")] = None,
+        "--ct-spacing", help="CT voxel size in mm (Z, Y, X): one number or Z,Y,X (default: PET spacing "
+        "x 0.75 in z, x 0.5 in-plane).")] = None,
     domain: Annotated[Domain, typer.Option("--domain", help="petct: low-dose unenhanced CT; diagnostic: "
                                            "contrast-enhanced, sharper, less noise.")] = Domain.petct,
     negatives: Annotated[float, typer.Option("--negatives", min=0.0, max=1.0,

@@ -21,7 +21,7 @@ def predict(
                                         "for a single case.")],
     organs: Annotated[Path | None, typer.Option(
         "--organs", help="Folder of organ label maps <case_id>.nii.gz (default: the stage-1 model named in the "
-        "checkpoint).")] = None,
+        "checkpoint, else each case's own organ map in the dataset, as `anato train` uses).")] = None,
     overlap: Annotated[float | None, typer.Option(
         "--overlap", help="Window overlap in [0, 1) (default: the training config's infer.overlap).")] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -42,6 +42,7 @@ def predict(
 
     predictor = Predictor.from_checkpoint(model, device=device, overlap=overlap, batch_size=batch_size)
     organ_source = OrganSource(predictor, organs)
+    typer.echo(f"organ prompts from: {organ_source.description}")
     plan = plan_predictions(predictor, organ_source, source, out, layout=layout, split=split,
                             overwrite=overwrite, skip_bad=skip_bad)
     warn_skipped(plan.skipped)

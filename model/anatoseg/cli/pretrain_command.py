@@ -23,10 +23,10 @@ def pretrain(
     steps: opt.Steps = None,
     batch_size: opt.BatchSize = None,
     lr: opt.LearningRate = None,
-    crop_size: Annotated[str | None, typer.Option("--crop-size", help="Z,Y,X voxels of each crop (crop.size).")
-                         ] = None,
-    mask_patch: Annotated[str | None, typer.Option("--mask-patch", help="Z,Y,X voxels of a mask patch "
-                                                   "(mask.patch_size).")] = None,
+    crop_size: Annotated[str | None, typer.Option(
+        "--crop-size", help="Crop size in voxels (Z, Y, X): Z,Y,X (crop.size).")] = None,
+    mask_patch: Annotated[str | None, typer.Option("--mask-patch", help="Mask patch size in voxels (Z, Y, X): "
+                                                   "Z,Y,X (mask.patch_size).")] = None,
     mask_ratio: Annotated[float | None, typer.Option("--mask-ratio", help="Fraction of patches masked "
                                                      "(mask.ratio).")] = None,
     no_intra: Annotated[bool, typer.Option("--no-intra", help="Ablation: no PET-from-PET / CT-from-CT "

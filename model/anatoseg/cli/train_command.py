@@ -25,8 +25,8 @@ def train(
     steps: opt.Steps = None,
     batch_size: opt.BatchSize = None,
     lr: opt.LearningRate = None,
-    patch_size: Annotated[str | None, typer.Option("--patch-size", help="Z,Y,X voxels (data.patch_size).")
-                          ] = None,
+    patch_size: Annotated[str | None, typer.Option(
+        "--patch-size", help="Patch size in voxels (Z, Y, X): Z,Y,X (data.patch_size).")] = None,
     seed: opt.Seed = None,
     gradient_checkpointing: Annotated[bool, typer.Option(
         "--gradient-checkpointing", help="Recompute the Mamba blocks in the backward.")] = False,

@@ -10,8 +10,27 @@ import typer
 from anatoseg.cli.app import app
 
 
+def _study_of_case_folder(path: Path) -> Path:
+    """``path`` itself, or its one study when ``path`` is an autoPET case (patient) folder ``CASE/<study>/SUV``."""
+    from anatoseg.data.nifti import NIFTI_SUFFIXES
+    from anatoseg.data.paths import visible_entries
+    from anatoseg.errors import DataError
+
+    def has_suv(folder: Path) -> bool:
+        return any((folder / f"SUV{suffix}").is_file() for suffix in NIFTI_SUFFIXES)
+
+    if not path.is_dir() or has_suv(path):
+        return path
+    studies = [s for s in visible_entries(path) if s.is_dir() and has_suv(s)]
+    if len(studies) > 1:
+        names = ", ".join(s.name for s in studies)
+        raise DataError(f"case folder holds {len(studies)} studies ({names}); pass one of them", path)
+    return studies[0] if len(studies) == 1 else path
+
+
 def load_view_input(path: Path):
-    """A Case for a case folder / dataset with one case / a case's SUV file, else (PET Volume (Z, Y, X), id)."""
+    """A Case for a case folder (``CASE`` or ``CASE/<study>``) / dataset with one case / a case's SUV file,
+    else (PET Volume (Z, Y, X), id)."""
     from anatoseg.data.case import load_case
     from anatoseg.data.layouts import find_cases
     from anatoseg.data.nifti import Volume, file_to_zyx, is_nifti, load_nifti, strip_nifti_suffix
@@ -28,7 +47,7 @@ def load_view_input(path: Path):
             data, affine = file_to_zyx(pet.data, pet.affine)
             return Volume(data=data, affine=affine, path=path), stem
         path = path.parent
-    cases = find_cases(path)
+    cases = find_cases(_study_of_case_folder(path))
     if len(cases) != 1:
         raise DataError(f"holds {len(cases)} cases; pass one case folder or a case's SUV file", path)
     return load_case(cases[0]), cases[0].case_id
@@ -36,10 +55,10 @@ def load_view_input(path: Path):
 
 @app.command("view")
 def view(
-    case: Annotated[Path, typer.Argument(help="A case folder (autoPET study), a one-case dataset, "
-                                         "or a PET/SUV file.")],
+    case: Annotated[Path, typer.Argument(help="A case folder (autoPET CASE or CASE/<study>), a "
+                                         "one-case dataset, or a PET/SUV file.")],
     pred: Annotated[Path | None, typer.Option("--pred", help="Predicted lesion mask on the PET grid, "
-                                              "drawn in red.")] = None,
+                                              "outlined in magenta.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: ./<case>.png).")] = None,
 ) -> None:
     """Render PET MIPs (coronal, sagittal), a CT slice, lesion and organ overlays to a PNG."""

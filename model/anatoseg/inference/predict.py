@@ -3,7 +3,8 @@
 For each case (:func:`predict_cases`):
 
 1. read it (:func:`anatoseg.data.case.load_case`, ``(Z, Y, X)`` reoriented to RAS) with
-   organ prompts from ``--organs`` or from the checkpoint's stage-1 ``organ_model``;
+   organ prompts from ``--organs``, the checkpoint's stage-1 ``organ_model`` or the
+   dataset's own organ maps (:class:`OrganSource`);
 2. preprocess exactly as in training (the checkpoint's ``preprocessing``: body
    crop, resampling, normalisation);
 3. sliding-window lesion probability in bounded memory
@@ -153,10 +154,14 @@ def restore_mask(prob_u8: np.ndarray, pre: PreprocessedCase) -> np.ndarray:
 
 
 class OrganSource:
-    """Where the organ prompts of each case come from: ``--organs DIR`` or the stage-1 model.
+    """Where the organ prompts of each case come from: the organ labels ``anato train`` used.
 
-    ``for_case(files)`` returns the :class:`Case` to predict, with ``organs`` set when
-    the network needs prompts. AnatoError when it needs them and neither is available.
+    In this order: ``--organs DIR`` (``<case_id>.nii.gz``); the stage-1 model the checkpoint
+    names (training ran on its maps, ``--organs`` with ``--organ-model``); else the case's own
+    organ map in the dataset layout (``ORGANS.nii.gz``, a manifest's ``organs``), which is what
+    ``anato train`` reads without ``--organs``. :attr:`description` names the one in use.
+    ``for_case(files)`` returns the :class:`Case` to predict, with ``organs`` set when the
+    network needs prompts. AnatoError when it needs them and none is available.
     """
 
     def __init__(self, predictor: Predictor, organs_dir: str | os.PathLike | None):
@@ -165,25 +170,36 @@ class OrganSource:
         self.device = predictor.device
         self.organ_model = None
         self.organ_model_path: Path | None = None
-        if self.needed and organs_dir is None:
-            path = predictor.meta.get("organ_model")
-            if not path:
-                raise AnatoError("the model uses organ prompts: give --organs DIR (organ label maps "
-                                 "<case_id>.nii.gz on the PET grid), or train with --organ-model so that "
-                                 "the checkpoint names a stage-1 model")
-            if not Path(path).is_file():
-                raise AnatoError("stage-1 organ model named in the checkpoint not found; give --organs DIR",
-                                 path)
-            from anatoseg.stage1.model import load_organ_model
+        path = predictor.meta.get("organ_model")
+        if not self.needed:
+            self.description = "none (the model uses no organ prompts)"
+        elif organs_dir is not None:
+            self.description = f"--organs {organs_dir}"
+        elif path:
+            self._load_model(Path(path))
+            self.description = f"stage-1 model {path} (named in the checkpoint)"
+        else:
+            self.description = "the dataset's own organ maps (ORGANS.nii.gz / manifest 'organs')"
 
-            self.organ_model = load_organ_model(path, self.device)
-            self.organ_model_path = Path(path)
+    def _load_model(self, path: Path) -> None:
+        if not path.is_file():
+            raise AnatoError("stage-1 organ model named in the checkpoint not found; give --organs DIR", path)
+        from anatoseg.stage1.model import load_organ_model
+
+        self.organ_model = load_organ_model(path, self.device)
+        self.organ_model_path = path
 
     def files_for(self, files: CaseFiles) -> CaseFiles:
-        """``files`` with the organ map this run reads (from ``--organs``), or none."""
-        if self.needed and self.organ_model is None:
+        """``files`` with the organ map this run reads (``--organs`` or the dataset's own), or none."""
+        if not self.needed or self.organ_model is not None:
+            return dataclasses.replace(files, organs=None)
+        if self.organs_dir is not None:
             return with_organs_from(files, self.organs_dir)
-        return dataclasses.replace(files, organs=None)
+        if files.organs is None:
+            raise AnatoError(f"the model uses organ prompts but case {files.case_id} has no organ map in the "
+                             "dataset: give --organs DIR (organ label maps <case_id>.nii.gz on the PET grid), or "
+                             "train with --organ-model so that the checkpoint names a stage-1 model")
+        return files
 
     def for_case(self, files: CaseFiles) -> Case:
         """The case to predict (``files`` as :meth:`files_for` gave them), with organs when needed."""

@@ -100,6 +100,7 @@ class _Run:
     last_loss: float | None = None
     val_dice: float | None = None
     log: RunLog | None = None
+    progress: bool = False  # bars (main process only)
 
     @property
     def amp(self) -> bool:
@@ -116,9 +117,10 @@ def train(config: Config, inputs: TrainInputs, out: str | Path, ctx: D.DistConte
     if resume is not None:
         _resume(run, resume)
     run.end = config.train.steps if stop_at is None else max(run.start, min(stop_at, config.train.steps))
+    run.progress = progress and ctx.is_main
     loader = _loader(run)
     run.log = RunLog(run.out / LOG_NAME if ctx.is_main else None, LOG_FIELDS, desc="train", total=run.end,
-                     initial=run.start, progress=progress and ctx.is_main,
+                     initial=run.start, progress=run.progress,
                      resume_step=run.start if resume is not None else None)
     run.net.train()
     for step, batch in zip(range(run.start, run.end), loader, strict=True):
@@ -222,7 +224,7 @@ def _log_and_validate(run: _Run, done: int) -> None:
         run.last_loss, run.losses = total / count, []
     if validated:
         run.val_dice = validate(run.net, run.val_volumes, tuple(run.config.data.patch_size), run.config.infer,
-                                run.ctx, amp=run.amp, use_organs=run.use_organs)
+                                run.ctx, amp=run.amp, use_organs=run.use_organs, progress=run.progress)
     if logged or validated:
         run.log.write(done, loss=run.last_loss if logged else None, lr=run.scheduler.get_last_lr()[0],
                       val_dice=run.val_dice if validated else None)

@@ -8,8 +8,9 @@ Panels, left to right:
    ground-truth lesion (else the largest predicted one, else the body's centre).
 
 Ground truth is drawn in green (filled, translucent, with its outline),
-prediction as red outlines; on the MIPs these are projections. Organ label
-outlines (thin, one colour per organ, legend on the right) appear when organ
+prediction as magenta outlines; on the MIPs these are projections. Organ label
+outlines (thin, one colour per organ from a palette that leaves out the
+ground-truth and prediction hues, :mod:`anatoseg.viz.colours`; legend on the right) appear when organ
 labels exist: projected on the MIPs (except the skeleton) and cut on the CT
 slice. Arrays are ``(Z, Y, X)`` as :func:`~anatoseg.data.case.load_case` gives them
 (RAS+ axes, reversed); the panels use the
@@ -24,7 +25,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -34,14 +34,10 @@ from anatoseg.data.case import Case
 from anatoseg.data.labels import ORGANS
 from anatoseg.data.nifti import spacing_of
 from anatoseg.metrics.components import component_sizes, components
+from anatoseg.viz.colours import GT_COLOUR, PRED_COLOUR, organ_colour
 
 SUV_MAX = 7.0
 CT_WINDOW = (-160.0, 240.0)
-GT_COLOUR, PRED_COLOUR = "#1fa83a", "#e0262b"
-
-
-def _organ_colour(organ_id: int):
-    return colormaps["tab20"]((organ_id - 1) % 20)
 
 
 def _slice_y(lesions, pred, pet) -> int:
@@ -89,8 +85,9 @@ def _organ_overlays(views, organs: np.ndarray) -> list:
             if axis is not None and organ.name == "skeleton":
                 continue  # a projected skeleton outline hides everything else
             plane = mask.any(axis=axis) if axis is not None else mask[:, index, :]
-            _outline(ax, plane, extent, _organ_colour(organ.id), width=0.6)
-        legend.append(Line2D([], [], color=_organ_colour(organ.id), lw=2, label=f"{organ.id} {organ.name}"))
+            _outline(ax, plane, extent, organ_colour(organ.id, len(ORGANS)), width=0.6)
+        legend.append(Line2D([], [], color=organ_colour(organ.id, len(ORGANS)), lw=2,
+                             label=f"{organ.id} {organ.name}"))
     return legend
 
 
@@ -126,14 +123,14 @@ def render_png(out: str | os.PathLike, pet: np.ndarray, affine: np.ndarray, *, c
     if ct is not None:
         views.append((axes[2], None, coronal, y))
     legend = _organ_overlays(views, organs) if organs is not None else []
-    for mask, colour, fill, label in ((lesions, GT_COLOUR, True, "lesion (ground truth)"),
-                                      (pred, PRED_COLOUR, False, "prediction")):
+    for mask, colour, fill, label in ((lesions, GT_COLOUR, True, "lesion (ground truth, filled)"),
+                                      (pred, PRED_COLOUR, False, "prediction (outline)")):
         if mask is None:
             continue
         mask = np.asarray(mask) > 0
         for ax, axis, extent, index in views:
             plane = mask.any(axis=axis) if axis is not None else mask[:, index, :]
-            _outline(ax, plane, extent, colour, fill=fill, width=1.4)
+            _outline(ax, plane, extent, colour, fill=fill, width=1.2 if fill else 1.8)
         legend.insert(0, Line2D([], [], color=colour, lw=3, label=label))
     key = fig.add_subplot(grid[0, -1])
     key.axis("off")
