@@ -49,12 +49,25 @@ lint: $(STAMP)
 # For a lent GPU machine: torch/triton are already installed and nothing can be downloaded.
 # Installs the project without dependencies, builds the CUDA extension, runs the GPU tests and the
 # benchmarks, and writes benchmarks/results/<gpu>-<commit>.json.
+# One GPU run in under 8 minutes (H100/H200), every step under its own `timeout` (SIGINT first, so pytest
+# still writes its reports; `-` so a failed or cut-off step never stops the next): build, the `-m gpu` kernel
+# tests, golden comparisons (benchmarks/golden/*.pt, computed ahead on a CPU: `python benchmarks/golden.py
+# write`), benchmarks at 64^3 and mamba's shape, then collect.py writes benchmarks/results/<gpu>-<commit>.json
+# from whatever finished. Budget: 110 + 120 + 60 + 160 + 20 s = 7.8 min.
+GPU_STEP = timeout -s INT -k 10
+GPU_BENCH = benchmarks/test_bench_selective_scan.py benchmarks/test_bench_mamba3d.py benchmarks/test_bench_masked_patch.py
 gpu-check:
-	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
-	ANATO_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-8.0;9.0}" $(PYTHON) -m anatokernels.build
-	-TRITON_INTERPRET=0 $(PYTHON) -m pytest -q -m gpu tests --junitxml=benchmarks/results/gpu-tests.xml $(PYTEST_ARGS)
-	-TRITON_INTERPRET=0 $(PYTHON) -m pytest -q benchmarks --benchmark-json=benchmarks/results/raw-benchmarks.json
-	$(PYTHON) benchmarks/collect.py benchmarks/results/raw-benchmarks.json benchmarks/results/gpu-tests.xml
+	mkdir -p benchmarks/results && rm -f benchmarks/results/raw-benchmarks.json benchmarks/results/golden-check.json
+	-$(GPU_STEP) 110 sh -c '$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . && \
+	  ANATO_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" $(PYTHON) -m anatokernels.build'
+	-TRITON_INTERPRET=0 $(GPU_STEP) 120 $(PYTHON) -m pytest -q -m gpu tests/kernels \
+	  --junitxml=benchmarks/results/gpu-tests.xml $(PYTEST_ARGS)
+	-TRITON_INTERPRET=0 $(GPU_STEP) 60 $(PYTHON) benchmarks/golden.py check benchmarks/results/golden-check.json \
+	  --backends cuda,triton,triton_segment
+	-TRITON_INTERPRET=0 $(GPU_STEP) 160 $(PYTHON) -m pytest -q -m gpu $(GPU_BENCH) \
+	  --benchmark-json=benchmarks/results/raw-benchmarks.json
+	timeout 20 $(PYTHON) benchmarks/collect.py benchmarks/results/raw-benchmarks.json \
+	  benchmarks/results/gpu-tests.xml benchmarks/results/golden-check.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks

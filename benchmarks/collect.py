@@ -1,11 +1,12 @@
 """Turn a pytest-benchmark JSON (and optionally a junit XML of the GPU tests) into one results file.
 
-    python benchmarks/collect.py RAW.json [TESTS.xml]
+    python benchmarks/collect.py RAW.json [TESTS.xml] [GOLDEN.json]
 
 writes ``benchmarks/results/<device>-<commit>.json``: device name, versions,
 commit, timestamp, test outcome counts, and one row per benchmark (kernel,
 provider, mode, size, median/q1/q3 in ms, and its extra_info such as bytes,
-bandwidth and peak memory).
+bandwidth and peak memory), and the golden comparisons of ``benchmarks/golden.py check`` if given.
+Missing inputs (a step that timed out) are recorded as absent, never an error.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _tests(xml_path: Path | None) -> dict[str, object]:
     return {**counts, "failed": failed}
 
 
+def _golden(path: Path | None) -> list[dict] | str:
+    if path is None:
+        return []
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"absent or unreadable: {exc}"
+
+
 def rows(raw: dict) -> list[dict]:
     out = []
     for entry in raw.get("benchmarks", []):
@@ -80,12 +90,15 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     raw_path = Path(argv[0])
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    try:
+        raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    except ValueError:  # a benchmark run cut off while writing
+        raw = {}
     device = _device()
     commit = _commit()
     report = {"device": device, "commit": commit, "timestamp": datetime.now(timezone.utc).isoformat(),
               "versions": _versions(), "tests": _tests(Path(argv[1]) if len(argv) > 1 else None),
-              "benchmarks": rows(raw)}
+              "benchmarks": rows(raw), "golden": _golden(Path(argv[2]) if len(argv) > 2 else None)}
     RESULTS.mkdir(exist_ok=True)
     target = RESULTS / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', device)}-{commit}.json"
     target.write_text(json.dumps(report, indent=1) + "\n")
