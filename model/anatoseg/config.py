@@ -26,7 +26,13 @@ class DataConfig:
     lesion_fraction: float = 1 / 3  # share of patches centred on a lesion voxel
     val_fraction: float = 0.2  # held-out share of cases (at least one when there are >= 2 cases)
     val_cases: int | None = None  # overrides val_fraction with a count
-    num_workers: int = 0  # DataLoader worker processes building batches
+    # DataLoader worker processes building batches; None (null): auto, enough to feed a `base` step on an
+    # H100 (0.46 s per batch of 2) at the measured per-worker rate, 1.36 patches/s at 112x160x128 with every
+    # augmentation on (6.3 with the default probabilities; 2-core AMD EPYC, one thread, `benchmarks/
+    # test_bench_data_pipeline.py`): ceil(2 / (1.36 * 0.46)) = 4 workers, capped at cpu_count - 1 (per
+    # process on the machine); 0 without CUDA (training.sampling.auto_num_workers)
+    num_workers: int | None = None
+    pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: only with CUDA
 
 
 @dataclass

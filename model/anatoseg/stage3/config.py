@@ -62,8 +62,8 @@ class Config(NetworkRunConfig):
         if not 0 <= data.val_fraction < 1 or (data.val_cases is not None and data.val_cases < 0):
             raise ConfigError(f"data.val_fraction must lie in [0, 1) and data.val_cases be >= 0, got "
                               f"{data.val_fraction}, {data.val_cases}")
-        if data.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {data.num_workers}")
+        if data.num_workers is not None and data.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0 or null (auto), got {data.num_workers}")
         for name in ("flip_prob", "affine_prob", "intensity_prob", "scale", "intensity_scale"):
             if not 0 <= getattr(augment, name) <= 1:
                 raise ConfigError(f"augment.{name} must lie in [0, 1], got {getattr(augment, name)}")

@@ -44,7 +44,7 @@ from anatoseg.training.log import LOG_NAME, RunLog
 from anatoseg.training.network import build_model, net_dict
 from anatoseg.training.optim import make_loss, make_optimizer, optimizer_step
 from anatoseg.training.run_folder import CACHE_NAME, jsonable, write_config
-from anatoseg.training.sampling import PatchBatches, TrainVolume
+from anatoseg.training.sampling import PatchBatches, TrainVolume, auto_num_workers
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -189,14 +189,20 @@ def _resume(run: _Run, checkpoint: dict[str, Any]) -> None:
 
 
 def _loader(run: _Run) -> torch.utils.data.DataLoader:
-    """This process's batches of steps ``[start, end)`` (each a function of (seed, step))."""
+    """This process's batches of steps ``[start, end)`` (each a function of (seed, step)); workers and
+    pinning from ``data.num_workers``/``data.pin_memory`` (None: :func:`auto_num_workers`, pinned with CUDA)."""
     config = run.config
     batches = PatchBatches(run.train_volumes, config.data.patch_size, batch_size=config.train.batch_size,
                            lesion_fraction=config.data.lesion_fraction, augment=config.augment,
                            seed=config.seed, use_organs=run.use_organs, rank=run.ctx.rank,
                            world_size=run.ctx.world_size, steps=config.train.steps)
+    cuda = run.ctx.device.type == "cuda"
+    workers = config.data.num_workers
+    if workers is None:
+        workers = auto_num_workers(batches.per_rank, cuda)
+    pin = cuda if config.data.pin_memory is None else config.data.pin_memory and cuda
     return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(run.start, run.end),
-                                       num_workers=config.data.num_workers,
+                                       num_workers=workers, pin_memory=pin,
                                        generator=torch.Generator().manual_seed(config.seed))
 
 

@@ -9,6 +9,8 @@ restoring ``step`` restores the data stream exactly.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,29 @@ from monai.transforms import (
 from scipy import ndimage
 
 from anatoseg.config import AugmentConfig
+
+#: Seconds of a ``base`` training step (batch 2, 112×160×128, bf16) on an H100: the rate the loader must keep.
+BASE_STEP_S = 0.46
+#: Patches per second one DataLoader worker builds at the ``base`` patch with the default augmentation
+#: with every augmentation on every patch, the worst case (``benchmarks/test_bench_data_pipeline.py``,
+#: 2-core AMD EPYC, one torch thread: 1.36 patches/s; 6.3 with the default probabilities, where the
+#: affine, ~0.6 s a patch, hits one patch in five). Sized on the worst case so that batches the affine
+#: hits twice do not stall the step: ``ceil(2 / (1.36 · 0.46))`` = 4 workers for a batch of 2.
+PATCHES_PER_S_PER_WORKER = 1.36
+
+
+def auto_num_workers(per_rank_batch: int, cuda: bool, *, cpu_count: int | None = None,
+                     local_ranks: int | None = None) -> int:
+    """DataLoader workers when ``data.num_workers`` is None (auto): enough to build ``per_rank_batch``
+    patches every :data:`BASE_STEP_S` s at :data:`PATCHES_PER_S_PER_WORKER`,
+    ``ceil(batch / (rate · step))``, capped at ``cpu_count − 1`` shared by the processes of this machine.
+    0 without CUDA: there is no accelerator to keep fed, and the step itself needs the cores."""
+    if not cuda:
+        return 0
+    cpus = cpu_count if cpu_count is not None else len(os.sched_getaffinity(0))
+    ranks = local_ranks if local_ranks is not None else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    wanted = math.ceil(per_rank_batch / (PATCHES_PER_S_PER_WORKER * BASE_STEP_S))
+    return max(0, min(wanted, (cpus - 1) // max(ranks, 1)))
 
 
 @dataclass
