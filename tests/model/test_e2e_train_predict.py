@@ -41,6 +41,42 @@ def _save_lps(source, target):
     return nib.load(str(target))
 
 
+def _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch, capsys):
+    """Prompts from the dataset's own maps, none available (an error), or the checkpoint's stage-1 model."""
+    cases = find_cases(data)
+    # Without --organs the dataset's own organ maps (the labels `anato train` used) make the prompts.
+    result = _invoke("predict", run / "model.pt", data, tmp_path / "own", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "organ prompts from: the dataset's own organ maps" in result.output
+    for files in cases:
+        own = np.asarray(nib.load(str(tmp_path / "own" / f"{files.case_id}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(own, masks[files.case_id])
+
+    # A prompt model needs organ maps (the LPS study has none): one line on stderr, exit 1.
+    monkeypatch.setattr(sys, "argv", ["anato", "predict", str(run / "model.pt"), str(study), str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the model uses organ prompts") and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+    # Without --organs the stage-1 model named in the checkpoint makes the prompts (an untrained one here).
+    stage1 = Stage1Config(widths=(4, 4, 4, 4))
+    save_organ_model(tmp_path / "stage1.pt", OrganUNet(2, 15, stage1.widths), stage1, make_preprocessing((20, 20, 20)))
+    checkpoint = load_checkpoint(run / "model.pt")
+    meta = {**checkpoint["meta"], "organ_model": str(tmp_path / "stage1.pt")}
+    save_checkpoint(tmp_path / "with_stage1.pt", make_checkpoint("stage3", meta, model=checkpoint["model"]))
+    result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "stage1.nii.gz", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "organ prompts from: stage-1 model" in result.output
+    out = nib.load(str(tmp_path / "stage1.nii.gz"))
+    assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
+    (tmp_path / "stage1.pt").unlink()
+    result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "x.nii.gz")
+    assert isinstance(result.exception, AnatoError) and "stage-1 organ model" in str(result.exception)
+
+
 def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     data = generate_cohort(tmp_path / "data", cases=2, seed=1, spacing=10.0, progress=False)
     run = tmp_path / "run"
@@ -88,39 +124,10 @@ def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
     np.testing.assert_array_equal(np.asarray(out.dataobj), masks[files.case_id][::-1, ::-1])
 
-    # Without --organs the dataset's own organ maps (the labels `anato train` used) make the prompts.
-    result = _invoke("predict", run / "model.pt", data, tmp_path / "own", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert "organ prompts from: the dataset's own organ maps" in result.output
-    for files in cases:
-        own = np.asarray(nib.load(str(tmp_path / "own" / f"{files.case_id}.nii.gz")).dataobj)
-        np.testing.assert_array_equal(own, masks[files.case_id])
-
-    # A prompt model needs organ maps (the LPS study has none): one line on stderr, exit 1.
-    monkeypatch.setattr(sys, "argv", ["anato", "predict", str(run / "model.pt"), str(study), str(tmp_path / "x")])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: the model uses organ prompts") and "\n" not in err
-    assert not (tmp_path / "x").exists()
-
-    # Without --organs the stage-1 model named in the checkpoint makes the prompts (an untrained one here).
-    stage1 = Stage1Config(widths=(4, 4, 4, 4))
-    save_organ_model(tmp_path / "stage1.pt", OrganUNet(2, 15, stage1.widths), stage1, make_preprocessing((20, 20, 20)))
-    checkpoint = load_checkpoint(run / "model.pt")
-    meta = {**checkpoint["meta"], "organ_model": str(tmp_path / "stage1.pt")}
-    save_checkpoint(tmp_path / "with_stage1.pt", make_checkpoint("stage3", meta, model=checkpoint["model"]))
-    result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "stage1.nii.gz", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert "organ prompts from: stage-1 model" in result.output
-    out = nib.load(str(tmp_path / "stage1.nii.gz"))
-    assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
-    (tmp_path / "stage1.pt").unlink()
-    result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "x.nii.gz")
-    assert isinstance(result.exception, AnatoError) and "stage-1 organ model" in str(result.exception)
+    _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch, capsys)
 
     # A checkpoint whose weights do not fit the network its metadata names is refused.
+    checkpoint = load_checkpoint(run / "model.pt")
     checkpoint["meta"]["net"]["widths"] = [8, 16, 32, 128]
     save_checkpoint(tmp_path / "bad.pt", make_checkpoint("stage3", checkpoint["meta"], model=checkpoint["model"]))
     result = _invoke("predict", tmp_path / "bad.pt", data, pred, "--organs", organs)
