@@ -88,43 +88,34 @@ def test_selective_scan3d_matches_reference(device, backend, b, k, d, spatial, n
     length = spatial[0] * spatial[1] * spatial[2]
     for dtype in _dtypes(device, backend):
         inputs = _leaves(_inputs3d(b, k, d, length, n, dtype, device))
-        out = _run3d(inputs, spatial, orders, True, backend)
-        ref_inputs = _float64(inputs)
-        ref = _run3d(ref_inputs, spatial, orders, True, "reference")
-        assert out.dtype == dtype
-        assert_rel_close(out, ref, dtype, "out")
-        grad = torch.randn_like(out)
-        out.backward(grad)
-        ref.backward(grad.double())
-        _check_grads(inputs, ref_inputs, dtype)
+        _check_against_reference(inputs, spatial, orders, True, backend, dtype)
 
 
 @pytest.mark.parametrize("device, backend", CASES)
 def test_selective_scan3d_without_optional_inputs(device, backend):
     spatial, orders = (2, 3, 3), ("xyz", "-yxz")
     inputs = _leaves(_inputs3d(2, 2, 4, 18, 4, torch.float32, device, optional=False, softplus=False))
-    out = _run3d(inputs, spatial, orders, False, backend)
-    ref_inputs = _float64(inputs)
-    ref = _run3d(ref_inputs, spatial, orders, False, "reference")
-    assert_rel_close(out, ref, torch.float32, "out")
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad.double())
-    _check_grads(inputs, ref_inputs, torch.float32)
+    _check_against_reference(inputs, spatial, orders, False, backend, torch.float32)
 
 
 @pytest.mark.parametrize("device, backend", backend_cases("selective_scan3d", ("triton",)))
 def test_triton_float16(device, backend):
     spatial, orders = (2, 3, 3), ("zyx", "-yxz")
     inputs = _leaves(_inputs3d(1, 2, 4, 18, 4, torch.float16, device))
-    out = _run3d(inputs, spatial, orders, True, backend)
+    _check_against_reference(inputs, spatial, orders, True, backend, torch.float16)
+
+
+def _check_against_reference(inputs, spatial, orders, softplus, backend, dtype):
+    """selective_scan3d on ``backend`` against the float64 reference: the output and every gradient."""
+    out = _run3d(inputs, spatial, orders, softplus, backend)
     ref_inputs = _float64(inputs)
-    ref = _run3d(ref_inputs, spatial, orders, True, "reference")
-    assert_rel_close(out, ref, torch.float16, "out")
+    ref = _run3d(ref_inputs, spatial, orders, softplus, "reference")
+    assert out.dtype == dtype
+    assert_rel_close(out, ref, dtype, "out")
     grad = torch.randn_like(out)
     out.backward(grad)
     ref.backward(grad.double())
-    _check_grads(inputs, ref_inputs, torch.float16)
+    _check_grads(inputs, ref_inputs, dtype)
 
 
 # (B, D, L, N, G): grouped B/C, N in {1, 4, 16}, D odd
