@@ -10,7 +10,17 @@ from typer.testing import CliRunner
 
 from anatoseg.cli import app
 from anatoseg.data.labels import ORGANS
-from anatoseg.viz.colours import GT_COLOUR, MIN_DELTA_E, PRED_COLOUR, delta_e, organ_colour, rgb_to_lab
+from anatoseg.viz.colours import (
+    GT_COLOUR,
+    MIN_DELTA_E,
+    MIN_DELTA_E_LESION,
+    MIN_HUE_DEGREES,
+    PRED_COLOUR,
+    delta_e,
+    hue_distance,
+    organ_colour,
+    rgb_to_lab,
+)
 
 COMMANDS = ["backends", "demo", "evaluate", "phantom", "predict", "pretrain", "pseudolabel", "train", "view"]
 
@@ -32,7 +42,8 @@ def test_legend_colours_are_pairwise_distinct():
     assert worst[0] >= MIN_DELTA_E, f"{worst[1]} and {worst[2]} are only {worst[0]:.1f} ΔE apart"
     for organ in ORGANS:  # the old clash: prediction red = right kidney, lesion green = spleen
         colour = organ_colour(organ.id, len(ORGANS))
-        assert min(delta_e(colour, GT_COLOUR), delta_e(colour, PRED_COLOUR)) >= MIN_DELTA_E, organ.name
+        assert min(delta_e(colour, GT_COLOUR), delta_e(colour, PRED_COLOUR)) >= MIN_DELTA_E_LESION, organ.name
+        assert min(hue_distance(colour, GT_COLOUR), hue_distance(colour, PRED_COLOUR)) >= MIN_HUE_DEGREES, organ.name
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

@@ -54,6 +54,9 @@ QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, teache
 # organ prompts (see the results table, which gives the teacher 1200) but do not fit the budget.
 # Measured `time make demo` on 2 cores, 2026-12-02: 9 min 15 s (demo 550 s: stage 1 223 s, stage 3 238 s,
 # prediction 52 s); held-out Dice 0.344, 5 of 8 lesions, 7 false-positive components (0.56 ml per case).
+# After the (Z, Y, X) axis change (2026-12-05, same seeds, stage 1 draws over other axes): held-out Dice 0.430,
+# 4 of 8 lesions, 6 false-positive components (0.81 ml per case); 1299 s on 2 cores shared with other jobs
+# (stage 1 846 s under contention, stage 3 345 s, prediction 65 s).
 # The same plan with 500 stage-3 steps ran 694 s on the slower machine of 2026-11-24 (stage 3 226 s).
 FULL = DemoPlan(organ_cases=4, train_cases=6, test_cases=3, spacing=4.0, teacher_steps=500, student_steps=150,
                 pretrain_steps=100, train_steps=800, patch=(32, 64, 64), val_every=400)

@@ -4,8 +4,9 @@
 * prediction: magenta, **outlined** only (thicker line);
 * organs: thin outlines, one colour per organ, from matplotlib's ``tab20`` then
   ``tab20b`` with every colour left out that is near the ground-truth or prediction
-  hue or near an organ colour already taken (CIE76 ΔE in CIELAB below
-  :data:`MIN_DELTA_E`). ``tab20``'s red and green, which used to read as prediction and
+  colour (CIE76 ΔE in CIELAB below :data:`MIN_DELTA_E_LESION`, or a hue angle within
+  :data:`MIN_HUE_DEGREES` of theirs) or near an organ colour already taken
+  (below :data:`MIN_DELTA_E`). ``tab20``'s red and green, which used to read as prediction and
   ground truth on the kidney and the spleen, are dropped that way.
 
 Any two overlay colours differ by at least :data:`MIN_DELTA_E` (tested in
@@ -22,7 +23,12 @@ from matplotlib.colors import to_rgb
 
 GT_COLOUR, PRED_COLOUR = "#00d100", "#ff00dc"
 MIN_DELTA_E = 20.0  # CIE76: ~2.3 is just noticeable, 20+ reads as a different colour at a glance
-_PALETTES = ("tab20", "tab20b")
+MIN_DELTA_E_LESION = 45.0  # organs stay further from the two lesion colours: a thin green or pink organ
+#                            outline at 20-30 ΔE still read as ground truth or prediction on the rendered page
+MIN_HUE_DEGREES = 40.0  # ... and away from their hues (CIELAB hue angle), for any organ colour with chroma:
+#                        a light green still reads as "green" however far its lightness is
+_GREY_CHROMA = 15.0  # below this chroma a colour has no hue to confuse
+_PALETTES = ("tab20", "tab20b", "tab20c")
 
 
 def rgb_to_lab(rgb) -> np.ndarray:
@@ -40,16 +46,27 @@ def delta_e(a, b) -> float:
     return float(np.linalg.norm(rgb_to_lab(a) - rgb_to_lab(b)))
 
 
+def hue_distance(a, b) -> float:
+    """Angle in degrees between the CIELAB hues of two colours; 180 when either is nearly grey."""
+    (_, a1, b1), (_, a2, b2) = rgb_to_lab(a), rgb_to_lab(b)
+    if min(np.hypot(a1, b1), np.hypot(a2, b2)) < _GREY_CHROMA:
+        return 180.0
+    diff = abs(np.degrees(np.arctan2(b1, a1) - np.arctan2(b2, a2))) % 360.0
+    return float(min(diff, 360.0 - diff))
+
+
 @cache
 def organ_palette(count: int) -> tuple[tuple[float, float, float], ...]:
-    """``count`` organ colours (RGB), each at least :data:`MIN_DELTA_E` from GT, prediction and each other."""
-    taken = [to_rgb(GT_COLOUR), to_rgb(PRED_COLOUR)]
+    """``count`` organ colours (RGB), each at least :data:`MIN_DELTA_E_LESION` from GT and prediction and
+    :data:`MIN_DELTA_E` from each other."""
+    lesions = [to_rgb(GT_COLOUR), to_rgb(PRED_COLOUR)]
     chosen: list[tuple[float, float, float]] = []
     for name in _PALETTES:
         for colour in colormaps[name].colors:
             colour = tuple(float(c) for c in colour[:3])
-            if all(delta_e(colour, other) >= MIN_DELTA_E for other in taken):
-                taken.append(colour)
+            if (all(delta_e(colour, other) >= MIN_DELTA_E_LESION for other in lesions)
+                    and all(hue_distance(colour, other) >= MIN_HUE_DEGREES for other in lesions)
+                    and all(delta_e(colour, other) >= MIN_DELTA_E for other in chosen)):
                 chosen.append(colour)
             if len(chosen) == count:
                 return tuple(chosen)
