@@ -5,7 +5,6 @@
   :func:`is_temporary`, :func:`visible_entries`.
 - Every writer keyed by a case id builds its path with :func:`inside`, which refuses
   a name that would leave its folder, before anything is touched.
-- :func:`same_file` compares two paths as the file system does (symlinks, hard links).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from anatoseg.data.case_ids import case_id_problem
 from anatoseg.errors import AnatoError
 
 _TEMPORARY = re.compile(r"\.tmp(\.|$)")
@@ -32,21 +32,12 @@ def visible_entries(folder: Path) -> list[Path]:
 def inside(folder: str | os.PathLike, name: str) -> Path:
     """``folder / name``, refusing (AnatoError) a ``name`` that is not one plain entry of ``folder``.
 
-    ``name`` must be non-empty, hold no path separator or NUL, not be ``.``/``..`` or hidden,
+    ``name`` must pass the plain-name rule of case ids (:func:`~anatoseg.data.case_ids.case_id_problem`),
     and the result must resolve (symlinked folders followed) to an entry of ``folder``.
     """
     folder = Path(folder)
-    bad = (not isinstance(name, str) or not name or name.startswith(".") or "\0" in name
-           or any(sep in name for sep in ("/", "\\", os.sep, os.altsep) if sep))
+    bad = case_id_problem(name) is not None or (os.altsep is not None and os.altsep in name)
     target = folder / name if not bad else None
     if target is None or target.resolve().parent != folder.resolve():
         raise AnatoError(f"refusing to write {name!r}: not a plain name inside the folder", folder)
     return target
-
-
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True if ``a`` and ``b`` are the same file (after symlinks; hard links too when both exist)."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
