@@ -9,6 +9,7 @@ pytest.importorskip("nibabel")
 import numpy as np  # noqa: E402
 
 from anatoseg.data import ORGAN_IDS, ORGANS, Volume, save_nifti  # noqa: E402
+from anatoseg.data.labels import LEFT_RIGHT_PAIRS, PHANTOM_ONLY, swap_left_right  # noqa: E402
 from anatoseg.data.totalseg import (  # noqa: E402
     TOTALSEG_TO_ORGAN,
     TOTALSEG_V2_TOTAL,
@@ -29,8 +30,10 @@ def block(x0, x1):
 
 
 def test_label_set_is_fixed_and_covers_the_totalseg_classes():
-    assert [o.id for o in ORGANS] == list(range(1, 15))
-    assert set(TOTALSEG_TO_ORGAN.values()) == {o.name for o in ORGANS}
+    assert [o.id for o in ORGANS] == list(range(1, 22))
+    assert set(TOTALSEG_TO_ORGAN.values()) == {o.name for o in ORGANS} - PHANTOM_ONLY
+    assert TOTALSEG_TO_ORGAN["colon"] == TOTALSEG_TO_ORGAN["duodenum"] == "bowel"
+    assert TOTALSEG_TO_ORGAN["parotid_gland_left"] == "salivary_glands"
     assert TOTALSEG_V2_TOTAL[5] == "liver" and TOTALSEG_V2_TOTAL[21] == "urinary_bladder"
     assert TOTALSEG_V2_TOTAL[25] == "sacrum" and TOTALSEG_V2_TOTAL[50] == "vertebrae_C1"
     assert TOTALSEG_V2_TOTAL[92] == "rib_left_1" and TOTALSEG_V2_TOTAL[116] == "sternum"
@@ -44,13 +47,14 @@ def test_folder_of_masks_with_breasts_onto_the_pet_grid(tmp_path):
     save_nifti(seg / "lung_upper_lobe_left.nii.gz", block(3, 5), CT_AFFINE)
     save_nifti(seg / "vertebrae_T5.nii.gz", block(5, 6), CT_AFFINE)
     save_nifti(seg / "rib_right_12.nii.gz", block(6, 7), CT_AFFINE)
-    save_nifti(seg / "gluteus_maximus_left.nii.gz", block(7, 9), CT_AFFINE)  # not in the label set
+    save_nifti(seg / "gluteus_maximus_left.nii.gz", block(7, 8), CT_AFFINE)
+    save_nifti(seg / "gallbladder.nii.gz", block(8, 9), CT_AFFINE)  # not in the label set
     save_nifti(tmp_path / "breasts" / "breast.nii.gz", block(9, 11), CT_AFFINE)
     organs = organs_from_totalseg_folder(seg, breasts=tmp_path / "breasts")
     assert organs.data[1, 5, 5] == ORGAN_IDS["liver"]
     assert organs.data[4, 5, 5] == ORGAN_IDS["lungs"]
     assert organs.data[5, 5, 5] == organs.data[6, 5, 5] == ORGAN_IDS["skeleton"]
-    assert organs.data[8, 5, 5] == 0
+    assert organs.data[7, 5, 5] == ORGAN_IDS["muscle"] and organs.data[8, 5, 5] == 0
     assert organs.data[10, 5, 5] == ORGAN_IDS["breasts"]
     # On a coarser PET grid: a PET voxel centre at world x = 8 mm lies in CT voxel x = 4 (lungs).
     pet_affine = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -64,12 +68,14 @@ def test_multilabel_map_with_default_and_given_class_lists(tmp_path):
     labels = np.zeros(SHAPE, np.uint8)
     labels[0:2] = 5      # liver
     labels[2:4] = 21     # urinary bladder
-    labels[4:6] = 80     # gluteus maximus: ignored
+    labels[4:5] = 80     # gluteus maximus: muscle
+    labels[5:6] = 4      # gallbladder: ignored
     labels[6:8] = 116    # sternum
     path = save_nifti(tmp_path / "total.nii.gz", labels, CT_AFFINE)
     organs = organs_from_totalseg_multilabel(path).data
     assert organs[0, 0, 0] == ORGAN_IDS["liver"] and organs[2, 0, 0] == ORGAN_IDS["urinary_bladder"]
-    assert organs[4, 0, 0] == 0 and organs[6, 0, 0] == ORGAN_IDS["skeleton"] and organs[9, 0, 0] == 0
+    assert organs[4, 0, 0] == ORGAN_IDS["muscle"] and organs[5, 0, 0] == 0
+    assert organs[6, 0, 0] == ORGAN_IDS["skeleton"] and organs[9, 0, 0] == 0
     # A class list of our own numbering, as JSON and as text.
     relabelled = np.zeros(SHAPE, np.uint8)
     relabelled[0:2], relabelled[2:4] = 1, 2
@@ -91,3 +97,19 @@ def test_values_missing_from_the_class_list_are_rejected(tmp_path):
     assert "total.nii.gz" in str(info.value)
     with pytest.raises(DataError, match="no TotalSegmentator structure"):
         organs_from_totalseg_folder(tmp_path)
+
+
+def test_swap_left_right_swaps_each_pair_and_nothing_else():
+    organs = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    swapped = swap_left_right(organs)
+    assert swapped.dtype == np.uint8 and swapped.shape == organs.shape and swapped is not organs
+    for left, right in LEFT_RIGHT_PAIRS:
+        assert (swapped[organs == ORGAN_IDS[left]] == ORGAN_IDS[right]).all()
+        assert (swapped[organs == ORGAN_IDS[right]] == ORGAN_IDS[left]).all()
+    paired = np.isin(organs, [ORGAN_IDS[name] for pair in LEFT_RIGHT_PAIRS for name in pair])
+    np.testing.assert_array_equal(swapped[~paired], organs[~paired])
+    np.testing.assert_array_equal(swap_left_right(swapped), organs)
+    with pytest.raises(TypeError, match="uint8"):
+        swap_left_right(organs.astype(np.int64))
+    with pytest.raises(ValueError, match=r"\(Z, Y, X\)"):
+        swap_left_right(organs[0])

@@ -1,8 +1,12 @@
 """Organ label maps from TotalSegmentator v2 outputs.
 
-TotalSegmentator's ``total`` task (v2, 117 classes) gives every organ of our
-label set except the breasts, which come from its separate ``breasts`` task
-(one class, ``breast``). Both output forms are read:
+TotalSegmentator's ``total`` task (v2, 117 classes) gives most organs of our
+label set; the breasts come from its separate ``breasts`` task (one class,
+``breast``) and the parotid and submandibular glands (``salivary_glands``) from
+its ``head_glands_cavities`` task (:data:`TOTALSEG_V2_HEAD_GLANDS`; put those
+masks in the same folder, or pass that task's class list with its map). Ureters,
+brown fat and uterus/ovaries have no TotalSegmentator class
+(:data:`~anatoseg.data.labels.PHANTOM_ONLY`). Both output forms are read:
 
 - a folder of per-structure binary masks, ``<folder>/<class_name>.nii.gz``
   (TotalSegmentator's default output);
@@ -10,8 +14,8 @@ label set except the breasts, which come from its separate ``breasts`` task
   ...}`` or ``["spleen", ...]`` (ids from 1), or a text file of ``<id> <name>``
   lines. Without a class list the v2 ``total`` ids are assumed.
 
-Classes not in :data:`TOTALSEG_TO_ORGAN` (muscles, vessels other than the aorta,
-bowel, ...) are ignored. TotalSegmentator runs on the CT, so its masks are on
+Classes not in :data:`TOTALSEG_TO_ORGAN` (vessels other than the aorta,
+gallbladder, adrenal glands, ...) are ignored. TotalSegmentator runs on the CT, so its masks are on
 the CT grid; pass ``reference`` (the PET volume) to get the map on the PET grid
 (nearest-neighbour resampling in world coordinates).
 """
@@ -58,6 +62,15 @@ TOTALSEG_V2_TOTAL: dict[int, str] = {
 }
 """TotalSegmentator v2 ``total`` task: class id -> class name (117 classes)."""
 
+TOTALSEG_V2_HEAD_GLANDS: dict[int, str] = {
+    7: "parotid_gland_left", 8: "parotid_gland_right", 9: "submandibular_gland_right",
+    10: "submandibular_gland_left",
+}
+"""TotalSegmentator v2 ``head_glands_cavities`` task: the class ids we map (eyes, cavities, ... are not)."""
+
+_MUSCLES = ([f"gluteus_{part}_{side}" for part in ("maximus", "medius", "minimus") for side in ("left", "right")]
+            + [f"{muscle}_{side}" for muscle in ("autochthon", "iliopsoas") for side in ("left", "right")])
+
 _SKELETON = (["sacrum", "skull", "sternum", "costal_cartilages"] + [f"vertebrae_{v}" for v in _VERTEBRAE]
              + [f"rib_{side}_{i}" for side in ("left", "right") for i in range(1, 13)]
              + [f"{bone}_{side}" for bone in ("clavicula", "scapula", "humerus", "hip", "femur")
@@ -79,8 +92,12 @@ TOTALSEG_TO_ORGAN: dict[str, str] = {
     "aorta": "aorta",
     "pancreas": "pancreas",
     "esophagus": "esophagus",
+    "small_bowel": "bowel", "duodenum": "bowel", "colon": "bowel",
+    "thyroid_gland": "thyroid",
+    **{name: "salivary_glands" for name in TOTALSEG_V2_HEAD_GLANDS.values()},
+    **{name: "muscle" for name in _MUSCLES},
 }
-"""TotalSegmentator class name (``total`` and ``breasts`` tasks) -> organ name of the label set."""
+"""TotalSegmentator class name (``total``, ``breasts`` and ``head_glands_cavities`` tasks) -> organ name."""
 
 
 def read_class_list(path: str | os.PathLike) -> dict[int, str]:

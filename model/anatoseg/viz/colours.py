@@ -2,8 +2,9 @@
 
 * ground truth: bright green, **filled** (translucent) with its outline;
 * prediction: magenta, **outlined** only (thicker line);
-* organs: thin outlines, one colour per organ, from matplotlib's ``tab20`` then
-  ``tab20b`` with every colour left out that is near the ground-truth or prediction
+* organs: thin outlines, one colour per organ, from matplotlib's ``tab20``,
+  ``tab20b`` and ``tab20c``, then (those give only 15 that pass) an sRGB grid of
+  :data:`_GRID_LEVELS` levels per channel, with every colour left out that is near the ground-truth or prediction
   colour (CIE76 ΔE in CIELAB below :data:`MIN_DELTA_E_LESION`, or a hue angle within
   :data:`MIN_HUE_DEGREES` of theirs) or near an organ colour already taken
   (below :data:`MIN_DELTA_E`). ``tab20``'s red and green, which used to read as prediction and
@@ -15,6 +16,7 @@ Any two overlay colours differ by at least :data:`MIN_DELTA_E` (tested in
 
 from __future__ import annotations
 
+import itertools
 from functools import cache
 
 import numpy as np
@@ -29,6 +31,7 @@ MIN_HUE_DEGREES = 40.0  # ... and away from their hues (CIELAB hue angle), for a
 #                        a light green still reads as "green" however far its lightness is
 _GREY_CHROMA = 15.0  # below this chroma a colour has no hue to confuse
 _PALETTES = ("tab20", "tab20b", "tab20c")
+_GRID_LEVELS = 4  # the fallback candidates: 4**3 sRGB colours, 26 organ colours pass in all
 
 
 def rgb_to_lab(rgb) -> np.ndarray:
@@ -61,15 +64,15 @@ def organ_palette(count: int) -> tuple[tuple[float, float, float], ...]:
     :data:`MIN_DELTA_E` from each other."""
     lesions = [to_rgb(GT_COLOUR), to_rgb(PRED_COLOUR)]
     chosen: list[tuple[float, float, float]] = []
-    for name in _PALETTES:
-        for colour in colormaps[name].colors:
-            colour = tuple(float(c) for c in colour[:3])
-            if (all(delta_e(colour, other) >= MIN_DELTA_E_LESION for other in lesions)
-                    and all(hue_distance(colour, other) >= MIN_HUE_DEGREES for other in lesions)
-                    and all(delta_e(colour, other) >= MIN_DELTA_E for other in chosen)):
-                chosen.append(colour)
-            if len(chosen) == count:
-                return tuple(chosen)
+    named = (tuple(float(c) for c in colour[:3]) for name in _PALETTES for colour in colormaps[name].colors)
+    grid = (tuple(v / (_GRID_LEVELS - 1) for v in rgb) for rgb in itertools.product(range(_GRID_LEVELS), repeat=3))
+    for colour in itertools.chain(named, grid):
+        if (all(delta_e(colour, other) >= MIN_DELTA_E_LESION for other in lesions)
+                and all(hue_distance(colour, other) >= MIN_HUE_DEGREES for other in lesions)
+                and all(delta_e(colour, other) >= MIN_DELTA_E for other in chosen)):
+            chosen.append(colour)
+        if len(chosen) == count:
+            return tuple(chosen)
     raise ValueError(f"only {len(chosen)} organ colours stay {MIN_DELTA_E} ΔE apart; {count} asked")
 
 
