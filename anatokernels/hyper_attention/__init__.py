@@ -4,7 +4,9 @@ Per sample b, with H heads of width dh = E/H:
     q = x_b·W_q(b) + b_q(b)                      x_b (L, C), W_q(b) (C, E)
     a_h = softmax over kept keys of q_h·k_hᵀ·scale  (default scale dh^-1/2)
     out = concat_h(a_h·v_h)·W_o(b) + b_o           W_o (E, C) shared or (B, E, C)
-A sample whose keys are all masked has attention output 0, so out = b_o.
+An optional additive logit bias (B, H or 1, L, M), times an optional per-head
+scale, enters the scores before the softmax. A row whose keys are all masked
+(or −inf in the bias) has attention output 0, so a sample without keys gives out = b_o.
 
 Backends: ``reference`` (the unfused definition, autograd through plain
 PyTorch ops, :mod:`anatokernels.hyper_attention.reference`), ``chunked``
@@ -74,10 +76,31 @@ def _validate(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale) ->
     return float(scale)
 
 
+def _bias(attn_bias, attn_bias_scale, x, k, num_heads) -> torch.Tensor | None:
+    """Checks the logit bias and its per-head scale; returns the bias as (B, H or 1, L, M) (a view)."""
+    if attn_bias is None:
+        if attn_bias_scale is not None:
+            raise ValueError(f"{OP}: attn_bias_scale needs attn_bias (it multiplies the bias per head)")
+        return None
+    (b, n, _), m = x.shape, k.shape[1]
+    layouts = f"(B, H, L, M) = ({b}, {num_heads}, {n}, {m}), (B, 1, L, M) or (B, L, M)"
+    _checks.check_tensor(OP, "attn_bias", attn_bias)
+    if attn_bias.dim() == 3:
+        attn_bias = attn_bias.unsqueeze(1)
+    if attn_bias.dim() != 4 or tuple(attn_bias.shape) not in ((b, num_heads, n, m), (b, 1, n, m)):
+        raise ValueError(f"{OP}: attn_bias must have shape {layouts}, got {_checks.shape_str(attn_bias.shape)}")
+    if attn_bias_scale is not None:
+        _checks.check_shape(OP, "attn_bias_scale", attn_bias_scale, (num_heads,), "(H,)")
+    _checks.check_same_device(OP, x=x, attn_bias=attn_bias, attn_bias_scale=attn_bias_scale)
+    _checks.check_same_dtype(OP, x=x, attn_bias=attn_bias, attn_bias_scale=attn_bias_scale)
+    return attn_bias
+
+
 def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor,
                           w_o: torch.Tensor, *, b_q: torch.Tensor | None = None, b_o: torch.Tensor | None = None,
                           key_ignore_mask: torch.Tensor | None = None, num_heads: int,
-                          scale: float | None = None, backend: str = "auto",
+                          scale: float | None = None, attn_bias: torch.Tensor | None = None,
+                          attn_bias_scale: torch.Tensor | None = None, backend: str = "auto",
                           key_padding_mask: None = None) -> torch.Tensor:
     """Cross-attention of image tokens to prompt keys with per-sample projections, fused.
 
@@ -90,9 +113,17 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     key_padding_mask: removed; it meant True = keep. Passing it raises a TypeError (so no caller
         gets the inverted mask silently): pass ``key_ignore_mask=~mask``.
     num_heads: H, dividing E. scale: default (E/H)^-1/2.
+    attn_bias: additive logit bias (B, H, L, M), or (B, 1, L, M) / (B, L, M) shared by the heads (e.g.
+        log(occupancy + ε) of each prompt organ at each token), any strides; None adds nothing. A shared
+        bias is read per tile and its gradient summed over the heads in the kernel: it is never expanded
+        to (B, H, L, M). −inf entries exclude that key for that token; a token whose keys are all
+        excluded (by the bias or key_ignore_mask) gets attention output 0 in that head.
+    attn_bias_scale: (H,) per-head factor of the bias (e.g. a learned scale), or None (1); it scales the
+        finite entries only (−inf stays −inf whatever the sign).
     All floating tensors share one dtype (float16, bfloat16, float32, float64;
     the Triton backend takes the first three) and one device.
-    Returns (B, L, C) in x's dtype; differentiable in x, k, v, w_q, w_o, b_q and b_o.
+    Returns (B, L, C) in x's dtype; differentiable in x, k, v, w_q, w_o, b_q, b_o, attn_bias and
+    attn_bias_scale.
 
     ``auto`` runs ``triton`` on CUDA tensors once that backend is verified on a
     GPU (see :func:`anatokernels.backends`), and ``chunked`` otherwise,
@@ -101,9 +132,11 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     """
     _checks.removed_keep_mask(OP, "key_padding_mask", "key_ignore_mask", key_padding_mask)
     scale = _validate(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale)
+    bias = _bias(attn_bias, attn_bias_scale, x, k, num_heads)
     return _dispatch.dispatch(
         OP, backend, x.device,
         fast=lambda impl: absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads, scale,
-                                             explicit=backend != "auto"),
+                                             explicit=backend != "auto", attn_bias=bias,
+                                             attn_bias_scale=attn_bias_scale),
         reference=lambda: reference.hyper_cross_attention(x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads,
-                                                          scale))
+                                                          scale, bias, attn_bias_scale))

@@ -20,6 +20,7 @@ import torch
 
 from anatokernels import _memory
 from anatokernels._checks import accumulation_dtype
+from anatokernels.hyper_attention.reference import scaled_bias
 
 # Rows per chunk are chosen so one (B, chunk, max(C, HP·MP)) intermediate holds about this many elements.
 CHUNK_ELEMENTS = 1 << 20
@@ -53,26 +54,65 @@ def chunk_rows(batch: int, width: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, batch * width))
 
 
+def _bias_rows(bias: torch.Tensor, bias_scale: torch.Tensor | None, rows: slice, work: torch.dtype):
+    """The scaled bias of ``rows`` as (B, rows, H or 1, M) in ``work`` (see ``reference.scaled_bias``)."""
+    return scaled_bias(bias[:, :, rows].to(work), None if bias_scale is None else bias_scale.to(work)
+                       ).transpose(1, 2)
+
+
+def _columns(t: torch.Tensor, mp: int, heads: int, m: int) -> torch.Tensor:
+    """The view (B, rows, heads, m) of (B, rows, HP·MP) columns that a bias with ``heads`` heads (1: all,
+    broadcast) and m keys covers; the rest are padding."""
+    return t.unflatten(-1, (-1, mp))[:, :, :heads if heads > 1 else None, :m]
+
+
+def _scores(x_rows, A, a, bias, bias_scale, rows, mp, work):
+    """softmax_heads(x·A + a + bias) of ``rows``: (B, rows, HP·MP) in ``work``."""
+    s = torch.baddbmm(a[:, None, :], x_rows.to(work), A)
+    if bias is not None:
+        add = _bias_rows(bias, bias_scale, rows, work)
+        _columns(s, mp, add.shape[2], add.shape[3]).add_(add)
+    return segment_softmax(s, mp)
+
+
 def forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor, b_o: torch.Tensor | None,
-            mp: int, chunk: int | None = None) -> torch.Tensor:
-    """out (B, L, C) in x's dtype: softmax_heads(x·A + a)·Bv + b_o, ``chunk`` rows of L at a time."""
+            mp: int, bias: torch.Tensor | None = None, bias_scale: torch.Tensor | None = None,
+            chunk: int | None = None) -> torch.Tensor:
+    """out (B, L, C) in x's dtype: softmax_heads(x·A + a + bias_scale·bias)·Bv + b_o, ``chunk`` rows of L
+    at a time. bias (B, H or 1, L, M) any strides, or None; bias_scale (H,) or None."""
     b, n, c = x.shape
     work = accumulation_dtype(x)
     chunk = chunk or chunk_rows(b, max(c, A.shape[-1]))
     A, a, Bv = A.to(work), a.to(work), Bv.to(work)
-    bias = torch.zeros(c, dtype=work, device=x.device) if b_o is None else b_o.to(work)
+    bias_o = torch.zeros(c, dtype=work, device=x.device) if b_o is None else b_o.to(work)
     out = _memory.empty((b, n, c), dtype=x.dtype, device=x.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
-        p = segment_softmax(torch.baddbmm(a[:, None, :], x[:, rows].to(work), A), mp)
-        out[:, rows] = torch.baddbmm(bias, p, Bv).to(x.dtype)
+        p = _scores(x[:, rows], A, a, bias, bias_scale, rows, mp, work)
+        out[:, rows] = torch.baddbmm(bias_o, p, Bv).to(x.dtype)
     return out
 
 
+def _bias_grads(ds, bias, bias_scale, rows, mp, dbias, dscale, work):
+    """Adds the gradients of the bias rows ``rows`` into dbias (B, H or 1, L, M) and dscale (H,) (each may
+    be None): ds (B, rows, HP·MP) is the gradient of the scores."""
+    heads = bias.shape[1] if bias_scale is None else bias_scale.shape[0]
+    ds4 = _columns(ds, mp, heads, bias.shape[-1]).transpose(1, 2)  # (B, H or HP, rows, M)
+    if bias_scale is not None:
+        finite = bias[:, :, rows].to(work)
+        finite = finite.masked_fill(finite == float("-inf"), 0.0)
+        dscale += (ds4 * finite).sum(dim=(0, 2, 3))
+        ds4 = ds4 * bias_scale.to(work)[None, :, None, None]
+    if dbias is not None:
+        dbias[:, :, rows] = (ds4 if dbias.shape[1] > 1 else ds4.sum(dim=1, keepdim=True)).to(dbias.dtype)
+
+
 def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
-             b_o: torch.Tensor | None, mp: int, chunk: int | None = None):
+             b_o: torch.Tensor | None, mp: int, bias: torch.Tensor | None = None,
+             bias_scale: torch.Tensor | None = None, bias_grad: bool = False, chunk: int | None = None):
     """Gradients of :func:`forward`: (dx (B, L, C) in x's dtype, dA (B, C, HP·MP), da (B, HP·MP),
-    dBv (B, HP·MP, C), db_o (C,) or None), the last four in A's dtype. Recomputes
+    dBv (B, HP·MP, C), db_o (C,) or None, dbias (bias's shape, contiguous, bias's dtype; None unless
+    ``bias_grad``), dscale (H,) or None (None without bias_scale)), dA/da/dBv in A's dtype. Recomputes
     the scores chunk by chunk instead of storing them."""
     b, n, c = x.shape
     hmp = A.shape[-1]
@@ -84,17 +124,22 @@ def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tens
     dBv = torch.zeros(b, hmp, c, dtype=work, device=x.device)
     da = torch.zeros(b, hmp, dtype=work, device=x.device)
     dbo = torch.zeros(c, dtype=work, device=x.device)
+    dbias = _memory.empty(bias.shape, dtype=bias.dtype, device=x.device) if bias_grad else None
+    dscale = None if bias_scale is None else torch.zeros(bias_scale.shape, dtype=work, device=x.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
         xs, g = x[:, rows].to(work), dout[:, rows].to(work)
-        p = segment_softmax(torch.baddbmm(a_w[:, None, :], xs, A_w), mp)
+        p = _scores(xs, A_w, a_w, bias, bias_scale, rows, mp, work)
         dp = torch.bmm(g, Bv_w.transpose(1, 2))
         pdp = dp.mul_(p).unflatten(-1, (-1, mp))
         ds = pdp.sub_(p.unflatten(-1, (-1, mp)) * pdp.sum(dim=-1, keepdim=True)).flatten(-2)
+        if bias is not None:
+            _bias_grads(ds, bias, bias_scale, rows, mp, dbias, dscale, work)
         dx[:, rows] = torch.bmm(ds, A_w.transpose(1, 2)).to(x.dtype)
         dA.baddbmm_(xs.transpose(1, 2), ds)
         dBv.baddbmm_(p.transpose(1, 2), g)
         da += ds.sum(dim=1)
         dbo += g.sum(dim=(0, 1))
     dtype = A.dtype
-    return dx, dA.to(dtype), da.to(dtype), dBv.to(dtype), None if b_o is None else dbo.to(b_o.dtype)
+    return (dx, dA.to(dtype), da.to(dtype), dBv.to(dtype), None if b_o is None else dbo.to(b_o.dtype), dbias,
+            None if dscale is None else dscale.to(bias_scale.dtype))

@@ -17,17 +17,25 @@ minimum of 16 keys); padded and excluded keys get a = −inf, so their
 probability is exactly 0, and a head without any key gets probabilities 0
 (its attention output is 0, out = b_o).
 
+An additive logit bias (per token, so it cannot be absorbed) is read by the
+kernels tile by tile as it is given: bias (B, H, L, M), or (B, 1, L, M) shared
+by the heads (its gradient is summed over the heads in the kernel, never
+expanded to (B, H, L, M)), times an optional per-head bias_scale (H,); −inf
+entries exclude the key for that token (see ``reference.scaled_bias``).
+
 A backend module (``chunked``, ``triton``) provides
 
     unsupported(m, num_heads, dtype) -> None, or why it cannot run the problem
     padded_heads(h) -> HP,  padded_keys(m) -> MP
-    forward(x, A, a, Bv, b_o, mp) -> out (B, L, C)
-    backward(x, dout, A, a, Bv, b_o, mp) -> (dx, dA, da, dBv, db_o)
+    forward(x, A, a, Bv, b_o, mp, bias=None, bias_scale=None) -> out (B, L, C)
+    backward(x, dout, A, a, Bv, b_o, mp, bias=None, bias_scale=None, bias_grad=False)
+        -> (dx, dA, da, dBv, db_o, dbias, dscale)
 
 (see :mod:`anatokernels.hyper_attention.chunked` for the exact contract). They run as the custom ops
 ``torch.ops.anatokernels.hyper_cross_attention_{forward,backward}`` (see :mod:`anatokernels._library`),
-the backend's name last; db_o is an empty tensor when b_o is None. The backward is once-differentiable:
-differentiating the gradients raises; the ``reference`` backend is differentiable any number of times.
+the backend's name last; db_o, dbias and dscale are empty tensors where absent. The backward is
+once-differentiable: differentiating the gradients raises; the ``reference`` backend is differentiable
+any number of times.
 """
 
 from __future__ import annotations
@@ -73,49 +81,59 @@ def absorb(k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor, w_o: torch.Tenso
     return A, a, Bv
 
 
-def _forward_fake(x, A, a, Bv, b_o, mp, backend):
+def _forward_fake(x, A, a, Bv, b_o, bias, bias_scale, mp, backend):
     return x.new_empty(x.shape)
 
 
-def _backward_fake(x, dout, A, a, Bv, b_o, mp, backend):
+def _backward_fake(x, dout, A, a, Bv, b_o, bias, bias_scale, bias_grad, mp, backend):
     dbo = A.new_empty(0) if b_o is None else b_o.new_empty(b_o.shape)
-    return x.new_empty(x.shape), A.new_empty(A.shape), A.new_empty(a.shape), A.new_empty(Bv.shape), dbo
+    dbias = bias.new_empty(bias.shape) if bias_grad else A.new_empty(0)
+    dscale = A.new_empty(0) if bias_scale is None else bias_scale.new_empty(bias_scale.shape)
+    return x.new_empty(x.shape), A.new_empty(A.shape), A.new_empty(a.shape), A.new_empty(Bv.shape), dbo, dbias, dscale
 
 
 @_library.custom_op("hyper_cross_attention_backward", fake=_backward_fake)
 def hyper_cross_attention_backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor,
-                                   Bv: torch.Tensor, b_o: torch.Tensor | None, mp: int,
+                                   Bv: torch.Tensor, b_o: torch.Tensor | None, bias: torch.Tensor | None,
+                                   bias_scale: torch.Tensor | None, bias_grad: bool, mp: int,
                                    backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                          torch.Tensor]:
-    """(dx, dA, da, dBv, db_o) of the backend contract; db_o empty when b_o is None. If the Triton kernel
-    fails to compile on the GPU, the ``chunked`` backward runs instead."""
-    args = (x, dout, A, a, Bv, b_o, mp)
+                                                          torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dA, da, dBv, db_o, dbias, dscale) of the backend contract; db_o, dbias and dscale are empty
+    when b_o is None, ``bias_grad`` is False and bias_scale is None. If the Triton kernel fails to compile
+    on the GPU, the ``chunked`` backward runs instead."""
+    args = (x, dout, A, a, Bv, b_o, mp, bias, bias_scale, bias_grad)
     grads = _dispatch.run_with_fallback(OP, backend, lambda: _dispatch.module(OP, backend).backward(*args),
                                         lambda: chunked.backward(*args))
-    return (*grads[:4], A.new_empty(0) if b_o is None else grads[4])
+    return (*grads[:4], *(A.new_empty(0) if g is None else g for g in grads[4:]))
 
 
 def _context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:5])
-    ctx.mp, ctx.backend = inputs[5], inputs[6]
+    ctx.save_for_backward(*inputs[:7])
+    ctx.mp, ctx.backend = inputs[7], inputs[8]
 
 
 def _backward(ctx, dout):
-    x, A, a, Bv, b_o = ctx.saved_tensors
-    dx, dA, da, dBv, dbo = hyper_cross_attention_backward(x, dout, A, a, Bv, b_o, ctx.mp, ctx.backend)
-    return dx, dA, da, dBv, None if b_o is None else dbo, None, None
+    x, A, a, Bv, b_o, bias, bias_scale = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[5]
+    grads = hyper_cross_attention_backward(x, dout, A, a, Bv, b_o, bias, bias_scale, bias_grad, ctx.mp,
+                                           ctx.backend)
+    dbo = None if b_o is None else grads[4]
+    return (*grads[:4], dbo, grads[5] if bias_grad else None, None if bias_scale is None else grads[6], None, None)
 
 
 @_library.custom_op("hyper_cross_attention_forward", fake=_forward_fake, backward=_backward, setup_context=_context)
 def hyper_cross_attention_forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
-                                  b_o: torch.Tensor | None, mp: int, backend: str) -> torch.Tensor:
-    """out = softmax_heads(x·A + a)·Bv + b_o (B, L, C) in x's dtype through the backend ``backend``."""
-    return _dispatch.module(OP, backend).forward(x, A, a, Bv, b_o, mp)
+                                  b_o: torch.Tensor | None, bias: torch.Tensor | None,
+                                  bias_scale: torch.Tensor | None, mp: int, backend: str) -> torch.Tensor:
+    """out = softmax_heads(x·A + a + bias_scale·bias)·Bv + b_o (B, L, C) in x's dtype through the backend
+    ``backend``."""
+    return _dispatch.module(OP, backend).forward(x, A, a, Bv, b_o, mp, bias, bias_scale)
 
 
 def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_heads: int, scale: float,
-                       explicit: bool) -> torch.Tensor:
-    """The op through a backend module ``impl`` of the absorbed form (``chunked`` or ``triton``).
+                       explicit: bool, attn_bias=None, attn_bias_scale=None) -> torch.Tensor:
+    """The op through a backend module ``impl`` of the absorbed form (``chunked`` or ``triton``);
+    attn_bias (B, H or 1, L, M) or None, attn_bias_scale (H,) or None.
 
     A problem ``impl`` cannot take (see its ``unsupported``) is a ValueError when
     its backend was asked for by name (``explicit``), else it runs ``chunked``.
@@ -128,4 +146,4 @@ def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_h
         impl, backend = chunked, "chunked"
     mp = impl.padded_keys(k.shape[1])
     A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_ignore_mask, num_heads, scale, impl.padded_heads(num_heads), mp)
-    return hyper_cross_attention_forward(x, A, a, Bv, b_o, mp, backend)
+    return hyper_cross_attention_forward(x, A, a, Bv, b_o, attn_bias, attn_bias_scale, mp, backend)

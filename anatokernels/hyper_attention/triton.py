@@ -91,10 +91,36 @@ def _segment_softmax(s, BLOCK_L: tl.constexpr, HP: tl.constexpr, MP: tl.constexp
 
 
 @triton.jit
+def _bias_tile(bias_base, rows, row_ok, n_heads, m, sb_h, sb_l, sb_m, HP: tl.constexpr, MP: tl.constexpr):
+    """The bias of rows × (head, key) columns as given (B, H or 1 with stride 0, L, M): (BLOCK_L, HP·MP)
+    fp32, 0 in padded heads and keys."""
+    j = tl.arange(0, HP * MP)
+    head, key = j // MP, j % MP
+    ok = row_ok[:, None] & ((head < n_heads) & (key < m))[None, :]
+    return tl.load(bias_base + rows[:, None] * sb_l + (head * sb_h + key * sb_m)[None, :], mask=ok,
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _head_scale(bscale_ptr, n_heads, HP: tl.constexpr, MP: tl.constexpr):
+    """The per-head bias scale spread over the HP·MP columns (fp32), 0 in padded heads."""
+    head = tl.arange(0, HP * MP) // MP
+    return tl.load(bscale_ptr + head, mask=head < n_heads, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _scaled_bias(bias, scale, HAS_BSCALE: tl.constexpr):
+    """scale·bias on finite entries, −inf kept (``reference.scaled_bias``)."""
+    if HAS_BSCALE:
+        return tl.where(bias == float("-inf"), float("-inf"), bias * scale[None, :])
+    return bias
+
+
+@triton.jit
 def _hyper_cross_attention_forward_kernel(
-        x_ptr, amat_ptr, abias_ptr, bv_ptr, bo_ptr, out_ptr,
-        L, C, sx_b, sx_l, sx_c,
-        HAS_BO: tl.constexpr, HP: tl.constexpr, MP: tl.constexpr,
+        x_ptr, amat_ptr, abias_ptr, bv_ptr, bo_ptr, out_ptr, bias_ptr, bscale_ptr,
+        L, C, n_heads, M, sx_b, sx_l, sx_c, sb_b, sb_h, sb_l, sb_m,
+        HAS_BO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_BSCALE: tl.constexpr, HP: tl.constexpr, MP: tl.constexpr,
         BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr, DOT_PREC: tl.constexpr):
     HMP: tl.constexpr = HP * MP
     b = tl.program_id(1).to(tl.int64)
@@ -103,6 +129,9 @@ def _hyper_cross_attention_forward_kernel(
     j = tl.arange(0, HMP)
     s = _scores(x_ptr + b * sx_b, amat_ptr + b * C * HMP, abias_ptr + b * HMP, rows, row_ok, C, sx_l, sx_c,
                 HMP, BLOCK_L, BLOCK_C, NUM_CB, DOT_PREC)
+    if HAS_BIAS:
+        s += _scaled_bias(_bias_tile(bias_ptr + b * sb_b, rows, row_ok, n_heads, M, sb_h, sb_l, sb_m, HP, MP),
+                          _head_scale(bscale_ptr, n_heads, HP, MP), HAS_BSCALE)
     bv_base = bv_ptr + b * HMP * C
     p = _segment_softmax(s, BLOCK_L, HP, MP).to(bv_ptr.dtype.element_ty)
     out_base = out_ptr + b * L * C
@@ -118,11 +147,30 @@ def _hyper_cross_attention_forward_kernel(
 
 
 @triton.jit
+def _store_bias_grad(dbias_base, dsb, rows, row_ok, L, n_heads, M, SHARED: tl.constexpr, BLOCK_L: tl.constexpr,
+                     HP: tl.constexpr, MP: tl.constexpr):
+    """Stores the bias gradient dsb (BLOCK_L, HP·MP) of rows into a contiguous (H or 1, L, M) slice; a
+    shared bias gets the sum over the heads."""
+    if SHARED:
+        key = tl.arange(0, MP)
+        d = tl.sum(tl.reshape(dsb, (BLOCK_L, HP, MP)), axis=1)
+        tl.store(dbias_base + rows[:, None] * M + key[None, :], d.to(dbias_base.dtype.element_ty),
+                 mask=row_ok[:, None] & (key < M)[None, :])
+    else:
+        j = tl.arange(0, HP * MP)
+        head, key = j // MP, j % MP
+        ok = row_ok[:, None] & ((head < n_heads) & (key < M))[None, :]
+        tl.store(dbias_base + rows[:, None] * M + (head.to(tl.int64) * L * M + key)[None, :],
+                 dsb.to(dbias_base.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _hyper_cross_attention_backward_kernel(
-        x_ptr, g_ptr, amat_ptr, abias_ptr, bv_ptr,
-        dx_ptr, da_mat_part_ptr, dbv_part_ptr, da_bias_part_ptr, dbo_part_ptr,
-        L, C, n_split, sx_b, sx_l, sx_c, sg_b, sg_l, sg_c,
-        HAS_BO: tl.constexpr, HP: tl.constexpr, MP: tl.constexpr,
+        x_ptr, g_ptr, amat_ptr, abias_ptr, bv_ptr, bias_ptr, bscale_ptr,
+        dx_ptr, da_mat_part_ptr, dbv_part_ptr, da_bias_part_ptr, dbo_part_ptr, dbias_ptr, dscale_part_ptr,
+        L, C, n_split, n_heads, M, sx_b, sx_l, sx_c, sg_b, sg_l, sg_c, sb_b, sb_h, sb_l, sb_m, sdb_b,
+        HAS_BO: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_BSCALE: tl.constexpr, BIAS_GRAD: tl.constexpr,
+        BIAS_SHARED: tl.constexpr, HP: tl.constexpr, MP: tl.constexpr,
         BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr, STEPS: tl.constexpr,
         DOT_PREC: tl.constexpr):
     HMP: tl.constexpr = HP * MP
@@ -138,11 +186,16 @@ def _hyper_cross_attention_backward_kernel(
     dA_base = da_mat_part_ptr + part * C * HMP
     dBv_base = dbv_part_ptr + part * HMP * C
     da_acc = tl.zeros((HMP,), dtype=tl.float32)
+    dscale_acc = tl.zeros((HMP,), dtype=tl.float32)
+    bscale = _head_scale(bscale_ptr, n_heads, HP, MP)
     for step in range(STEPS):
         rows = (split * STEPS + step) * BLOCK_L + tl.arange(0, BLOCK_L)
         row_ok = rows < L
         s = _scores(x_base, a_base, abias_ptr + b * HMP, rows, row_ok, C, sx_l, sx_c,
                     HMP, BLOCK_L, BLOCK_C, NUM_CB, DOT_PREC)
+        if HAS_BIAS:
+            bias = _bias_tile(bias_ptr + b * sb_b, rows, row_ok, n_heads, M, sb_h, sb_l, sb_m, HP, MP)
+            s += _scaled_bias(bias, bscale, HAS_BSCALE)
         p = tl.where(row_ok[:, None], _segment_softmax(s, BLOCK_L, HP, MP), 0.0)
         dp = tl.zeros((BLOCK_L, HMP), dtype=tl.float32)
         for cb in range(NUM_CB):
@@ -156,6 +209,12 @@ def _hyper_cross_attention_backward_kernel(
         p3 = tl.reshape(p, (BLOCK_L, HP, MP))
         ds = tl.reshape(pdp - p3 * tl.sum(pdp, axis=2)[:, :, None], (BLOCK_L, HMP))
         da_acc += tl.sum(ds, axis=0)
+        if HAS_BIAS:
+            if HAS_BSCALE:
+                dscale_acc += tl.sum(tl.where(bias == float("-inf"), 0.0, ds * bias), axis=0)
+            if BIAS_GRAD:
+                _store_bias_grad(dbias_ptr + b * sdb_b, _scaled_bias(ds, bscale, HAS_BSCALE), rows, row_ok,
+                                 L, n_heads, M, BIAS_SHARED, BLOCK_L, HP, MP)
         ds_dot = ds.to(amat_ptr.dtype.element_ty)
         p_dot = p.to(bv_ptr.dtype.element_ty)
         for cb in range(NUM_CB):
@@ -180,6 +239,8 @@ def _hyper_cross_attention_backward_kernel(
                 tl.store(dbo_ptrs, tl.load(dbo_ptrs, mask=col_ok, other=0.0) + tl.sum(gt.to(tl.float32), axis=0),
                          mask=col_ok)
     tl.store(da_bias_part_ptr + part * HMP + j, da_acc)
+    if HAS_BSCALE:
+        tl.store(dscale_part_ptr + part * HMP + j, dscale_acc)
 
 
 @dataclass(frozen=True)
@@ -218,9 +279,21 @@ def _operands(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tenso
             _dot_precision(dot))
 
 
+def _bias_args(bias: torch.Tensor | None, bias_scale: torch.Tensor | None, hp: int, dummy: torch.Tensor):
+    """(bias, bias_scale, n_heads, M, 4 strides) launch arguments; placeholders where absent. n_heads masks
+    the head columns the bias (or its scale) covers; a shared bias without scale covers all HP."""
+    if bias is None:
+        return dummy, dummy, hp, 1, 0, 0, 0, 0
+    n_heads = bias_scale.shape[0] if bias_scale is not None else (bias.shape[1] if bias.shape[1] > 1 else hp)
+    sb_b, sb_h, sb_l, sb_m = bias.stride()
+    return (bias, dummy if bias_scale is None else bias_scale.contiguous(), n_heads, bias.shape[-1], sb_b,
+            sb_h if bias.shape[1] > 1 else 0, sb_l, sb_m)
+
+
 def forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor, b_o: torch.Tensor | None,
-            mp: int) -> torch.Tensor:
-    """x (B, L, C) any strides; A (B, C, HP·MP); a (B, HP·MP); Bv (B, HP·MP, C); b_o (C,) -> out (B, L, C)."""
+            mp: int, bias: torch.Tensor | None = None, bias_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B, L, C) any strides; A (B, C, HP·MP); a (B, HP·MP); Bv (B, HP·MP, C); b_o (C,); bias (B, H or 1,
+    L, M) any strides; bias_scale (H,) -> out (B, L, C)."""
     b, n, c = x.shape
     hmp = A.shape[-1]
     out = _memory.empty((b, n, c), dtype=x.dtype, device=x.device)
@@ -228,10 +301,12 @@ def forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
         return out
     A_d, a_f, Bv_d, precision = _operands(x, A, a, Bv)
     cfg = _config(c, hmp, x.device.type == "cpu", backward=False)
+    bias_t, scale_t, n_heads, m, *sb = _bias_args(bias, bias_scale, hmp // mp, out)
     grid = (triton.cdiv(n, cfg.block_l), b)
     _hyper_cross_attention_forward_kernel[grid](
-        x, A_d, a_f, Bv_d, out if b_o is None else b_o.contiguous(), out, n, c, *x.stride(),
-        HAS_BO=b_o is not None, HP=hmp // mp, MP=mp, BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c,
+        x, A_d, a_f, Bv_d, out if b_o is None else b_o.contiguous(), out, bias_t, scale_t, n, c, n_heads, m,
+        *x.stride(), *sb, HAS_BO=b_o is not None, HAS_BIAS=bias is not None, HAS_BSCALE=bias_scale is not None,
+        HP=hmp // mp, MP=mp, BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c,
         NUM_CB=triton.cdiv(c, cfg.block_c), DOT_PREC=precision, num_warps=cfg.num_warps)
     return out
 
@@ -249,11 +324,13 @@ def _split(n_blocks: int, batch: int, device: torch.device) -> tuple[int, int]:
 
 
 def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
-             b_o: torch.Tensor | None, mp: int):
+             b_o: torch.Tensor | None, mp: int, bias: torch.Tensor | None = None,
+             bias_scale: torch.Tensor | None = None, bias_grad: bool = False):
     """Gradients of :func:`forward` (same contract as ``chunked.backward``): dx (B, L, C) in x's dtype,
-    dA (B, C, HP·MP), da (B, HP·MP), dBv (B, HP·MP, C) in float32, db_o (C,) or None."""
+    dA (B, C, HP·MP), da (B, HP·MP), dBv (B, HP·MP, C) in float32, db_o (C,) or None, dbias (bias's shape,
+    contiguous, bias's dtype) or None, dscale (H,) or None."""
     b, n, c = x.shape
-    hmp = A.shape[-1]
+    hmp, hp = A.shape[-1], A.shape[-1] // mp
     dx = _memory.empty((b, n, c), dtype=x.dtype, device=x.device)
     cfg = _config(c, hmp, x.device.type == "cpu", backward=True)
     steps, n_split = _split(triton.cdiv(n, cfg.block_l), b, x.device)
@@ -263,15 +340,24 @@ def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tens
     dBv_part = torch.zeros(parts, hmp, c, **f32)
     da_part = _memory.empty((parts, hmp), **f32)
     dbo_part = torch.zeros(parts, c, **f32) if b_o is not None else da_part
+    dscale_part = _memory.empty((parts, hmp), **f32) if bias_scale is not None else da_part
+    dbias = _memory.empty(bias.shape, dtype=bias.dtype, device=x.device) if bias_grad else None
     if parts:
         A_d, a_f, Bv_d, precision = _operands(x, A, a, Bv)
+        bias_t, scale_t, n_heads, m, *sb = _bias_args(bias, bias_scale, hp, da_part)
         _hyper_cross_attention_backward_kernel[(n_split, b)](
-            x, dout, A_d, a_f, Bv_d, dx, dA_part, dBv_part, da_part, dbo_part,
-            n, c, n_split, *x.stride(), *dout.stride(),
-            HAS_BO=b_o is not None, HP=hmp // mp, MP=mp, BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c,
+            x, dout, A_d, a_f, Bv_d, bias_t, scale_t, dx, dA_part, dBv_part, da_part, dbo_part,
+            da_part if dbias is None else dbias, dscale_part, n, c, n_split, n_heads, m,
+            *x.stride(), *dout.stride(), *sb, 0 if dbias is None else dbias.stride(0),
+            HAS_BO=b_o is not None, HAS_BIAS=bias is not None, HAS_BSCALE=bias_scale is not None,
+            BIAS_GRAD=dbias is not None, BIAS_SHARED=bias is not None and bias.shape[1] == 1,
+            HP=hp, MP=mp, BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c,
             NUM_CB=triton.cdiv(c, cfg.block_c), STEPS=steps, DOT_PREC=precision, num_warps=cfg.num_warps)
     dA = dA_part.view(b, n_split, c, hmp).sum(dim=1)
     dBv = dBv_part.view(b, n_split, hmp, c).sum(dim=1)
     da = da_part.view(b, n_split, hmp).sum(dim=1)
     dbo = None if b_o is None else dbo_part.sum(dim=0).to(b_o.dtype)
-    return dx, dA.to(A.dtype), da.to(A.dtype), dBv.to(A.dtype), dbo
+    dscale = None
+    if bias_scale is not None:
+        dscale = dscale_part.view(parts, hp, mp).sum(dim=(0, 2))[:bias_scale.shape[0]].to(bias_scale.dtype)
+    return dx, dA.to(A.dtype), da.to(A.dtype), dBv.to(A.dtype), dbo, dbias, dscale

@@ -19,6 +19,9 @@ This is our concrete reading of the paper's hypernet-controlled cross-attention
 - Keys and values: Linear(prompt_dim, E) maps of the normalised prompts; absent
   prompts are masked out, and a sample with no prompt gets attention output 0
   (y = x + b_o).
+- An optional additive attention-logit bias per token and prompt (``attn_bias``, e.g. the log of each
+  organ's occupancy at each token, times a per-head ``attn_bias_scale``), passed to the fused op as
+  given: a head-shared bias is never expanded over the heads.
 - Initialisation: the hypernetwork's last layer has zero weights, U's bias is
   random and V's and the gates' are zero, so at initialisation W_q(b) = W0, all
   gates are 1 (a plain cross-attention), and V(b) gets gradients from the start.
@@ -36,6 +39,10 @@ from anatokernels.nn._config import register_config, reset_config
 __all__ = ["HyperCrossAttention"]
 
 _CONFIG = "attention_config"  # buffer (num_heads, rank), checked on load_state_dict
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return t if t is None or not t.is_floating_point() else t.to(dtype)
 
 
 def _describe(values) -> str:
@@ -109,10 +116,15 @@ class HyperCrossAttention(nn.Module):
         reset_config(self, _CONFIG, (self.num_heads, self.rank))
 
     def forward(self, x: torch.Tensor, prompts: torch.Tensor, *, key_padding_mask: torch.Tensor | None = None,
+                attn_bias: torch.Tensor | None = None, attn_bias_scale: torch.Tensor | None = None,
                 prompt_mask: None = None) -> torch.Tensor:
         """x: (B, C, Z, Y, X) image features or (B, L, C) tokens; prompts: (B, M, prompt_dim);
         key_padding_mask: (B, M) bool, True = ignore that prompt (absent), as in ``nn.MultiheadAttention``
         (None: all present). ``prompt_mask`` (True = present) was removed: passing it raises a TypeError.
+        attn_bias: additive attention-logit bias (B, H, L, M), or (B, 1, L, M) / (B, L, M) shared by the
+        heads, L = Z·Y·X in the order of ``x.flatten(2)`` (e.g. log(occupancy + ε) of each organ at each
+        token); attn_bias_scale: (H,) per-head factor of it (e.g. a learned parameter of the caller).
+        Both are cast to the attention's dtype; see :func:`anatokernels.hyper_cross_attention`.
         Returns x's shape and dtype."""
         _checks.removed_keep_mask("HyperCrossAttention", "prompt_mask", "key_padding_mask", prompt_mask)
         self._check(x, prompts, key_padding_mask)
@@ -132,7 +144,8 @@ class HyperCrossAttention(nn.Module):
         dtype = normed.dtype
         out = hyper_cross_attention(normed, self.to_k(p).to(dtype), self.to_v(p).to(dtype), w_q.to(dtype),
                                     w_o.to(dtype), b_q=self.b_q.to(dtype).expand(b, c), b_o=self.b_o.to(dtype),
-                                    key_ignore_mask=key_padding_mask, num_heads=h, backend=self._op_backend)
+                                    key_ignore_mask=key_padding_mask, num_heads=h, backend=self._op_backend,
+                                    attn_bias=_cast(attn_bias, dtype), attn_bias_scale=_cast(attn_bias_scale, dtype))
         y = tokens + out.to(tokens.dtype)
         return y.transpose(1, 2).reshape(x.shape) if volume else y
 

@@ -55,15 +55,23 @@ def _scan_samples(backend):
 
 
 def _attention_samples(backend):
+    """Unbiased, and with a head-shared bias times a per-head scale and with a per-head bias (gradients of
+    the bias asked for)."""
     k, v, w_q, w_o, b_q = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 6, 4), torch.randn(4, 6), None
     mp = 16 if backend == "triton" else 3
     A, a, Bv = absorb(k, v, w_q, w_o, b_q, torch.tensor([[False, True, False], [True, True, True]]), 2, 0.5,
                       2, mp)
     x, b_o = _r(2, 5, 6), _r(6)
-    return [(OPS.hyper_cross_attention_forward, (x, A.requires_grad_(), a.requires_grad_(), Bv.requires_grad_(),
-                                                 b_o, mp, backend)),
+    samples = []
+    for bias, scale in ((None, None), (_r(2, 1, 5, 3), _r(2)), (_r(2, 2, 5, 3), None)):
+        samples += [
+            (OPS.hyper_cross_attention_forward, (x, A.requires_grad_(), a.requires_grad_(), Bv.requires_grad_(),
+                                                 b_o, bias, scale, mp, backend)),
             (OPS.hyper_cross_attention_backward, (x.detach(), torch.randn(2, 5, 6), A.detach(), a.detach(),
-                                                  Bv.detach(), b_o.detach(), mp, backend))]
+                                                  Bv.detach(), b_o.detach(), None if bias is None else bias.detach(),
+                                                  None if scale is None else scale.detach(), bias is not None, mp,
+                                                  backend))]
+    return samples
 
 
 SAMPLES = {"masked_patch_gather": _patch_samples, "order_conv1d": _conv_samples,
@@ -171,6 +179,8 @@ def test_index_checks_stay_in_the_graph_without_a_host_read(tiny):
 
 
 def test_chunked_absorbed_op_agrees_with_its_backend_module():
-    """The custom op is the backend function: same numbers as calling ``chunked`` directly."""
-    (op, args), _ = _attention_samples("chunked")
-    torch.testing.assert_close(op(*args), chunked.forward(*args[:-1]))
+    """The custom op is the backend function: same numbers as calling ``chunked`` directly, with and
+    without a logit bias."""
+    for op, args in _attention_samples("chunked")[::2]:
+        x, A, a, Bv, b_o, bias, bias_scale, mp, _ = args
+        torch.testing.assert_close(op(*args), chunked.forward(x, A, a, Bv, b_o, mp, bias, bias_scale))
