@@ -54,24 +54,33 @@ def chunk_rows(batch: int, width: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, batch * width))
 
 
-def _bias_rows(bias: torch.Tensor, bias_scale: torch.Tensor | None, rows: slice, work: torch.dtype):
-    """The scaled bias of ``rows`` as (B, rows, H or 1, M) in ``work`` (see ``reference.scaled_bias``)."""
-    return scaled_bias(bias[:, :, rows].to(work), None if bias_scale is None else bias_scale.to(work)
-                       ).transpose(1, 2)
-
-
 def _columns(t: torch.Tensor, mp: int, heads: int, m: int) -> torch.Tensor:
     """The view (B, rows, heads, m) of (B, rows, HP·MP) columns that a bias with ``heads`` heads (1: all,
     broadcast) and m keys covers; the rest are padding."""
     return t.unflatten(-1, (-1, mp))[:, :, :heads if heads > 1 else None, :m]
 
 
+def _bias_heads(bias: torch.Tensor, bias_scale: torch.Tensor | None) -> int:
+    """Heads the scaled bias covers: H with a scale or a per-head bias, 1 (broadcast) otherwise."""
+    return bias.shape[1] if bias_scale is None else bias_scale.shape[0]
+
+
+def _head_rows(bias: torch.Tensor, h: int, rows: slice) -> torch.Tensor:
+    """Head h's bias rows (B, rows, M), a view (a shared bias serves every head)."""
+    return bias[:, h if bias.shape[1] > 1 else 0, rows]
+
+
 def _scores(x_rows, A, a, bias, bias_scale, rows, mp, work):
-    """softmax_heads(x·A + a + bias) of ``rows``: (B, rows, HP·MP) in ``work``."""
+    """softmax_heads(x·A + a + bias_scale·bias) of ``rows``: (B, rows, HP·MP) in ``work``. The bias is
+    added in place, head by head where scaled, so no temporary exceeds (B, rows, M)."""
     s = torch.baddbmm(a[:, None, :], x_rows.to(work), A)
     if bias is not None:
-        add = _bias_rows(bias, bias_scale, rows, work)
-        _columns(s, mp, add.shape[2], add.shape[3]).add_(add)
+        s4 = _columns(s, mp, _bias_heads(bias, bias_scale), bias.shape[-1])
+        if bias_scale is None:
+            s4.add_(bias[:, :, rows].transpose(1, 2))
+        else:
+            for h in range(s4.shape[2]):
+                s4[:, :, h].add_(scaled_bias(_head_rows(bias, h, rows).to(work), bias_scale[h].to(work)))
     return segment_softmax(s, mp)
 
 
@@ -94,17 +103,26 @@ def forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
 
 
 def _bias_grads(ds, bias, bias_scale, rows, mp, dbias, dscale, work):
-    """Adds the gradients of the bias rows ``rows`` into dbias (B, H or 1, L, M) and dscale (H,) (each may
-    be None): ds (B, rows, HP·MP) is the gradient of the scores."""
-    heads = bias.shape[1] if bias_scale is None else bias_scale.shape[0]
-    ds4 = _columns(ds, mp, heads, bias.shape[-1]).transpose(1, 2)  # (B, H or HP, rows, M)
-    if bias_scale is not None:
-        finite = bias[:, :, rows].to(work)
-        finite = finite.masked_fill(finite == float("-inf"), 0.0)
-        dscale += (ds4 * finite).sum(dim=(0, 2, 3))
-        ds4 = ds4 * bias_scale.to(work)[None, :, None, None]
-    if dbias is not None:
-        dbias[:, :, rows] = (ds4 if dbias.shape[1] > 1 else ds4.sum(dim=1, keepdim=True)).to(dbias.dtype)
+    """Writes the bias gradient of ``rows`` into dbias (B, H or 1, L, M) (or None) and adds the scale's
+    into dscale (H,) (or None): ds (B, rows, HP·MP) is the gradient of the scores. Head by head where
+    scaled, so no temporary exceeds (B, rows, M)."""
+    ds4 = _columns(ds, mp, _bias_heads(bias, bias_scale), bias.shape[-1])  # (B, rows, H or HP, M)
+    if bias_scale is None:
+        if dbias is not None:
+            dbias[:, :, rows] = (ds4 if dbias.shape[1] > 1 else ds4.sum(dim=2, keepdim=True)).transpose(1, 2)
+        return
+    shared = dbias is not None and dbias.shape[1] == 1
+    total = torch.zeros_like(ds4[:, :, 0]) if shared else None
+    for h in range(ds4.shape[2]):
+        d, scale = ds4[:, :, h], bias_scale[h].to(work)
+        finite = _head_rows(bias, h, rows).to(work)
+        dscale[h] += (d * finite.masked_fill(finite == float("-inf"), 0.0)).sum()
+        if shared:
+            total.addcmul_(d, scale)
+        elif dbias is not None:
+            dbias[:, h, rows] = d * scale
+    if shared:
+        dbias[:, 0, rows] = total
 
 
 def backward(x: torch.Tensor, dout: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,

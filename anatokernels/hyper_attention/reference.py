@@ -12,14 +12,13 @@ import torch
 
 
 def scaled_bias(bias: torch.Tensor, bias_scale: torch.Tensor | None) -> torch.Tensor:
-    """The logit bias as added: ``bias_scale[h]·bias`` (B, H or 1, L, M) on finite entries, −inf kept −inf
-    whatever the scale (an excluded key stays excluded; its gradient for the scale is 0, not NaN).
-    bias (B, H or 1, L, M); bias_scale (H,) or None -> (B, H or 1, L, M)."""
+    """The logit bias as added: ``bias_scale·bias`` on finite entries, −inf kept −inf whatever the scale
+    (an excluded key stays excluded; its gradient for the scale is 0, not NaN). bias_scale broadcasts to
+    bias (e.g. (1, H, 1, 1) against (B, 1 or H, L, M)), or None (1)."""
     if bias_scale is None:
         return bias
     excluded = bias == float("-inf")
-    finite = bias.masked_fill(excluded, 0.0) * bias_scale[None, :, None, None]
-    return finite.masked_fill(excluded, float("-inf"))
+    return (bias.masked_fill(excluded, 0.0) * bias_scale).masked_fill(excluded, float("-inf"))
 
 
 def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q: torch.Tensor,
@@ -46,7 +45,8 @@ def hyper_cross_attention(x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w_q
     vh = v.reshape(b, m, num_heads, dh)
     scores = torch.einsum("blhd,bmhd->bhlm", q, kh) * scale
     if attn_bias is not None:
-        scores = scores + scaled_bias(attn_bias, attn_bias_scale)
+        scores = scores + scaled_bias(attn_bias, None if attn_bias_scale is None
+                                      else attn_bias_scale[None, :, None, None])
     if key_ignore_mask is not None:
         scores = scores.masked_fill(key_ignore_mask[:, None, None, :], float("-inf"))
     any_key = (scores > float("-inf")).any(dim=-1, keepdim=True)

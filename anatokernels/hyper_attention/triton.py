@@ -112,7 +112,8 @@ def _head_scale(bscale_ptr, n_heads, HP: tl.constexpr, MP: tl.constexpr):
 def _scaled_bias(bias, scale, HAS_BSCALE: tl.constexpr):
     """scale·bias on finite entries, −inf kept (``reference.scaled_bias``)."""
     if HAS_BSCALE:
-        return tl.where(bias == float("-inf"), float("-inf"), bias * scale[None, :])
+        excluded = bias == float("-inf")
+        return tl.where(excluded, float("-inf"), tl.where(excluded, 0.0, bias) * scale[None, :])
     return bias
 
 
@@ -211,10 +212,11 @@ def _hyper_cross_attention_backward_kernel(
         da_acc += tl.sum(ds, axis=0)
         if HAS_BIAS:
             if HAS_BSCALE:
-                dscale_acc += tl.sum(tl.where(bias == float("-inf"), 0.0, ds * bias), axis=0)
+                dscale_acc += tl.sum(ds * tl.where(bias == float("-inf"), 0.0, bias), axis=0)
             if BIAS_GRAD:
-                _store_bias_grad(dbias_ptr + b * sdb_b, _scaled_bias(ds, bscale, HAS_BSCALE), rows, row_ok,
-                                 L, n_heads, M, BIAS_SHARED, BLOCK_L, HP, MP)
+                dsb = ds * bscale[None, :] if HAS_BSCALE else ds
+                _store_bias_grad(dbias_ptr + b * sdb_b, dsb, rows, row_ok, L, n_heads, M, BIAS_SHARED, BLOCK_L,
+                                 HP, MP)
         ds_dot = ds.to(amat_ptr.dtype.element_ty)
         p_dot = p.to(bv_ptr.dtype.element_ty)
         for cb in range(NUM_CB):

@@ -22,31 +22,44 @@ CASES = backend_cases("hyper_cross_attention")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-NAMES = ("x", "k", "v", "w_q", "w_o", "b_q", "b_o")
+NAMES = ("x", "k", "v", "w_q", "w_o", "b_q", "b_o", "attn_bias", "attn_bias_scale")
 
-# (B, L, C, M, E, H, per-sample w_o, biases, mask): odd L, C and E off multiples of 16, M in {1, 3, 17},
-# H in {1, 4} and one H=3.
+# (B, L, C, M, E, H, per-sample w_o, biases, mask, logit bias): odd L, C and E off multiples of 16, M in
+# {1, 3, 17}, H in {1, 4} and one H=3.
 # mask: "none" (argument omitted), "empty0" (random, sample 0 has no key), "random".
+# logit bias: "none", "shared" (B, 1, L, M), "shared3d" (B, L, M), "heads" (B, H, L, M), "+scale" with a
+# per-head attn_bias_scale; the last sample's bias is −inf on key 0 at every third token and on every key
+# at token 1 (a row without keys).
 SHAPES = [
-    (2, 37, 40, 3, 24, 4, False, True, "empty0"),
-    (3, 71, 20, 17, 20, 1, True, True, "empty0"),
-    (2, 45, 33, 17, 36, 4, True, False, "random"),
-    (1, 1, 24, 1, 8, 4, False, True, "none"),
-    (2, 5, 500, 3, 508, 4, False, True, "random"),
-    (2, 19, 30, 3, 18, 3, True, True, "empty0"),  # H=3: the Triton path pads the heads to 4
+    (2, 37, 40, 3, 24, 4, False, True, "empty0", "shared+scale"),
+    (3, 71, 20, 17, 20, 1, True, True, "empty0", "heads"),
+    (2, 45, 33, 17, 36, 4, True, False, "random", "heads+scale"),
+    (1, 1, 24, 1, 8, 4, False, True, "none", "none"),
+    (2, 5, 500, 3, 508, 4, False, True, "random", "shared3d"),
+    (2, 19, 30, 3, 18, 3, True, True, "empty0", "shared"),  # H=3: the Triton path pads the heads to 4
 ]
 SHAPE_IDS = [f"B{b}-L{n}-C{c}-M{m}-E{e}-H{h}-wo{'B' if per else 'shared'}-{'bias' if bias else 'nobias'}-{mask}"
-             for b, n, c, m, e, h, per, bias, mask in SHAPES]
+             f"-logit{logit.replace('+', '')}" for b, n, c, m, e, h, per, bias, mask, logit in SHAPES]
 
 
-def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device):
-    """float64 leaves (x, k, v, w_q, w_o, b_q, b_o) with unit-scale activations, and the key mask
-    (True = ignore)."""
+def _logit_bias(b, n, m, h, kind, r):
+    """(attn_bias, attn_bias_scale) float64 of the kind (see SHAPES), or Nones."""
+    if kind == "none":
+        return None, None
+    bias = r(b, h if kind.startswith("heads") else 1, n, m)
+    bias[-1, :, ::3, 0] = float("-inf")
+    bias[-1, :, min(1, n - 1)] = float("-inf")
+    return bias[:, 0].clone() if kind == "shared3d" else bias, r(h) if kind.endswith("+scale") else None
+
+
+def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device, logit="none"):
+    """float64 leaves (x, k, v, w_q, w_o, b_q, b_o, attn_bias, attn_bias_scale) with unit-scale activations,
+    and the key mask (True = ignore)."""
     g = torch.Generator().manual_seed(b * 1000 + n * 10 + m)
     r = lambda *s, scale=1.0: (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(device)
     tensors = [r(b, n, c), r(b, m, e), r(b, m, e), r(b, c, e, scale=c ** -0.5),
                r(b, e, c, scale=e ** -0.5) if per_sample_wo else r(e, c, scale=e ** -0.5),
-               r(b, e) if biases else None, r(c) if biases else None]
+               r(b, e) if biases else None, r(c) if biases else None, *_logit_bias(b, n, m, h, logit, r)]
     mask = None
     if mask_kind != "none":
         mask = (torch.rand(b, m, generator=g) <= 0.4).to(device)
@@ -56,14 +69,16 @@ def _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device):
 
 
 def _definition(leaves, mask, h, scale=None):
-    e = leaves[1].shape[-1]
-    return reference.hyper_cross_attention(*leaves, mask, h, (e // h) ** -0.5 if scale is None else scale)
+    x, k, v, w_q, w_o, b_q, b_o, bias, bias_scale = (*leaves, None, None)[:9]
+    bias = bias[:, None] if bias is not None and bias.dim() == 3 else bias
+    return reference.hyper_cross_attention(x, k, v, w_q, w_o, b_q, b_o, mask, h,
+                                           (k.shape[-1] // h) ** -0.5 if scale is None else scale, bias, bias_scale)
 
 
 def _run(leaves, mask, h, backend, **kw):
-    x, k, v, w_q, w_o, b_q, b_o = leaves
+    x, k, v, w_q, w_o, b_q, b_o, bias, bias_scale = (*leaves, None, None)[:9]
     return ak.hyper_cross_attention(x, k, v, w_q, w_o, b_q=b_q, b_o=b_o, key_ignore_mask=mask, num_heads=h,
-                                    backend=backend, **kw)
+                                    attn_bias=bias, attn_bias_scale=bias_scale, backend=backend, **kw)
 
 
 def _cast(leaves, dtype):
@@ -81,10 +96,10 @@ def _dtypes(device):
 
 
 @pytest.mark.parametrize("device, backend", CASES)
-@pytest.mark.parametrize("b, n, c, m, e, h, per_sample_wo, biases, mask_kind", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("b, n, c, m, e, h, per_sample_wo, biases, mask_kind, logit", SHAPES, ids=SHAPE_IDS)
 def test_matches_definition_with_every_gradient(device, backend, b, n, c, m, e, h, per_sample_wo, biases,
-                                                mask_kind):
-    leaves, mask = _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device)
+                                                mask_kind, logit):
+    leaves, mask = _problem(b, n, c, m, e, h, per_sample_wo, biases, mask_kind, device, logit)
     ref_leaves = _cast(leaves, torch.float64)
     grad = torch.randn(b, n, c, dtype=torch.float64, device=device)
     ref, ref_grads = _forward_backward(ref_leaves, mask, h, grad, _definition)
@@ -115,10 +130,10 @@ def test_sample_without_keys_gives_b_o(device, backend):
     leaves = _cast(leaves, torch.float32)
     mask = torch.tensor([[False, True, False], [True, True, True], [True, False, True]], device=device)
     out = _run(leaves, mask, 4, backend)
-    x, k, v, w_q, w_o, b_q, b_o = leaves
+    x, k, v, w_q, w_o, b_q, b_o = leaves[:7]
     assert torch.equal(out[1], b_o.detach().expand(19, 18)), "a sample with every key masked must output b_o"
     out.sum().backward()
-    for name, t in zip(NAMES, leaves):
+    for name, t in zip(NAMES, leaves[:7]):
         assert torch.isfinite(t.grad).all(), f"d_{name} has NaN/inf"
     assert torch.equal(x.grad[1], torch.zeros_like(x.grad[1]))
     assert torch.equal(w_q.grad[1], torch.zeros_like(w_q.grad[1]))
@@ -128,7 +143,7 @@ def test_sample_without_keys_gives_b_o(device, backend):
 @pytest.mark.parametrize("device, backend", [c for c in CASES if c.values[0] == "cpu"])
 def test_bfloat16_and_strided_input(device, backend):
     """bf16 (the interpreter runs its dots in fp32) with x given as a transposed (B, C, L) view."""
-    leaves, mask = _problem(2, 33, 20, 3, 16, 2, False, True, "random", device)
+    leaves, mask = _problem(2, 33, 20, 3, 16, 2, False, True, "random", device, "shared+scale")
     x_cl = leaves[0].detach().transpose(1, 2).contiguous().to(torch.bfloat16)
     low = _cast(leaves, torch.bfloat16)
     low[0] = x_cl.transpose(1, 2).requires_grad_()
@@ -153,14 +168,15 @@ def test_empty_batch_or_tokens(device, backend, b, n):
 
 
 def test_gradcheck_definition():
-    leaves, mask = _problem(2, 5, 6, 3, 4, 2, True, True, "empty0", "cpu")
+    leaves, mask = _problem(2, 5, 6, 3, 4, 2, True, True, "empty0", "cpu", "shared+scale")
     assert torch.autograd.gradcheck(lambda *t: _definition(list(t), mask, 2), tuple(leaves))
 
 
 @pytest.mark.parametrize("per_sample_wo", [False, True], ids=["woShared", "woB"])
 def test_gradcheck_chunked_backend(per_sample_wo):
     """The chunked path's hand-written backward and the absorbed-form chain rule, in float64."""
-    leaves, mask = _problem(2, 7, 5, 3, 6, 3, per_sample_wo, True, "random", "cpu")
+    leaves, mask = _problem(2, 7, 5, 3, 6, 3, per_sample_wo, True, "random", "cpu",
+                            "heads+scale" if per_sample_wo else "shared+scale")
     mask[1] = torch.tensor([False, True, False])
     assert torch.autograd.gradcheck(lambda *t: _run(list(t), mask, 3, "chunked", scale=0.7), tuple(leaves))
 
@@ -174,21 +190,59 @@ def test_reference_backend_is_the_plain_definition():
 
 
 def test_chunked_equals_unchunked():
-    leaves, mask = _problem(2, 23, 9, 3, 8, 2, True, True, "empty0", "cpu")
-    x, k, v, w_q, w_o, b_q, b_o = (t.detach() for t in leaves)
+    leaves, mask = _problem(2, 23, 9, 3, 8, 2, True, True, "empty0", "cpu", "shared+scale")
+    x, k, v, w_q, w_o, b_q, b_o, bias, bias_scale = (t.detach() for t in leaves)
     A, a, Bv = absorb(k, v, w_q, w_o, b_q, mask, 2, 0.5, 2, 3)
     dout = torch.randn_like(x)
-    whole = [chunked.forward(x, A, a, Bv, b_o, 3, chunk=23), *chunked.backward(x, dout, A, a, Bv, b_o, 3, chunk=23)]
-    in_chunks = [chunked.forward(x, A, a, Bv, b_o, 3, chunk=4), *chunked.backward(x, dout, A, a, Bv, b_o, 3, chunk=4)]
-    for got, want in zip(in_chunks, whole):
+    runs = [[chunked.forward(x, A, a, Bv, b_o, 3, bias, bias_scale, chunk=chunk),
+             *chunked.backward(x, dout, A, a, Bv, b_o, 3, bias, bias_scale, True, chunk=chunk)] for chunk in (23, 4)]
+    for got, want in zip(*runs):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(whole[0], reference.hyper_cross_attention(
-        x, k, v, w_q, w_o, b_q, b_o, mask, 2, 0.5), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(runs[0][0], reference.hyper_cross_attention(
+        x, k, v, w_q, w_o, b_q, b_o, mask, 2, 0.5, bias, bias_scale), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+def test_row_without_keys_gives_b_o(device, backend):
+    """A token whose kept keys are all −inf in the bias gets out = b_o, with finite gradients, none into its
+    x, and a zero bias gradient; the scale's gradient ignores the −inf entries."""
+    leaves, _ = _problem(2, 19, 18, 3, 12, 4, True, True, "none", device, "shared+scale")
+    leaves = _cast(leaves, torch.float32)
+    mask = torch.tensor([[False, True, False], [False, False, False]], device=device)
+    with torch.no_grad():
+        leaves[7][0, 0, 4, [0, 2]] = float("-inf")  # token 4 of sample 0: its two kept keys excluded
+    out = _run(leaves, mask, 4, backend)
+    assert torch.equal(out[0, 4], leaves[6].detach()), "a token with every key excluded must output b_o"
+    out.square().sum().backward()
+    for name, t in zip(NAMES, leaves):
+        assert torch.isfinite(t.grad).all(), f"d_{name} has NaN/inf"
+    assert torch.equal(leaves[0].grad[0, 4], torch.zeros_like(leaves[0].grad[0, 4]))
+    assert torch.equal(leaves[7].grad[0, 0, 4], torch.zeros_like(leaves[7].grad[0, 0, 4]))
+
+
+@pytest.mark.parametrize("device, backend", CASES)
+def test_bias_scale_is_the_scaled_bias_through_autograd(device, backend):
+    """attn_bias_scale (H,) times a shared (B, 1, L, M) bias equals passing the product (B, H, L, M) made
+    by autograd, in the output and in the gradients of the scale and the shared bias."""
+    leaves, mask = _problem(2, 21, 10, 3, 8, 2, False, True, "random", device, "shared+scale")
+    leaves = _cast(leaves, torch.float32)
+    grad = torch.randn(2, 21, 10, device=device)
+    fused, fused_grads = _forward_backward(leaves, mask, 2, grad, functools.partial(_run, backend=backend))
+    plain = _cast(leaves, torch.float32)
+    bias, bias_scale = plain[7], plain[8]
+    product = torch.where(bias == float("-inf"), bias, bias.masked_fill(bias == float("-inf"), 0)
+                          * bias_scale[None, :, None, None])
+    out = _run([*plain[:7], product], mask, 2, backend)
+    out.backward(grad)
+    torch.testing.assert_close(fused, out, rtol=1e-5, atol=1e-6)
+    for name, got, want in (("attn_bias", fused_grads[7], bias.grad), ("attn_bias_scale", fused_grads[8],
+                                                                      bias_scale.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def _bad(changes, dtype):
     leaves, mask = _problem(2, 5, 6, 3, 8, 2, False, True, "random", "cpu")
-    args = dict(zip(NAMES, (t.detach().to(dtype) for t in leaves)), key_ignore_mask=mask, num_heads=2)
+    args = dict(zip(NAMES, (t.detach().to(dtype) for t in leaves[:7])), key_ignore_mask=mask, num_heads=2)
     args.update(changes)
     return args
 
@@ -215,6 +269,16 @@ BAD = [
     ("scale-str", dict(scale="0.5"), TypeError, "scale must be"),
     ("backend-name", dict(backend="cuDNN"), ValueError, "unknown backend"),
     ("triton-float64", dict(backend="triton"), ValueError, "not float64"),
+    ("bias-heads", dict(attn_bias=torch.zeros(2, 3, 5, 3, dtype=torch.float64)), ValueError,
+     r"attn_bias must have shape \(B, H, L, M\) = \(2, 2, 5, 3\).*got \(2, 3, 5, 3\)"),
+    ("bias-keys", dict(attn_bias=torch.zeros(2, 5, 4, dtype=torch.float64)), ValueError, "attn_bias must have"),
+    ("bias-2d", dict(attn_bias=torch.zeros(5, 3, dtype=torch.float64)), ValueError, "attn_bias must have"),
+    ("bias-int", dict(attn_bias=torch.zeros(2, 5, 3, dtype=torch.int64)), TypeError, "attn_bias must have dtype"),
+    ("bias-dtype", dict(attn_bias=torch.zeros(2, 5, 3)), TypeError, "share one dtype"),
+    ("bias-scale-alone", dict(attn_bias_scale=torch.ones(2, dtype=torch.float64)), ValueError, "needs attn_bias"),
+    ("bias-scale-shape", dict(attn_bias=torch.zeros(2, 1, 5, 3, dtype=torch.float64),
+                              attn_bias_scale=torch.ones(1, dtype=torch.float64)), ValueError,
+     "attn_bias_scale must have shape"),
     ("triton-65-keys", dict(k=torch.randn(2, 65, 8), v=torch.randn(2, 65, 8), key_ignore_mask=None,
                             backend="triton"), ValueError, "at most 64 keys"),
 ]

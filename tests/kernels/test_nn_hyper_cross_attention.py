@@ -77,6 +77,27 @@ def test_matches_definition_and_sample_without_prompts_adds_b_o():
     torch.testing.assert_close(y[1], tokens[1] + layer.b_o, rtol=1e-12, atol=1e-12)
 
 
+def test_attn_bias_with_per_head_scale_reaches_the_op():
+    """A head-shared (B, 1, L, M) bias times an (H,) scale (L in x.flatten(2) order) equals the (B, H, L, M)
+    product passed as the bias, changes the output, and gives the scale and the bias gradients."""
+    layer = _layer().double()
+    x, prompts, mask = _inputs()
+    bias = torch.randn(3, 1, x[0, 0].numel(), 5, dtype=torch.float64, requires_grad=True)
+    scale = torch.randn(HEADS, dtype=torch.float64, requires_grad=True)
+    y = layer(x, prompts, key_padding_mask=mask, attn_bias=bias, attn_bias_scale=scale)
+    product = bias.detach().clone().requires_grad_()
+    scale_ref = scale.detach().clone().requires_grad_()
+    y_ref = layer(x, prompts, key_padding_mask=mask, attn_bias=scale_ref[None, :, None, None] * product)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y, layer(x, prompts, key_padding_mask=mask)), "the bias changes nothing"
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    torch.testing.assert_close(scale.grad, scale_ref.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(bias.grad, product.grad, rtol=1e-10, atol=1e-12)
+    assert scale.grad.abs().sum() > 0
+
+
 @pytest.mark.interpret
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
 def test_triton_backend_matches_reference_backend():
