@@ -66,13 +66,16 @@ def test_grids_and_affines(case):
     assert 30 < np.median(liver_ct) < 90
     # CTres agrees with the CT it was resampled from.
     assert abs(np.mean(case.ctres[organ_core(case, "liver")]) - np.mean(liver_ct)) < 8
-    # Lesions of at least two PET voxels across contain the voxel of their centre.
+    # Lesions of at least two PET voxels across contain the voxel of their recorded centre, which the
+    # misregistration moved with the PET (within a voxel or three of the CT-frame centre).
     inverse = np.linalg.inv(case.pet_affine)
     big = [info for info in case.lesion_info if info["diameter_mm"] >= 2 * SPACING]
     assert big
     for info in big:
-        index = tuple(np.rint(inverse[:3, :3] @ info["centre_mm"] + inverse[:3, 3]).astype(int))
+        index = tuple(info["centre_zyx"][::-1])
         assert case.lesions[index] == 1, info
+        ct_frame = inverse[:3, :3] @ info["centre_mm"] + inverse[:3, 3]
+        assert np.abs(np.asarray(index) - ct_frame).max() <= 3, info
 
 
 def test_physical_value_ranges(case):
@@ -93,10 +96,9 @@ def test_physical_value_ranges(case):
 def lesion_contrast(pc):
     """(info, mean SUV in the lesion's mask component, median SUV of a 2-voxel shell around it)."""
     labels, _ = components(pc.lesions > 0)
-    inverse = np.linalg.inv(pc.pet_affine)
     out = []
     for info in pc.lesion_info:
-        index = tuple(np.rint(inverse[:3, :3] @ info["centre_mm"] + inverse[:3, 3]).astype(int))
+        index = tuple(info["centre_zyx"][::-1])
         if labels[index] == 0:
             continue  # a lesion smaller than a voxel marked a neighbouring voxel
         mask = labels == labels[index]

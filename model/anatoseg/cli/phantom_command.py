@@ -49,7 +49,11 @@ def phantom(
     domain: Annotated[Domain, typer.Option("--domain", help="petct: low-dose unenhanced CT; diagnostic: "
                                            "contrast-enhanced, sharper, less noise.")] = Domain.petct,
     negatives: Annotated[float, typer.Option("--negatives", min=0.0, max=1.0,
-                                             help="Fraction of lesion-free cases (0 to 1).")] = 0.0,
+                                             help="Fraction of lesion-free cases (0 to 1); they keep every "
+                                             "non-lesion uptake source.")] = 0.0,
+    misregistration: Annotated[float, typer.Option(
+        "--misregistration", min=0.0, help="Scale of the PET-CT misregistration: rigid shift (sd 1.5 mm) and "
+        "breathing (4-12 mm cranio-caudal at the diaphragm) of the PET; 1 realistic, 0 none.")] = 1.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     append: Annotated[bool, typer.Option("--append", help="Add --cases cases to a cohort OUT made by `anato "
                                          "phantom` with the same settings (its manifest says which).")] = False,
@@ -64,7 +68,8 @@ def phantom(
 
     manifest = generate_cohort(out, cases=cases, seed=seed, spacing=parse_spacing(spacing, "--spacing"),
                                ct_spacing=parse_spacing(ct_spacing, "--ct-spacing"), domain=domain.value,
-                               negatives=negatives, progress=progress, append=append, overwrite=overwrite)
+                               negatives=negatives, misregistration=misregistration, progress=progress,
+                               append=append, overwrite=overwrite)
     entries = json.loads(manifest.read_text())["cases"][-cases:]
     n_lesions = sum(len(e["lesion_list"]) for e in entries)
     positive = sum(e["positive"] for e in entries)

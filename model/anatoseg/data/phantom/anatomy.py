@@ -6,99 +6,34 @@ of the body (mid-thigh) is at z = 0. Positions are written as depth ``d`` below
 the vertex of an average woman and then scaled per case (height, girth, fat,
 breast size, organ positions and sizes, surface wobble all vary).
 
-:func:`build_anatomy` returns an :class:`Anatomy`: an ordered list of paint
-operations (later ones overwrite earlier ones) plus the landmarks that lesion
-placement needs. :func:`paint_anatomy` renders it on a grid as a tissue map
+:func:`build_anatomy` returns an :class:`~anatoseg.data.phantom.body.Anatomy`: an
+ordered list of paint operations (later ones overwrite earlier ones), the
+landmarks that lesion placement needs, and the uptake sources that are not
+lesions (:mod:`.uptake`: ureters, thyroid, brown fat, salivary glands,
+uterus/ovaries, muscle groups, injection site, reactive nodes; bowel hot spots
+here). :func:`paint_anatomy` renders it on a grid as a tissue map
 (:class:`~anatoseg.data.phantom.tissues.Tissue`) and an organ map (ids of
 :data:`anatoseg.data.labels.ORGANS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from anatoseg.data.labels import ORGAN_IDS
+from anatoseg.data.phantom import uptake
+from anatoseg.data.phantom.body import KEEP, Anatomy, Body
 from anatoseg.data.phantom.grid import Grid
-from anatoseg.data.phantom.shapes import Capsule, Column, Ellipsoid, Intersect, Subtract, Wobble, paint, rotation
+from anatoseg.data.phantom.shapes import Capsule, Column, Ellipsoid, Intersect, Subtract, paint, rotation
 from anatoseg.data.phantom.tissues import Tissue
 
-KEEP = -1  # organ value meaning "leave the organ map as it is"
-BODY_LENGTH_MM = 960.0  # vertex to the lower edge of the field, average woman
-
-# Trunk outline: depth below vertex, half-width (x), half-depth (y), mm.
-_TRUNK = np.array([
-    [262, 62, 58], [275, 105, 70], [290, 150, 85], [305, 170, 94], [340, 168, 98], [420, 155, 104], [520, 146, 104],
-    [600, 136, 100], [700, 150, 104], [780, 172, 108], [860, 168, 100], [905, 150, 90],
-])
 # Rib cage: per rib 1..12, maximal half-width (mm) and drop of the anterior end below the head (mm).
 _RIB_HALF_WIDTH = np.array([55, 80, 95, 105, 112, 118, 120, 120, 118, 115, 110, 105])
 _RIB_DROP = np.array([25, 40, 55, 65, 70, 75, 80, 80, 75, 65, 50, 40])
 _RIB_END = np.array([0.85, 0.87, 0.88, 0.88, 0.88, 0.86, 0.84, 0.78, 0.74, 0.70, 0.55, 0.45]) * np.pi
-# Spine: depth, y of the vertebral body centre (lordosis/kyphosis).
-_SPINE_Y = np.array([[200, 62], [290, 56], [380, 42], [480, 45], [560, 55], [650, 66], [720, 60],
-                     [760, 45], [830, 30]])
 
 
-@dataclass
-class Anatomy:
-    """Paint operations ``(shape, tissue, organ id or KEEP)`` in order, and landmarks (world mm)."""
-
-    ops: list = field(default_factory=list)
-    landmarks: dict = field(default_factory=dict)
-    bounds: tuple[np.ndarray, np.ndarray] | None = None
-
-    def add(self, shape, tissue: Tissue, organ: int = KEEP) -> None:
-        self.ops.append((shape, tissue, organ))
-
-
-class _Body:
-    """Per-case proportions and the depth-to-world mapping."""
-
-    def __init__(self, rng: np.random.Generator):
-        self.rng = rng
-        self.height = rng.uniform(0.92, 1.08)           # scales z
-        self.girth = rng.uniform(0.88, 1.18)            # scales the trunk's x and y
-        self.fat = rng.uniform(6.0, 16.0) * self.girth ** 3  # subcutaneous fat, mm
-        self.top = BODY_LENGTH_MM * self.height         # z of the vertex
-        self.organ_scale = 0.5 + 0.5 * self.girth       # lateral organ positions
-        trunk = _TRUNK.astype(float).copy()
-        trunk[:, 1:] *= self.girth
-        trunk[:, 1:] *= rng.uniform(0.96, 1.04, size=(len(trunk), 2))
-        self.trunk_rows = trunk
-
-    def z(self, d) -> float:
-        """World z of depth ``d`` mm below the vertex."""
-        return self.top - np.asarray(d, float) * self.height
-
-    def half_width(self, d) -> float:
-        return float(np.interp(d, self.trunk_rows[:, 0], self.trunk_rows[:, 1]))
-
-    def half_depth(self, d) -> float:
-        return float(np.interp(d, self.trunk_rows[:, 0], self.trunk_rows[:, 2]))
-
-    def anterior(self, d) -> float:
-        """y of the anterior skin surface of the trunk at depth ``d``."""
-        return 2.0 * self.half_depth(d)
-
-    def spine_y(self, d) -> float:
-        return float(np.interp(d, _SPINE_Y[:, 0], _SPINE_Y[:, 1]))
-
-    def jitter(self, scale: float = 1.0) -> np.ndarray:
-        return self.rng.normal(0.0, 6.0 * scale, 3)
-
-    def column(self, rows) -> Column:
-        """Column from rows ``(d, half_width, half_depth, centre_x, centre_y)`` (any order of d)."""
-        rows = np.asarray(rows, float)
-        rows[:, 0] = self.z(rows[:, 0])
-        return Column(rows[np.argsort(rows[:, 0])])
-
-    def wobble(self, amplitude: float = 0.06, wavelength: float = 90.0) -> Wobble:
-        return Wobble.random(self.rng, amplitude, wavelength)
-
-
-def _outline(body: _Body, a: Anatomy) -> dict:
+def _outline(body: Body, a: Anatomy) -> dict:
     """Skin, subcutaneous fat, muscle, head, neck, arms, thighs and the patient table."""
     rows = [(d, w, h, 0.0, h) for d, w, h in body.trunk_rows]
     trunk = body.column(rows)
@@ -127,7 +62,7 @@ def _outline(body: _Body, a: Anatomy) -> dict:
     return {"trunk": trunk, "arm_x": arm_x}
 
 
-def _cavities(body: _Body, a: Anatomy, trunk: Column) -> dict:
+def _cavities(body: Body, a: Anatomy, trunk: Column) -> dict:
     """Mediastinal and abdominal fat inside the muscle wall; returns both cavities."""
     wall = body.fat + 22.0
     thorax = Intersect(trunk.inner(wall), body.column([(285, 400, 400, 0, 0), (560, 400, 400, 0, 0)]))
@@ -142,17 +77,40 @@ def _cavities(body: _Body, a: Anatomy, trunk: Column) -> dict:
     return {"thorax": thorax, "abdomen": abdomen}
 
 
-def _abdomen(body: _Body, a: Anatomy, abdomen) -> None:
-    """Bowel, liver, spleen, stomach, kidneys, pancreas, uterus and bladder."""
-    s, o, rng = body.height, body.organ_scale, body.rng
+def _bowel(body: Body, a: Anatomy, abdomen) -> None:
+    """Colon (cecum to rectum), small-bowel loops and 1-4 focal hot spots in them, all labelled bowel."""
+    o, rng, bowel = body.organ_scale, body.rng, ORGAN_IDS["bowel"]
+    colon = [(75 * o, 105, 800), (85 * o, 100, 700), (70 * o, 125, 655), (0, body.anterior(690) - 40, 690),
+             (-75 * o, 120, 640), (-85 * o, 95, 700), (-80 * o, 100, 790), (-35, 105, 835), (-10, 65, 860),
+             (0, 62, 895)]
+    segments = []
+    for (x0, y0, d0), (x1, y1, d1) in zip(colon[:-1], colon[1:]):
+        segments.append(Capsule((float(x0), float(y0), float(body.z(d0))), (float(x1), float(y1), float(body.z(d1))),
+                                18.0 if d1 < 850 else 13.0))
     for _ in range(18):
         centre = (rng.uniform(-105, 105) * o, rng.uniform(95, body.anterior(760) - 35),
                   float(body.z(rng.uniform(660, 850))))
-        blob = Ellipsoid(centre, tuple(rng.uniform(14, 28, 3)), rotation(*rng.uniform(-40, 40, 3)),
-                         body.wobble(0.1, 40))
-        a.add(Intersect(blob, abdomen), Tissue.BOWEL)
+        segments.append(Ellipsoid(centre, tuple(rng.uniform(14, 28, 3)), rotation(*rng.uniform(-40, 40, 3)),
+                                  body.wobble(0.1, 40)))
+    for segment in segments:
+        a.add(Intersect(segment, abdomen), Tissue.BOWEL, bowel)
         if rng.random() < 0.4:
-            a.add(Intersect(blob.scaled(0.45), abdomen), Tissue.GAS)
+            core = segment.scaled(0.45) if isinstance(segment, Ellipsoid) else Capsule(segment.p0, segment.p1, 8.0)
+            a.add(Intersect(core, abdomen), Tissue.GAS, bowel)
+    for k in rng.choice(len(segments), size=int(rng.integers(1, 5)), replace=False):
+        segment = segments[int(k)]
+        t = rng.uniform(0.2, 0.8)
+        centre = (segment.centre if isinstance(segment, Ellipsoid)
+                  else tuple(float(c) for c in (1 - t) * np.asarray(segment.p0) + t * np.asarray(segment.p1)))
+        spot = Ellipsoid(centre, tuple(rng.uniform(5.0, 11.0, 3)), rotation(*rng.uniform(-40, 40, 3)))
+        a.add(Intersect(spot, abdomen), Tissue.BOWEL_HOT, bowel)
+        a.source("bowel_focal", "bowel", centre, Tissue.BOWEL_HOT)
+
+
+def _abdomen(body: Body, a: Anatomy, abdomen) -> None:
+    """Bowel, liver, spleen, stomach, kidneys, pancreas, uterus, ovaries and bladder."""
+    s, o, rng = body.height, body.organ_scale, body.rng
+    _bowel(body, a, abdomen)
     liver = Ellipsoid(tuple(np.array([55 * o, 122, body.z(605)]) + body.jitter()),
                       (100 * o * rng.uniform(0.9, 1.1), 78 * rng.uniform(0.9, 1.1), 85 * s * rng.uniform(0.9, 1.1)),
                       rotation(10, 0, 10), body.wobble(0.06, 120))
@@ -173,14 +131,14 @@ def _abdomen(body: _Body, a: Anatomy, abdomen) -> None:
         kidney = Ellipsoid(tuple(centre), (27.0, 24.0, 55 * s), rotation(0, -side * 10, side * 20),
                            body.wobble(0.04, 60))
         a.add(kidney, Tissue.KIDNEY, ORGAN_IDS[name])
+        a.landmarks.setdefault("kidneys", {})[name] = kidney
         a.add(Ellipsoid(tuple(centre - np.array([side * 12, -4, 0])), (9.0, 8.0, 20 * s)), Tissue.URINE,
               ORGAN_IDS[name])
     pancreas = [(25 * o, 118, body.z(662)), (-15 * o, 126, body.z(648)), (-55 * o, 112, body.z(638)),
                 (-85 * o, 92, body.z(628))]
     for p0, p1 in zip(pancreas[:-1], pancreas[1:]):
         a.add(Capsule(p0, p1, 11.0), Tissue.PANCREAS, ORGAN_IDS["pancreas"])
-    a.add(Ellipsoid((0.0, 95.0, float(body.z(820))), (30.0, 22.0, 38 * s), rotation(20, 0, 0)),
-          Tissue.SOFT_TISSUE, 0)
+    uptake.pelvic_organs(body, a)
     fill = rng.uniform(0.6, 1.3)
     bladder = Ellipsoid((0.0, 125.0, float(body.z(868 - 20 * fill))), (42 * fill ** 0.5, 35 * fill ** 0.5, 33 * fill),
                         wobble=body.wobble(0.04, 60))
@@ -189,7 +147,7 @@ def _abdomen(body: _Body, a: Anatomy, abdomen) -> None:
     a.landmarks["bladder"] = bladder
 
 
-def _thorax(body: _Body, a: Anatomy, thorax) -> None:
+def _thorax(body: Body, a: Anatomy, thorax) -> None:
     """Lungs, heart, great vessels, trachea and oesophagus."""
     s, o, rng = body.height, body.organ_scale, body.rng
     for side, top in ((-1, 528.0), (1, 512.0)):  # diaphragm domes (the right one is higher)
@@ -209,6 +167,7 @@ def _thorax(body: _Body, a: Anatomy, thorax) -> None:
              (-20, 66, 560, 11), (-10, 76, 650, 10), (-5, 80, 720, 9)]
     for (x0, y0, d0, r0), (x1, y1, d1, _) in zip(aorta[:-1], aorta[1:]):
         a.add(Capsule((x0, y0, float(body.z(d0))), (x1, y1, float(body.z(d1))), r0), Tissue.BLOOD, ORGAN_IDS["aorta"])
+    a.landmarks["descending_aorta"] = (np.array([-45.0, 40.0, body.z(720)]), np.array([10.0, 100.0, body.z(560)]))
     for side in (-1, 1):
         a.add(Capsule((-5.0, 80.0, float(body.z(720))), (side * 55 * o, 88.0, float(body.z(830))), 6.0), Tissue.BLOOD)
     trachea = [(0.0, 100.0, float(body.z(215))), (0.0, 88.0, float(body.z(400)))]
@@ -232,7 +191,7 @@ def _bone(a: Anatomy, shape, marrow_shape=None) -> None:
         a.add(marrow_shape, Tissue.MARROW, skeleton)
 
 
-def _spine(body: _Body, a: Anatomy) -> list[float]:
+def _spine(body: Body, a: Anatomy) -> list[float]:
     """Vertebrae C1-L5 (body, arch, spinous process), sacrum; returns the depth of each thoracic vertebra."""
     levels = ([(d, 12.0, 9.0, 7.0) for d in np.linspace(215, 290, 7)]
               + [(d, 16.0, 13.0, 8.0) for d in np.linspace(300, 550, 12)]
@@ -256,7 +215,7 @@ def _spine(body: _Body, a: Anatomy) -> list[float]:
     return [lv[0] for lv in levels[7:19]]
 
 
-def _ribs(body: _Body, a: Anatomy, thoracic: list[float]) -> None:
+def _ribs(body: Body, a: Anatomy, thoracic: list[float]) -> None:
     """Twelve pairs of ribs around the thorax, the sternum and the clavicles."""
     for k, d in enumerate(thoracic):
         y_post = body.spine_y(d) - 18.0
@@ -272,6 +231,7 @@ def _ribs(body: _Body, a: Anatomy, thoracic: list[float]) -> None:
                 _bone(a, Capsule(p0, p1, 5.0), Capsule(p0, p1, 3.0))
     y_sternum = body.anterior(420) - body.fat - 14.0
     sternum = Ellipsoid((0.0, y_sternum, float(body.z(410))), (16.0, 7.0, 95 * body.height), rotation(-8, 0, 0))
+    a.landmarks["sternum"] = sternum
     _bone(a, sternum, sternum.scaled(0.6))
     for side in (-1, 1):
         points = [(side * 14.0, body.anterior(300) - 25, float(body.z(300))),
@@ -284,7 +244,7 @@ def _ribs(body: _Body, a: Anatomy, thoracic: list[float]) -> None:
         _bone(a, scapula, scapula.scaled(0.65))
 
 
-def _limb_bones(body: _Body, a: Anatomy, arm_x: float) -> None:
+def _limb_bones(body: Body, a: Anatomy, arm_x: float) -> None:
     """Humeri, forearm bones, pelvis and femora."""
     o = body.organ_scale
     for side in (-1, 1):
@@ -316,7 +276,7 @@ def _limb_bones(body: _Body, a: Anatomy, arm_x: float) -> None:
         _bone(a, trochanter, trochanter.scaled(0.7))
 
 
-def _head(body: _Body, a: Anatomy) -> None:
+def _head(body: Body, a: Anatomy) -> None:
     """Skull and brain."""
     skull = Ellipsoid((0.0, 102.0, float(body.z(100))), (70.0, 88.0, 90 * body.height), wobble=body.wobble(0.02, 150))
     _bone(a, skull)
@@ -324,7 +284,7 @@ def _head(body: _Body, a: Anatomy) -> None:
           ORGAN_IDS["brain"])
 
 
-def _breasts(body: _Body, a: Anatomy, trunk: Column) -> None:
+def _breasts(body: Body, a: Anatomy, trunk: Column) -> None:
     """Breasts: fat with a glandular core, outside the chest wall."""
     rng = body.rng
     size = rng.uniform(0.7, 1.4)
@@ -344,18 +304,25 @@ def _breasts(body: _Body, a: Anatomy, trunk: Column) -> None:
 
 def build_anatomy(rng: np.random.Generator) -> Anatomy:
     """A random body (see the module docstring). All randomness comes from ``rng``."""
-    body = _Body(rng)
+    body = Body(rng)
     a = Anatomy()
     parts = _outline(body, a)
     cavities = _cavities(body, a, parts["trunk"])
+    uptake.muscle_groups(body, a, parts["trunk"])
     _abdomen(body, a, cavities["abdomen"])
+    uptake.ureters(body, a)
     _thorax(body, a, cavities["thorax"])
+    uptake.neck(body, a)
     _breasts(body, a, parts["trunk"])
     thoracic = _spine(body, a)
     _ribs(body, a, thoracic)
     _limb_bones(body, a, parts["arm_x"])
     _head(body, a)
+    uptake.head_glands(body, a)
+    uptake.unlabelled_hot_spots(body, a, parts["arm_x"])
     a.landmarks["body"] = {"height": body.height, "girth": body.girth, "fat_mm": body.fat, "top_z": body.top}
+    a.landmarks["breathing"] = {"z_profile": tuple(float(body.z(d)) for d in (820, 700, 540, 330)),
+                                "half_width_mm": body.half_width(600) - body.fat, "back_y_mm": 25.0}
     return a
 
 

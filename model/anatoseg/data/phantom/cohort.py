@@ -34,7 +34,7 @@ from anatoseg.data.phantom.generate import DEFAULT_SPACING, STEPS, PhantomCase, 
 from anatoseg.errors import ConfigError, DataError
 
 TOOL = "anato phantom"
-SETTINGS = ("seed", "spacing", "ct_spacing", "domain", "negatives")
+SETTINGS = ("seed", "spacing", "ct_spacing", "domain", "negatives", "misregistration")
 """The generator settings an ``append`` must repeat (recorded in the manifest's ``generator``)."""
 
 STUDY = "study"
@@ -62,7 +62,7 @@ def write_phantom_case(case: PhantomCase, root: str | os.PathLike, folder: str |
         save_nifti(study / FILES["organs"], case.organs, case.pet_affine, dtype=np.uint8)
     entry = {"case": case.case_id, **{key: str(relative / name) for key, name in FILES.items()}}
     entry.update({"domain": case.params["domain"], "positive": bool(case.lesion_info),
-                  "lesion_list": case.lesion_info, "phantom": case.params})
+                  "lesion_list": case.lesion_info, "uptake_sources": case.uptake_sources, "phantom": case.params})
     return entry
 
 
@@ -94,31 +94,36 @@ def _existing_entries(out: Path, settings: dict, append: bool, overwrite: bool) 
     return list(manifest["cases"])
 
 
-def _settings(seed: int, spacing, ct_spacing, domain: str, negatives: float) -> dict:
+def _settings(seed: int, spacing, ct_spacing, domain: str, negatives: float, misregistration: float) -> dict:
     for name, value in (("spacing", spacing), ("ct_spacing", ct_spacing)):
         if value is not None and not (np.isfinite(value).all() and (np.asarray(value) > 0).all()):
             raise ConfigError(f"{name} must be positive finite sizes in mm, got {value}")
     if not 0.0 <= negatives <= 1.0:
         raise ConfigError(f"negatives must be between 0 and 1, got {negatives}")
+    if not (np.isfinite(misregistration) and misregistration >= 0):
+        raise ConfigError(f"misregistration must be a finite scale >= 0 (1 realistic, 0 none), got {misregistration}")
     return {"seed": seed, "spacing": [float(v) for v in np.broadcast_to(spacing, 3)],
             "ct_spacing": None if ct_spacing is None else [float(v) for v in np.broadcast_to(ct_spacing, 3)],
-            "domain": domain, "negatives": negatives}
+            "domain": domain, "negatives": negatives, "misregistration": float(misregistration)}
 
 
 def generate_cohort(out: str | os.PathLike, *, cases: int = 1, seed: int = 0, spacing: Sequence[float] | float =
                     DEFAULT_SPACING, ct_spacing=None, domain: str = "petct", negatives: float = 0.0,
-                    progress: bool = True, append: bool = False, overwrite: bool = False) -> Path:
+                    progress: bool = True, append: bool = False, overwrite: bool = False,
+                    misregistration: float = 1.0) -> Path:
     """Generate and write ``cases`` phantom cases and their manifest; returns the manifest path.
 
     Case ``i`` is ``generate_case([seed, i], ...)`` in the folder ``phantom_s<seed>_<i:04d>``, so a
-    case does not depend on how many others are made. ``negatives``: fraction of
-    lesion-free cases (0 to 1). ``progress``: show a tqdm bar on stderr. A non-empty ``out``
-    needs ``append`` (``cases`` more, same settings) or ``overwrite`` (module docstring).
+    case does not depend on how many others are made. ``negatives``: fraction of lesion-free cases
+    (0 to 1; they keep every non-lesion uptake source). ``misregistration``: scale of the PET–CT
+    misregistration (1 realistic, 0 none; :mod:`.misregister`). ``progress``: show a tqdm bar on
+    stderr. A non-empty ``out`` needs ``append`` (``cases`` more, same settings) or ``overwrite``
+    (module docstring).
     """
     out = Path(out)
     if cases < 1:
         raise ConfigError(f"cases must be at least 1, got {cases}")
-    settings = _settings(seed, spacing, ct_spacing, domain, negatives)
+    settings = _settings(seed, spacing, ct_spacing, domain, negatives, misregistration)
     entries = _existing_entries(out, settings, append, overwrite)
     first, total = len(entries), len(entries) + cases
     if append and any((out / case_folder(seed, i)).exists() for i in range(first, total)):
@@ -129,8 +134,8 @@ def generate_cohort(out: str | os.PathLike, *, cases: int = 1, seed: int = 0, sp
             bar.set_postfix_str(f"case {i + 1 - first}/{cases}")
             folder = case_folder(seed, i)
             case = generate_case([seed, i], spacing=spacing, ct_spacing=ct_spacing, domain=domain,
-                                 positive=i not in negative, case_id=autopet_case_id(folder, STUDY),
-                                 on_step=lambda _: bar.update(1))
+                                 positive=i not in negative, misregistration=misregistration,
+                                 case_id=autopet_case_id(folder, STUDY), on_step=lambda _: bar.update(1))
             entries.append(write_phantom_case(case, out, folder))
             bar.update(1)
     manifest = {"format": MANIFEST_FORMAT, "version": 1,

@@ -4,9 +4,11 @@ The anatomy is painted once on a fine grid (the CT spacing) that covers both
 fields of view; the CT is that grid's CT block, the PET is the blurred activity
 sampled at the PET voxel centres. PET and CT therefore have different spacings,
 shapes and origins (sub-voxel offsets included) and are related only through
-their affines, like real PET/CT. Lesion masks are computed on the PET grid from
-the analytic lesion shapes (voxels at least half inside; a lesion smaller than a
-voxel still marks the voxel it covers most).
+their affines, like real PET/CT. The PET is misregistered against the CT
+(:mod:`.misregister`); the lesion mask follows the PET, the organ map the CT.
+Lesion masks are computed on the PET grid from the analytic lesion shapes
+(voxels at least half inside; a lesion smaller than a voxel still marks the
+voxel it covers most). Lesion and uptake-source records: :mod:`.records`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from anatoseg.data.phantom.anatomy import build_anatomy, paint_anatomy
 from anatoseg.data.phantom.ct import synthesize_ct
 from anatoseg.data.phantom.grid import Grid
 from anatoseg.data.phantom.lesions import Lesion, place_lesions
+from anatoseg.data.phantom.misregister import draw_misregistration
 from anatoseg.data.phantom.pet import synthesize_pet
+from anatoseg.data.phantom.records import lesion_records, source_records
 from anatoseg.data.phantom.shapes import fraction
 from anatoseg.data.phantom.tissues import DOMAINS, hu_table, suv_table
 from anatoseg.data.resample import resample_ct_to_pet, resample_to_grid
@@ -43,8 +47,10 @@ class PhantomCase:
     ``ct``: ``(Xc, Yc, Zc)`` int16 HU on its own grid ``ct_affine``.
     ``ctres``: ``(X, Y, Z)`` float32 HU, the CT resampled onto the PET grid (fill -1024).
     ``lesions``: ``(X, Y, Z)`` uint8 {0, 1}; ``organs``: ``(X, Y, Z)`` uint8 organ ids (PET grid).
-    ``lesion_info``: one dict per lesion (site, centre_mm, diameter_mm, suv, host_suv, hard).
-    ``params``: the case's random parameters (domain, body proportions, noise, ...).
+    ``lesion_info``: one dict per lesion (site, centre_mm, centre_zyx, diameter_mm, volume_ml, suv,
+    host_suv, contrast, relation, touches, hard; :mod:`.records`).
+    ``uptake_sources``: one dict per non-lesion uptake source (kind, organ, centre_zyx, suv).
+    ``params``: the case's random parameters (domain, body proportions, noise, misregistration, ...).
     """
 
     case_id: str
@@ -56,6 +62,7 @@ class PhantomCase:
     lesions: np.ndarray
     organs: np.ndarray
     lesion_info: list[dict] = field(default_factory=list)
+    uptake_sources: list[dict] = field(default_factory=list)
     params: dict = field(default_factory=dict)
 
     def to_case(self) -> Case:
@@ -64,7 +71,8 @@ class PhantomCase:
         pet, affine = file_to_zyx(self.pet, self.pet_affine)
         ct, lesions, organs = (file_to_zyx(a, self.pet_affine)[0] for a in (self.ctres, self.lesions, self.organs))
         return Case(case_id=self.case_id, pet=pet, ct=ct, affine=affine, lesions=lesions, organs=organs,
-                    meta={"phantom": self.params, "lesions": self.lesion_info})
+                    meta={"phantom": self.params, "lesions": self.lesion_info,
+                          "uptake_sources": self.uptake_sources})
 
 
 def _triple(value) -> tuple[float, float, float]:
@@ -115,11 +123,13 @@ def _lesion_mask(lesions: Sequence[Lesion], grid: Grid) -> np.ndarray:
 
 def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing=DEFAULT_SPACING,
                   ct_spacing=None, domain: str = "petct", positive: bool = True, noise: bool = True,
-                  case_id: str | None = None, on_step: Callable[[str], None] | None = None) -> PhantomCase:
+                  misregistration: float = 1.0, case_id: str | None = None,
+                  on_step: Callable[[str], None] | None = None) -> PhantomCase:
     """Generate one case; the same arguments always give the same arrays.
 
     The anatomy depends only on ``seed``; the two domains of one seed share
-    anatomy and lesions (only the CT differs). Lesion positions are drawn from
+    anatomy and lesions (only the CT differs), and so do a positive and a negative
+    case (``positive``) except for the lesions. Lesion positions are drawn from
     voxels of the fine grid, so they move slightly with ``spacing``.
 
     ``seed``: anything ``np.random.default_rng`` accepts (e.g. ``[cohort_seed, index]``).
@@ -128,7 +138,8 @@ def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing
     ``"petct"`` (low-dose, unenhanced) or ``"diagnostic"`` (contrast-enhanced,
     sharper, less noise). ``positive``: place lesions (at least one) or none.
     ``noise``: add PET and CT noise (off gives the noise-free images).
-    ``on_step(name)`` is called after each of :data:`STEPS`.
+    ``misregistration``: scale of the PET–CT misregistration (1 realistic, 0 none;
+    :mod:`.misregister`). ``on_step(name)`` is called after each of :data:`STEPS`.
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
@@ -140,7 +151,8 @@ def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing
     anatomy = build_anatomy(rng)
     pet_grid, ct_grid, fine, ct_block = _grids(anatomy.bounds, pet_spacing, ct_spacing, rng)
     tissue, organs_fine = paint_anatomy(anatomy, fine)
-    suv_by_tissue, hu_by_tissue = suv_table(rng), hu_table(domain, rng)
+    suv_by_tissue, hu_by_tissue = suv_table(rng, anatomy.active), hu_table(domain, rng)
+    moved = draw_misregistration(rng, anatomy.landmarks, misregistration)
     step("anatomy")
 
     lesions = (place_lesions(rng, anatomy, fine, tissue, organs_fine, suv_by_tissue, hu_by_tissue, domain)
@@ -151,19 +163,23 @@ def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing
     ct = synthesize_ct(tissue[ct_block], hu_by_tissue, ct_pieces, domain, ct_grid.spacing, rng, noise=noise)
     step("ct")
 
-    pet, pet_params = synthesize_pet(tissue, suv_by_tissue, _pieces(lesions, fine), _pieces(lesions, fine, core=True),
-                                     fine, pet_grid, rng, noise=noise)
+    fine_pieces = _pieces(lesions, fine)
+    pet, pet_params = synthesize_pet(tissue, suv_by_tissue, fine_pieces, _pieces(lesions, fine, core=True),
+                                     fine, pet_grid, rng, moved, noise=noise)
     del tissue
     step("pet")
 
     organs = resample_to_grid(organs_fine, fine.affine, pet_grid.shape, pet_grid.affine, order=0, dtype=np.uint8)
     ctres = resample_ct_to_pet(ct, ct_grid.affine, pet_grid.shape, pet_grid.affine)
-    mask = _lesion_mask(lesions, pet_grid)
+    mask = moved.warp(_lesion_mask(lesions, moved.source_grid(pet_grid)), pet_grid, nearest=True)
+    records = lesion_records(fine_pieces, organs_fine, fine, pet_grid, mask, moved)
     step("labels")
 
     params = {"domain": domain, "positive": bool(positive), "noise": bool(noise),
               "pet_spacing_mm": pet_grid.spacing, "ct_spacing_mm": ct_grid.spacing,
-              **{k: round(float(v), 3) for k, v in anatomy.landmarks["body"].items()}, **pet_params}
+              **{k: round(float(v), 3) for k, v in anatomy.landmarks["body"].items()}, **pet_params,
+              "active_uptake": sorted(t.name.lower() for t in anatomy.active),
+              "misregistration": {"scale": float(misregistration), **moved.params()}}
     return PhantomCase(case_id=case_id or "phantom", pet=pet, pet_affine=pet_grid.affine, ct=ct,
-                       ct_affine=ct_grid.affine, ctres=ctres, lesions=mask, organs=organs,
-                       lesion_info=[lesion.info() for lesion in lesions], params=params)
+                       ct_affine=ct_grid.affine, ctres=ctres, lesions=mask, organs=organs, lesion_info=records,
+                       uptake_sources=source_records(anatomy, suv_by_tissue, pet_grid, moved), params=params)

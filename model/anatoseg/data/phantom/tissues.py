@@ -4,7 +4,9 @@ The anatomy paints a tissue code per voxel; CT and PET look the codes up in
 per-case tables drawn here. HU values are for 120 kVp; the ``diagnostic``
 domain adds portal-venous iodine contrast (blood, liver, spleen, kidneys,
 pancreas, bowel wall enhance), the ``petct`` domain is unenhanced low-dose CT.
-SUV ranges are typical FDG values at 60 min.
+SUV ranges are typical FDG values at 60 min. Tissues with a resting and an
+active state (brown fat, premenopausal uterus and ovaries, tense muscle) draw
+from their active range in the cases whose anatomy marks them active.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ class Tissue(IntEnum):
     GAS = 19
     TABLE = 20
     SOFT_TISSUE = 21
+    BOWEL_HOT = 22
+    URETER = 23
+    THYROID = 24
+    BROWN_FAT = 25
+    SALIVARY = 26
+    UTERUS = 27
+    OVARY = 28
+    MUSCLE_GROUP = 29
+    INJECTION = 30
+    REACTIVE_NODE = 31
 
 
 # (HU petct, HU diagnostic, SUV low, SUV high); SUV drawn uniformly per case.
@@ -67,6 +79,22 @@ _TABLE: dict[Tissue, tuple[float, float, float, float]] = {
     Tissue.GAS: (-1000, -1000, 0.0, 0.0),
     Tissue.TABLE: (150, 150, 0.0, 0.0),
     Tissue.SOFT_TISSUE: (35, 45, 0.6, 1.0),
+    Tissue.BOWEL_HOT: (30, 80, 3.0, 9.0),
+    Tissue.URETER: (25, 60, 1.5, 4.0),
+    Tissue.THYROID: (90, 160, 1.0, 4.0),
+    Tissue.BROWN_FAT: (-60, -55, 0.3, 0.6),
+    Tissue.SALIVARY: (15, 50, 1.5, 4.0),
+    Tissue.UTERUS: (40, 90, 1.2, 2.2),
+    Tissue.OVARY: (30, 60, 0.8, 1.5),
+    Tissue.MUSCLE_GROUP: (45, 55, 0.5, 0.9),
+    Tissue.INJECTION: (40, 60, 8.0, 60.0),
+    Tissue.REACTIVE_NODE: (35, 70, 1.5, 3.5),
+}
+_ACTIVE: dict[Tissue, tuple[float, float]] = {  # SUV range in the active state
+    Tissue.BROWN_FAT: (3.0, 12.0),
+    Tissue.UTERUS: (3.0, 7.0),
+    Tissue.OVARY: (3.0, 8.0),
+    Tissue.MUSCLE_GROUP: (2.0, 5.0),
 }
 
 N_TISSUES = len(Tissue)
@@ -85,8 +113,11 @@ def hu_table(domain: str, rng: np.random.Generator) -> np.ndarray:
     return table + jitter.astype(np.float32)
 
 
-def suv_table(rng: np.random.Generator) -> np.ndarray:
-    """SUV per tissue code, ``(N_TISSUES,)`` float32, each drawn uniformly from its range."""
+def suv_table(rng: np.random.Generator, active=frozenset()) -> np.ndarray:
+    """SUV per tissue code, ``(N_TISSUES,)`` float32, each drawn uniformly from its range (the active
+    range for the tissues in ``active``)."""
     low = np.array([_TABLE[t][2] for t in Tissue])
     high = np.array([_TABLE[t][3] for t in Tissue])
+    for tissue in active:
+        low[tissue], high[tissue] = _ACTIVE[tissue]
     return rng.uniform(low, high).astype(np.float32)
