@@ -1,4 +1,5 @@
-"""Stage 2 (``anato pretrain``): shared masking, losses, switches, a tiny run, and the stage-3 hand-over."""
+"""Stage 2 (``anato pretrain``): the model's masks, decoders and alignment, switches, config, a tiny run,
+the CLI and the stage-3 hand-over (parts: test_stage2_parts.py; the shortcut diagnostic: test_stage2_shortcut.py)."""
 
 import csv
 import sys
@@ -9,10 +10,11 @@ import torch
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from anatokernels import patchify, unpatchify
+from anatokernels import patchify
 from anatoseg.checkpoint import load_checkpoint, load_encoders
 from anatoseg.cli import app, main
 from anatoseg.config import ModelConfig
+from anatoseg.data.fingerprint import load_fingerprint
 from anatoseg.data.phantom import generate_cohort
 from anatoseg.errors import ConfigError
 from anatoseg.nets import build_network
@@ -20,13 +22,16 @@ from anatoseg.stage2 import (
     ObjectiveConfig,
     PretrainConfig,
     PretrainModel,
-    draw_shared_mask,
-    fill_masked,
+    check_pretrained_preprocessing,
+    draw_masks,
     info_nce,
     masked_reconstruction_loss,
     normalised_targets,
+    pet_targets,
     pretrain_volumes,
+    visible_tokens,
 )
+from anatoseg.training.fingerprint import preprocessing_for
 from anatoseg.training.network import net_config
 from anatoseg.training.sampling import TrainVolume
 
@@ -54,64 +59,11 @@ def _volume(seed: int = 0, size: int = 16) -> TrainVolume:
     return TrainVolume(f"case{seed}", np.stack([pet, ct]).astype(np.float32), np.zeros(ct.shape, np.uint8))
 
 
-def test_info_nce_lower_for_aligned_than_shuffled_tokens():
-    a = torch.randn(32, 16)
-    b = a + 0.1 * torch.randn(32, 16)
-    aligned = info_nce(a, b, temperature=0.1)
-    shuffled = info_nce(a, b[torch.randperm(32)], temperature=0.1)
-    assert aligned < 0.1 < shuffled
-    # uninformative tokens (all equal) give log N
-    torch.testing.assert_close(info_nce(torch.ones(8, 4), torch.ones(8, 4), 0.5), torch.tensor(np.log(8.0),
-                                                                                                dtype=torch.float32))
+def _masks(batch: int, mode: str = "independent", seed: int = 0):
+    return draw_masks(batch, CROP, PATCH, 0.7, mode, generator=torch.Generator().manual_seed(seed))
 
 
-def test_reconstruction_counts_only_masked_patches():
-    x = torch.randn(2, 1, 8, 8, 12)
-    visible, masked = draw_shared_mask(2, x.shape[2:], PATCH, 0.5)
-    target = normalised_targets(x, masked, PATCH, eps=1e-6)
-    pred = torch.randn_like(x, requires_grad=True)
-    loss = masked_reconstruction_loss(pred, target, masked, PATCH)
-    loss.backward()
-    # changing the prediction on visible patches leaves the loss unchanged ...
-    changed = patchify(pred.detach(), PATCH)
-    for b in range(2):
-        changed[b, visible[b]] += 100.0
-    changed = unpatchify(changed, PATCH, x.shape[2:])
-    torch.testing.assert_close(masked_reconstruction_loss(changed, target, masked, PATCH), loss.detach())
-    # ... and visible voxels receive no gradient, while masked ones do
-    grads = patchify(pred.grad, PATCH)
-    for b in range(2):
-        assert grads[b, visible[b]].abs().max() == 0 and grads[b, masked[b]].abs().min() > 0
-    # a perfect prediction of the normalised masked patches has zero loss
-    perfect = torch.zeros(2, 12, 64)
-    for b in range(2):
-        perfect[b, masked[b]] = target[b]
-    assert masked_reconstruction_loss(unpatchify(perfect, PATCH, x.shape[2:]), target, masked, PATCH) == 0
-
-
-def test_targets_are_normalised_per_patch():
-    x = 5.0 + 3.0 * torch.randn(1, 1, 8, 8, 8)
-    _, masked = draw_shared_mask(1, x.shape[2:], PATCH, 0.75)
-    target = normalised_targets(x, masked, PATCH, eps=1e-6)
-    assert target.shape == (1, 6, 64)
-    torch.testing.assert_close(target.mean(-1), torch.zeros(1, 6), atol=1e-5, rtol=0)
-    torch.testing.assert_close(target.std(-1, unbiased=False), torch.ones(1, 6), atol=1e-4, rtol=0)
-
-
-def test_mask_token_fills_masked_patches_and_gets_gradient():
-    x = torch.randn(2, 1, 8, 8, 8, requires_grad=True)
-    token = torch.tensor([7.0], requires_grad=True)
-    visible, masked = draw_shared_mask(2, x.shape[2:], PATCH, 0.75)
-    filled = fill_masked(x, visible, PATCH, token)
-    patches, original = patchify(filled, PATCH), patchify(x.detach(), PATCH)
-    for b in range(2):
-        assert (patches[b, masked[b]] == 7.0).all()
-        assert torch.equal(patches[b, visible[b]], original[b, visible[b]])
-    filled.sum().backward()
-    assert token.grad.item() == masked.numel() * 64
-
-
-def test_both_modalities_share_the_mask_and_everything_learns():
+def test_each_modality_hides_its_own_mask_and_everything_learns():
     model = _small_model()
     with torch.no_grad():
         model.mask_tokens["pet"].fill_(123.0)
@@ -121,19 +73,56 @@ def test_both_modalities_share_the_mask_and_everything_learns():
         getattr(model, name).register_forward_hook(
             lambda module, args, out, name=name: seen.__setitem__(name, args[0].detach()))
     x = torch.randn(2, 2, *CROP)
-    visible, masked = draw_shared_mask(2, CROP, PATCH, 0.7)
-    model(x[:, :1], x[:, 1:], visible, masked)["loss"].backward()
-    pet_hidden = (patchify(seen["pet_encoder"], PATCH) == 123.0).all(-1)
-    ct_hidden = (patchify(seen["ct_encoder"], PATCH) == -77.0).all(-1)
-    expected = torch.zeros_like(pet_hidden).scatter_(1, masked, True)
-    assert torch.equal(pet_hidden, expected) and torch.equal(ct_hidden, expected)
-    for modality in ("pet", "ct"):
+    masks = _masks(2)
+    assert not torch.equal(masks["pet"][1], masks["ct"][1])
+    model(x[:, :1], x[:, 1:], masks)["loss"].backward()
+    for modality, fill in (("pet", 123.0), ("ct", -77.0)):
+        hidden = (patchify(seen[f"{modality}_encoder"], PATCH) == fill).all(-1)
+        assert torch.equal(hidden, torch.zeros_like(hidden).scatter_(1, masks[modality][1], True))
         grad = model.mask_tokens[modality].grad
         assert grad is not None and grad.abs().item() > 0
     # every encoder weight is trained, the deepest stage included
     untrained = [name for name, p in model.named_parameters()
                  if name.split(".")[0] in ("pet_encoder", "ct_encoder") and (p.grad is None or not p.grad.any())]
     assert not untrained
+
+
+def test_one_decoder_per_target_modality_reads_either_latent():
+    model = _small_model(align=False)
+    assert set(model.decoders) == {"pet", "ct"}
+    x, masks = torch.randn(2, 2, *CROP), _masks(2)
+    terms = model(x[:, :1], x[:, 1:], masks)
+    latents = model.latents(x[:, :1], x[:, 1:], masks)
+    assert latents["pet"].shape == latents["ct"].shape == (2, model.objective.proj_dim, 4, 4, 4)
+    for name, source, target in (("pet_from_pet", "pet", "pet"), ("pet_from_ct", "ct", "pet"),
+                                 ("ct_from_ct", "ct", "ct"), ("ct_from_pet", "pet", "ct")):
+        masked = masks[target][1]  # scored where the target modality's own encoder saw nothing
+        image = x[:, :1] if target == "pet" else x[:, 1:]
+        wanted = (pet_targets(image, masked, PATCH, "suv", eps=0.01) if target == "pet"
+                  else normalised_targets(image, masked, PATCH, 0.01))
+        expected = masked_reconstruction_loss(model.decoders[target](latents[source]), wanted, masked, PATCH)
+        torch.testing.assert_close(terms[name], expected)
+
+
+def test_alignment_reads_positions_visible_in_both_views_and_skips_near_negatives():
+    model = _small_model(align_radius=0.0)
+    masks = _masks(3, "independent", seed=1)
+    both = visible_tokens(masks["pet"][1], CROP, PATCH, 4) & visible_tokens(masks["ct"][1], CROP, PATCH, 4)
+    assert 0 < both.sum() < both.numel()
+    latents = {m: torch.randn(3, 8, 4, 4, 4) for m in ("pet", "ct")}
+    loss = model.alignment(latents, masks, CROP)
+    elsewhere = {m: latents[m] + 50.0 * torch.randn_like(latents[m]) * ~both[:, None] for m in latents}
+    torch.testing.assert_close(model.alignment(elsewhere, masks, CROP), loss)  # hidden positions do not count
+    tokens = {m: latents[m].movedim(1, -1)[both] for m in latents}
+    torch.testing.assert_close(loss, info_nce(tokens["pet"], tokens["ct"], 0.1))
+    far = _small_model(align_radius=1e6)  # every same-sample token is near: only other samples are negatives
+    sample = both.nonzero()[:, 0]
+    exclude = (sample[:, None] == sample[None, :]) & ~torch.eye(len(sample), dtype=torch.bool)
+    torch.testing.assert_close(far.alignment(latents, masks, CROP),
+                               info_nce(tokens["pet"], tokens["ct"], 0.1, exclude))
+    shared = _masks(3, "shared")
+    nothing = {m: (shared[m][0][:, :0], torch.arange(64).expand(3, -1)) for m in shared}  # everything hidden
+    assert model.alignment(latents, nothing, CROP) == 0
 
 
 @pytest.mark.parametrize("switch, removed", [
@@ -143,15 +132,15 @@ def test_both_modalities_share_the_mask_and_everything_learns():
 ], ids=["no-intra", "no-cross", "no-align"])
 def test_each_loss_switch_turns_its_term_off(switch, removed):
     every = {"pet_from_pet", "ct_from_ct", "ct_from_pet", "pet_from_ct", "align"}
-    x = torch.randn(2, 2, *CROP)
-    visible, masked = draw_shared_mask(2, CROP, PATCH, 0.7)
+    x, masks = torch.randn(2, 2, *CROP), _masks(2)
     torch.manual_seed(0)
-    full = _small_model()(x[:, :1], x[:, 1:], visible, masked)
+    full = _small_model()(x[:, :1], x[:, 1:], masks)
     torch.manual_seed(0)
     model = _small_model(**{switch: False})
-    terms = model(x[:, :1], x[:, 1:], visible, masked)
+    terms = model(x[:, :1], x[:, 1:], masks)
     assert set(terms) - {"loss"} == every - removed
-    assert not removed & set(model.decoders) and (switch != "align" or not model.projections)
+    for name in every - removed - {"align"}:  # the decoders are those of both families
+        torch.testing.assert_close(terms[name], full[name])
     kept = sum(terms[name] for name in every - removed)
     torch.testing.assert_close(terms["loss"], kept)
     assert terms["loss"] < full["loss"]
@@ -170,17 +159,30 @@ def test_config_refuses_all_losses_off_bad_crops_and_encoderless_networks():
                                  ).validate()
     with pytest.raises(ConfigError, match="'unet' has none"):
         PretrainConfig.from_dict({"model": {"arch": "unet"}}).validate()
+    with pytest.raises(ConfigError, match="mask.mode must be one of independent, complementary, shared"):
+        PretrainConfig.from_dict({"mask": {"mode": "same"}}).validate()
+    with pytest.raises(ConfigError, match="complementary masks leave none; set loss.align=false"):
+        PretrainConfig.from_dict({"mask": {"mode": "complementary"}}).validate()
+    PretrainConfig.from_dict({"mask": {"mode": "complementary"}, "loss": {"align": False}}).validate()
+    with pytest.raises(ConfigError, match="loss.pet_target must be one of suv, log_suv, patch, got 'raw'"):
+        PretrainConfig.from_dict({"loss": {"pet_target": "raw"}}).validate()
+    with pytest.raises(ConfigError, match="loss.align_radius must be >= 0"):
+        PretrainConfig.from_dict({"loss": {"align_radius": -1}}).validate()
     odd = torch.zeros(1, 1, 16, 16, 18)  # the model checks its input too
+    one = (torch.zeros(1, 1, dtype=torch.int64), torch.ones(1, 1, dtype=torch.int64))
     with pytest.raises(ConfigError, match="network divisor 4"):
-        _small_model()(odd, odd, torch.zeros(1, 1, dtype=torch.int64), torch.ones(1, 1, dtype=torch.int64))
+        _small_model()(odd, odd, {"pet": one, "ct": one})
 
 
 def test_tiny_run_lowers_the_loss_and_its_encoders_load_into_stage3(tmp_path):
     config = PretrainConfig.from_dict({
         "model": {"net": SMALL_NET}, "crop": {"size": CROP}, "mask": {"patch_size": PATCH, "ratio": 0.6},
-        "augment": NO_AUGMENT, "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "augment": NO_AUGMENT, "optim": {"lr": 3e-3, "warmup_steps": 2}, "loss": {"pet_target": "log_suv"},
         "train": {"steps": 30, "batch_size": 2, "log_every": 10}})
-    result = pretrain_volumes(config, [_volume(0)], tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="log_suv recovers SUV with the run's preprocessing"):
+        pretrain_volumes(config, [_volume(0)], tmp_path, progress=False)
+    preprocessing = {"target_spacing": [2.0, 2.0, 2.0], "suv_mean": 1.0, "suv_std": 1.0}
+    result = pretrain_volumes(config, [_volume(0)], tmp_path, preprocessing=preprocessing, progress=False)
     first, last = result.losses[0], result.losses[-1]
     assert [row["step"] for row in result.losses] == [10, 20, 30]
     reconstruction = ("pet_from_pet", "ct_from_ct", "ct_from_pet", "pet_from_ct")
@@ -192,6 +194,9 @@ def test_tiny_run_lowers_the_loss_and_its_encoders_load_into_stage3(tmp_path):
 
     raw = torch.load(result.checkpoint, weights_only=True)
     assert raw["kind"] == "encoders" and raw["meta"]["net"]["widths"] == [4, 8] and raw["meta"]["step"] == 30
+    assert raw["meta"]["preprocessing"] == preprocessing and raw["meta"]["crop_size"] == [16, 16, 16]
+    assert sorted(raw["encoders"]) == sorted(f"{name}.{key}" for name in ("pet_encoder", "ct_encoder")
+                                             for key in getattr(result.model, name).state_dict())
     net = build_network("anatoseg", net_config(ModelConfig(net=SMALL_NET)))
     load_encoders(net, result.checkpoint)
     for name in ("pet_encoder", "ct_encoder"):
@@ -210,12 +215,19 @@ def test_pretrain_command_on_a_phantom_case(tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "pretrain", str(data), str(run), "--steps", "2", "--crop-size", "16,16,16", "--mask-patch", "8,8,8",
-        "--no-cross", "--set", f"model.net={SMALL_NET}", "--set", "augment.affine_prob=0", "--no-progress"])
+        "--mask-ratio", "0.5", "--mask-mode", "independent", "--pet-target", "log_suv", "--no-cross",
+        "--set", f"model.net={SMALL_NET}", "--set", "augment.affine_prob=0", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "encoders written to" in result.output and "ct_from_pet" not in result.output
     assert (run / "fingerprint.json").is_file() and (run / "config.yaml").is_file()
     meta = load_checkpoint(run / "encoders.pt", kind="encoders")["meta"]
     assert meta["config"]["loss"]["cross"] is False and meta["mask_patch"] == [8, 8, 8]
+    assert meta["config"]["mask"]["mode"] == "independent" and meta["config"]["loss"]["pet_target"] == "log_suv"
+    stage3 = preprocessing_for(load_fingerprint(run / "fingerprint.json"), None).to_dict()
+    assert check_pretrained_preprocessing(meta, stage3) == []
+    finer = {**stage3, "target_spacing": tuple(s / 2 for s in stage3["target_spacing"])}
+    assert [line.split(":")[0] for line in check_pretrained_preprocessing(meta, finer)] == [
+        "target spacing (Z, Y, X mm)"]
     with open(run / "log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and rows[-1]["ct_from_pet"] == "" and float(rows[-1]["align"]) > 0

@@ -27,13 +27,19 @@ def pretrain(
         "--crop-size", help="Crop size in voxels (Z, Y, X): Z,Y,X (crop.size).")] = None,
     mask_patch: Annotated[str | None, typer.Option("--mask-patch", help="Mask patch size in voxels (Z, Y, X): "
                                                    "Z,Y,X (mask.patch_size).")] = None,
-    mask_ratio: Annotated[float | None, typer.Option("--mask-ratio", help="Fraction of patches masked "
-                                                     "(mask.ratio).")] = None,
+    mask_ratio: Annotated[float | None, typer.Option("--mask-ratio", help="Fraction of patches masked in each "
+                                                     "modality (mask.ratio).")] = None,
+    mask_mode: Annotated[str | None, typer.Option("--mask-mode", help="How the PET and CT masks relate: "
+                                                  "independent (default), complementary or shared "
+                                                  "(mask.mode).")] = None,
+    pet_target: Annotated[str | None, typer.Option("--pet-target", help="PET reconstruction target: suv "
+                                                   "(default), log_suv or patch (loss.pet_target).")] = None,
     no_intra: Annotated[bool, typer.Option("--no-intra", help="Ablation: no PET-from-PET / CT-from-CT "
                                            "reconstruction.")] = False,
     no_cross: Annotated[bool, typer.Option("--no-cross", help="Ablation: no CT-from-PET / PET-from-CT "
                                            "reconstruction.")] = False,
-    no_align: Annotated[bool, typer.Option("--no-align", help="Ablation: no InfoNCE alignment.")] = False,
+    no_align: Annotated[bool, typer.Option("--no-align", help="Ablation: no InfoNCE alignment (positions "
+                                           "visible in both modalities).")] = False,
     seed: opt.Seed = None,
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing); "
@@ -42,12 +48,13 @@ def pretrain(
     device: opt.Device = None,
     no_progress: opt.NoProgress = False,
 ) -> None:
-    """Pretrain the PET and CT encoders (shared patch mask, intra/cross-modal reconstruction, InfoNCE)."""
+    """Pretrain the PET and CT encoders (a patch mask per modality, intra- and cross-modal reconstruction
+    through one shared latent space, InfoNCE at positions visible in both)."""
     from anatoseg.stage2.config import PretrainConfig
     from anatoseg.stage2.run import run_pretrain
 
     typed = [("model.preset", preset), ("crop.size", crop_size), ("mask.patch_size", mask_patch),
-             ("mask.ratio", mask_ratio)]
+             ("mask.ratio", mask_ratio), ("mask.mode", mask_mode), ("loss.pet_target", pet_target)]
     settings = opt.option_overrides(PretrainConfig, overrides, typed, steps=steps, batch_size=batch_size, lr=lr,
                                 seed=seed)
     settings += [f"loss.{term}=false" for term, off in (("intra", no_intra), ("cross", no_cross),

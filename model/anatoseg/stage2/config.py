@@ -6,8 +6,8 @@ pretraining config names the network exactly as the stage-3 config that will loa
 it. Sizes are (Z, Y, X). Example file::
 
     model: {preset: tiny}
-    mask: {patch_size: [16, 16, 16], ratio: 0.7}
-    loss: {cross: false, temperature: 0.2}
+    mask: {patch_size: [16, 16, 16], ratio: 0.7, mode: independent}
+    loss: {align: false, pet_target: log_suv}
     train: {steps: 300, batch_size: 2}
 """
 
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from anatoseg.config import NetworkRunConfig, RunConfig
 from anatoseg.configbase import OptimConfig
 from anatoseg.errors import ConfigError
-from anatoseg.stage2.masking import check_crop
+from anatoseg.stage2.masking import check_crop, check_mask
+from anatoseg.stage2.targets import PET_TARGETS
 from anatoseg.training.network import net_config
 
 #: The architectures with separate PET and CT encoders (``anato train --arch``).
@@ -35,28 +36,32 @@ class CropConfig:
 
 @dataclass
 class MaskConfig:
-    """The random patch mask, one per sample, shared by PET and CT."""
+    """The random patch masks, one per sample and modality (:mod:`anatoseg.stage2.masking`)."""
 
     patch_size: tuple[int, int, int] = (16, 16, 16)
-    ratio: float = 0.7  # fraction of patches masked
+    ratio: float = 0.7  # fraction of patches masked in each modality
+    mode: str = "independent"  # independent, complementary (ratio >= 0.5) or shared (the pre-issue-18 ablation)
 
 
 @dataclass
 class ObjectiveConfig:
     """Loss terms (each can be switched off), their weights, and the heads that produce them."""
 
-    intra: bool = True  # reconstruct PET from PET features, CT from CT features
-    cross: bool = True  # reconstruct CT from PET features, PET from CT features
-    align: bool = True  # InfoNCE between PET and CT tokens at the same positions
+    intra: bool = True  # reconstruct PET from the PET latent, CT from the CT latent
+    cross: bool = True  # the same decoders reconstruct CT from the PET latent, PET from the CT latent
+    align: bool = True  # InfoNCE between PET and CT latents at positions visible in both views
     intra_weight: float = 1.0
     cross_weight: float = 1.0
     align_weight: float = 1.0
     temperature: float = 0.1  # InfoNCE temperature
-    # Per-patch targets are (t - mean) / sqrt(var + eps). Inputs are z-scored, so MAE's 1e-6 would blow the
-    # noise of flat patches (air, homogeneous tissue) up to unit variance; 1e-2 keeps such targets near 0.
+    align_radius: float = 16.0  # voxels: same-sample positions this close to a token are not its negatives
+    pet_target: str = "suv"  # suv (absolute, the normalised PET), log_suv (log1p(SUV)) or patch (per patch)
+    # Per-patch targets (CT; PET with pet_target=patch) are (t - mean) / sqrt(var + eps). Inputs are z-scored,
+    # so MAE's 1e-6 would blow the noise of flat patches (air, homogeneous tissue) up to unit variance; 1e-2
+    # keeps such targets near 0.
     target_eps: float = 1e-2
     decoder_hidden: int = 64  # width of each light reconstruction decoder
-    proj_dim: int = 64  # shared latent space of the alignment projections
+    proj_dim: int = 64  # channels of the shared latent space both encoders project into
 
 
 @dataclass
@@ -89,11 +94,21 @@ class PretrainConfig(NetworkRunConfig):
         for name in ("temperature", "target_eps"):
             if getattr(loss, name) <= 0:
                 raise ConfigError(f"loss.{name} must be > 0, got {getattr(loss, name)}")
+        if loss.align_radius < 0:
+            raise ConfigError(f"loss.align_radius must be >= 0, got {loss.align_radius}")
+        if loss.pet_target not in PET_TARGETS:
+            raise ConfigError(f"loss.pet_target must be one of {', '.join(PET_TARGETS)}, got {loss.pet_target!r}")
         self.require_positive("loss.decoder_hidden", "loss.proj_dim")
-        if not 0 < self.mask.ratio < 1:
-            raise ConfigError(f"mask.ratio must lie strictly between 0 and 1, got {self.mask.ratio}")
+        self._check_mask()
+        self.require_positive(*(f"train.{name}" for name in ("steps", "batch_size", "log_every", "ckpt_every")))
+
+    def _check_mask(self) -> None:
+        """The crop against the network divisor and the mask patch; the mask ratio against its mode."""
         if min(self.mask.patch_size) < 1 or min(self.crop.size) < 1:
             raise ConfigError(f"mask.patch_size and crop.size must be positive, got {self.mask.patch_size} "
                               f"and {self.crop.size}")
-        check_crop(self.crop.size, self.mask.patch_size, net_config(self.model).divisor)
-        self.require_positive(*(f"train.{name}" for name in ("steps", "batch_size", "log_every", "ckpt_every")))
+        grid = check_crop(self.crop.size, self.mask.patch_size, net_config(self.model).divisor)
+        check_mask(grid, self.mask.ratio, self.mask.mode)
+        if self.mask.mode == "complementary" and self.loss.align:
+            raise ConfigError("loss.align compares positions visible in both modalities, and complementary "
+                              "masks leave none; set loss.align=false or another mask.mode")

@@ -1,4 +1,5 @@
-"""Stage-2 pretraining loop: masked-patch reconstruction and cross-modal alignment of the PET/CT encoders.
+"""Stage-2 pretraining loop: masked-patch intra- and cross-modal reconstruction (and optional alignment)
+of the PET/CT encoders.
 
 Outputs in ``out``:
 
@@ -8,16 +9,19 @@ Outputs in ``out``:
   ``torch.load(weights_only=True)``): the two encoders' weights, and ``meta``
   with ``arch``, ``encoder`` (the encoder-defining NetConfig fields), ``net`` (the
   full NetConfig as a dict), ``crop_size``, ``mask_patch``, ``config`` (this run's
-  :class:`PretrainConfig`), ``preprocessing``, ``case_ids``, ``step`` and
-  ``losses`` (the last logged row). ``anato train --init`` loads it with
-  :func:`anatoseg.checkpoint.load_encoders`, which refuses another encoder
-  architecture and names the differing fields;
+  :class:`PretrainConfig`), ``preprocessing`` (the
+  :class:`~anatoseg.data.preprocess.Preprocessing` dict: target spacing, intensity
+  normalisation; None from :func:`pretrain_volumes` without it), ``case_ids``,
+  ``step`` and ``losses`` (the last logged row). ``anato train --init`` loads it
+  with :func:`anatoseg.checkpoint.load_encoders`, which refuses another encoder
+  architecture and names the differing fields; stage 3 compares ``preprocessing``
+  with its own through :func:`anatoseg.stage2.compat.check_pretrained_preprocessing`;
 - ``log.csv``: step, loss, each term (empty when switched off), lr, seconds;
 - ``config.yaml``, and ``preprocessed/`` (the data cache, as in stage 3).
 
 Crops are drawn like stage 3's patches (:class:`anatoseg.training.sampling.PatchBatches`,
-a pure function of (seed, step), no lesion oversampling); masks come from one
-generator seeded with ``seed``. Intensities are normalised exactly as in
+a pure function of (seed, step), no lesion oversampling); the masks (one per
+modality, ``mask.mode``) come from one generator seeded with ``seed``. Intensities are normalised exactly as in
 stage 3, from the same dataset fingerprint.
 """
 
@@ -35,7 +39,7 @@ from anatoseg.data.case import CaseFiles
 from anatoseg.errors import ConfigError
 from anatoseg.nets import NetConfig
 from anatoseg.stage2.config import PretrainConfig
-from anatoseg.stage2.masking import draw_shared_mask
+from anatoseg.stage2.masking import draw_masks
 from anatoseg.stage2.model import RECONSTRUCTIONS, PretrainModel
 from anatoseg.training.cache import load_volumes, prepare_cache
 from anatoseg.training.device import autocast, choose_device
@@ -86,7 +90,8 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     run, crop, device = config.train, tuple(config.crop.size), choose_device(device)
     seed_everything(config.seed)
     net = net_config(config.model)
-    model = PretrainModel(net, config.mask.patch_size, config.loss).to(device).train()
+    model = PretrainModel(net, config.mask.patch_size, config.loss, suv_norm=_suv_norm(config, preprocessing))
+    model = model.to(device).train()
     optimizer, scheduler = make_optimizer(model.parameters(), config.optim, run.steps)
     batches = PatchBatches(volumes, crop, batch_size=run.batch_size, lesion_fraction=0.0, augment=config.augment,
                            seed=config.seed, use_organs=False, steps=run.steps)
@@ -100,10 +105,10 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     window: dict[str, list[float]] = {}
     for step in range(run.steps):
         image = batches[step]["image"].to(device, non_blocking=True)
-        visible, masked = draw_shared_mask(image.shape[0], crop, config.mask.patch_size, config.mask.ratio,
-                                           generator=masks, device=device)
+        drawn = draw_masks(image.shape[0], crop, config.mask.patch_size, config.mask.ratio, config.mask.mode,
+                           generator=masks, device=device)
         with autocast(device, run.amp):
-            terms = model(image[:, :1], image[:, 1:], visible, masked)
+            terms = model(image[:, :1], image[:, 1:], drawn)
         optimizer_step(terms["loss"], optimizer, scheduler, model.parameters(), config.optim.grad_clip,
                        what="pretraining")
         terms = {name: float(value.detach()) for name, value in terms.items()}
@@ -120,6 +125,16 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     log.close()
     return PretrainResult(checkpoint=out / ENCODERS_NAME, log=out / LOG_NAME, steps=run.steps,
                           seconds=log.seconds, losses=rows, model=model)
+
+
+def _suv_norm(config: PretrainConfig, preprocessing: dict | None) -> tuple[float, float] | None:
+    """``(suv_mean, suv_std)`` of the preprocessing; ConfigError when ``log_suv`` needs it and it is missing."""
+    if preprocessing is None:
+        if config.loss.pet_target == "log_suv":
+            raise ConfigError("loss.pet_target=log_suv recovers SUV with the run's preprocessing (suv_mean, "
+                              "suv_std), and none was given; pass preprocessing or choose another target")
+        return None
+    return float(preprocessing["suv_mean"]), float(preprocessing["suv_std"])
 
 
 def _save(path: Path, model: PretrainModel, config: PretrainConfig, net: NetConfig, meta: dict,
