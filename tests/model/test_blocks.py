@@ -5,10 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from anatoseg.blocks import (
+    OCCUPANCY_EPS,
     ChannelLayerNorm,
     CrossModalFusion,
     DecoderStage,
+    GatedInjection,
     MambaBlock,
+    OccupancyBias,
+    OrganChannels,
     conv_norm,
     organ_occupancy,
     pool_organ_tokens,
@@ -72,3 +76,46 @@ def test_mamba_block_checkpointing_is_exact():
         grads.append(torch.autograd.grad(out.square().sum(), [x, *block.parameters()]))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_occupancy_bias_is_log_occupancy_per_token_in_raster_order():
+    block = OccupancyBias(3)
+    occupancy = torch.rand(2, 4, 2, 3, 5)
+    occupancy[:, 1] = 0  # an organ absent everywhere: log ε
+    bias, scale = block(occupancy)
+    assert bias.shape == (2, 30, 4) and scale is block.scale and torch.equal(scale, torch.ones(3))
+    for z, y, x in ((0, 0, 0), (1, 2, 4), (0, 1, 3)):
+        torch.testing.assert_close(bias[:, z * 15 + y * 5 + x], torch.log(occupancy[:, :, z, y, x] + OCCUPANCY_EPS))
+    assert torch.allclose(bias[:, :, 1], torch.full((), torch.log(torch.tensor(OCCUPANCY_EPS))))
+
+
+def test_gated_injection_starts_as_identity_and_its_gate_learns():
+    block = GatedInjection(6, 4)
+    x, features = torch.randn(2, 4, 3, 2, 5), torch.randn(2, 6, 3, 2, 5)
+    out = block(x, features)
+    assert torch.equal(out, x)
+    out.square().sum().backward()
+    assert block.gate.grad.abs().min() > 0 and block.proj.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        block.gate.fill_(0.5)
+    expected = x + 0.5 * block.proj(F.layer_norm(features.movedim(1, -1), (6,)).movedim(-1, 1))
+    torch.testing.assert_close(block(x, features), expected)
+
+
+@pytest.mark.parametrize("mode", ["onehot", "embed"])
+def test_organ_channels_lookup_and_zero_start(mode):
+    block = OrganChannels(mode, num_organs=5, embed_dim=3, out_channels=4, count=2)
+    organs = torch.randint(0, 6, (2, 3, 4, 5))
+    parts = block(organs)
+    assert len(parts) == 2 and all(p.shape == (2, 4, 3, 4, 5) and not p.any() for p in parts)
+    with torch.no_grad():
+        block.conv.weight.normal_()
+    table = torch.eye(6)[:, 1:] if mode == "onehot" else block.table
+    maps = table[organs].movedim(-1, 1)
+    expected = F.conv3d(maps, block.conv.weight, padding=1).chunk(2, dim=1)
+    for got, want in zip(block(organs), expected, strict=True):
+        torch.testing.assert_close(got, want)
+    assert ("table" in dict(block.named_parameters())) == (mode == "embed")
+    assert "table" not in block.state_dict() or mode == "embed"
+    with pytest.raises(ValueError, match="mode must be"):
+        OrganChannels("rgb", 5, 3, 4, 2)

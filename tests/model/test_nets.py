@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from anatoseg.data.labels import NUM_ORGANS
 from anatoseg.errors import ConfigError, DataError
 from anatoseg.nets import (
     ARCHITECTURES,
@@ -39,6 +40,27 @@ def test_config_json_round_trip(name):
     assert config.divisor == 2**len(config.widths) == 16
 
 
+def test_defaults_are_the_full_design_on_the_project_label_set():
+    base = NetConfig()
+    assert base.num_organs == NUM_ORGANS and NetConfig.preset("tiny").num_organs == NUM_ORGANS
+    assert base.occupancy_bias and base.dense_prompts and base.hypernet and base.use_prompts
+    assert base.organ_channels == "none" and not base.organ_aux_head
+    assert base.hcca_stages == (3, 2, 1, 0) and TINY.hcca_stages == (3, 2, 1)  # strides 2 and 4
+
+
+def test_a_stored_config_without_the_prompt_switches_rebuilds_the_older_network():
+    stored = {k: v for k, v in TINY.to_dict().items()
+              if k not in ("occupancy_bias", "dense_prompts", "hypernet", "organ_channels", "organ_embed_dim",
+                           "organ_aux_head")}
+    stored.update(num_organs=16, hcca_stages=[3, 2])  # as stored before the label set grew
+    config = NetConfig.from_dict(stored)
+    assert config.num_organs == 16 and not config.occupancy_bias and not config.dense_prompts
+    assert config.hypernet and config.organ_channels == "none" and not config.organ_aux_head
+    net = build_network("anatoseg", config)
+    assert not hasattr(net, "inject") and not hasattr(net, "occupancy_bias")
+    assert net.prompt_encoder.branches["3"].embed[0].in_channels == 16
+
+
 @pytest.mark.parametrize("values, words", [
     ({"widhts": [8, 16]}, "unknown network config keys ['widhts']"),
     ({"widths": [8, 16], "res_depths": [1, 1, 1]}, "res_depths"),
@@ -46,7 +68,10 @@ def test_config_json_round_trip(name):
     ({"orders": ["zyy"]}, "orders"),
     ({"num_heads": 3}, "num_heads=3 must divide"),
     ({"hcca_stages": []}, "use_prompts needs at least one stage"),
-], ids=["typo", "depths-length", "hcca-range", "order", "heads", "prompts-without-hcca"])
+    ({"organ_channels": "rgb"}, "organ_channels must be one of"),
+    ({"organ_embed_dim": 0}, "organ_embed_dim must be positive"),
+], ids=["typo", "depths-length", "hcca-range", "order", "heads", "prompts-without-hcca", "organ-channels",
+        "embed-dim"])
 def test_config_refuses_bad_values(values, words):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
         NetConfig.from_dict(values)
@@ -70,22 +95,36 @@ def test_patch_size_divisibility_is_checked():
 
 # ---- the anatoseg network -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ["anatoseg", "anatoseg_noprompt"])
+def open_zero_paths(net):
+    """Move the parameters that start at zero off zero, so that every parameter must get a gradient.
+
+    The prompt paths start shut (HCCA's output projection, the injection gates, the organ-channel
+    convs) and HCCA's hypernetwork has a zero last layer (W_q = W0, gates 1): at initialisation
+    what lies behind them gets no gradient.
+    """
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith(("hyper.2.weight", ".w_o", ".gate", "organ_input.conv.weight")):
+                param.normal_(0.0, 0.1)
+
+
+@pytest.mark.parametrize("arch", ["anatoseg", "anatoseg_noprompt", "anatoseg_organ_onehot", "anatoseg_organ_embed",
+                                  "anatoseg_organ_aux"])
 def test_shapes_and_every_parameter_gets_a_gradient(arch):
     net = build_network(arch, TINY).train()
-    assert net.uses_prompts == (arch == "anatoseg") and net.deep_supervision
-    if net.uses_prompts:
-        # HCCA's hypernetwork starts with a zero last layer (W_q = W0, gates 1), which leaves its first
-        # layer without gradient at initialisation; move it off zero so every parameter must get one.
-        with torch.no_grad():
-            for layer in net.hcca.values():
-                layer.hyper[-1].weight.normal_(0.0, 0.01)
-    assert hasattr(net, "prompt_encoder") == hasattr(net, "hcca") == net.uses_prompts
+    assert net.uses_prompts == (arch in ("anatoseg", "anatoseg_organ_onehot", "anatoseg_organ_embed"))
+    assert net.deep_supervision and net.organ_aux == (arch == "anatoseg_organ_aux")
+    open_zero_paths(net)
+    assert hasattr(net, "prompt_encoder") == hasattr(net, "hcca") == (arch == "anatoseg")
     image, organs = _inputs()
     image.requires_grad_(True)
     outputs = net(image, organs)
-    assert [tuple(o.shape) for o in outputs] == [
-        (2, 2, PATCH[0] // s, PATCH[1] // s, PATCH[2] // s) for s in (1, 2, 4, 8)]
+    if net.organ_aux:
+        assert outputs["organs"].shape == (2, TINY.num_organs + 1, *PATCH)
+        outputs = [*outputs["lesion"], outputs["organs"]]
+    assert [tuple(o.shape[2:]) for o in outputs[:4]] == [
+        (PATCH[0] // s, PATCH[1] // s, PATCH[2] // s) for s in (1, 2, 4, 8)]
+    assert all(o.shape[:2] == (2, 2) for o in outputs[:4])
     sum(o.float().square().mean() for o in outputs).backward()
     no_grad = [name for name, p in net.named_parameters()
                if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
@@ -104,6 +143,7 @@ def test_without_deep_supervision_one_output():
 
 def test_organ_prompts_change_the_output():
     net = build_network("anatoseg", TINY).eval()
+    open_zero_paths(net)  # at initialisation the prompt paths are shut (test_nets_prompts.py)
     image, organs = _inputs(batch=1)
     with torch.no_grad():
         a = net(image, organs)
@@ -125,6 +165,7 @@ def test_absent_organs_give_finite_outputs_and_gradients():
 def test_gradient_checkpointing_is_exact():
     image, organs = _inputs(batch=1, patch=(16, 16, 16))
     plain = build_network("anatoseg", TINY).train()
+    open_zero_paths(plain)
     recomputed = build_network("anatoseg", dataclasses.replace(TINY, gradient_checkpointing=True)).train()
     recomputed.load_state_dict(plain.state_dict())
     results = []
@@ -141,7 +182,7 @@ def test_bad_organ_maps_are_refused():
     image, organs = _inputs(batch=1)
     with pytest.raises(DataError, match="uses organ prompts"):
         net(image, None)
-    with pytest.raises(DataError, match=r"organ labels must lie in \[0, 16\]"):
+    with pytest.raises(DataError, match=rf"organ labels must lie in \[0, {TINY.num_organs}\]"):
         net(image, organs + 1)
     with pytest.raises(DataError, match="organs must be int64"):
         net(image, organs.int())
@@ -155,7 +196,7 @@ def test_bad_organ_maps_are_refused():
 def test_baselines_build_and_run(arch):
     patch = (64, 32, 32)  # SwinUNETR needs multiples of 32 and more than one bottleneck voxel
     net = build_network(arch, TINY, patch_size=patch).eval()
-    assert net.uses_prompts is False and net.deep_supervision is False
+    assert net.uses_prompts is False and net.organ_aux is False and net.deep_supervision is False
     image, organs = _inputs(batch=1, patch=patch)
     with torch.no_grad():
         out = net(image, organs)

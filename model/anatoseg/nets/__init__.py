@@ -15,11 +15,12 @@ from anatoseg.nets.encoder import (
     encoder_state_dict,
     load_encoder_state,
 )
-from anatoseg.nets.factory import ARCHITECTURES, build_network, patch_divisor
-from anatoseg.nets.prompt_encoder import PromptEncoder
+from anatoseg.nets.factory import ANATOMY_BASELINES, ARCHITECTURES, build_network, patch_divisor
+from anatoseg.nets.prompt_encoder import PromptEncoder, StagePrompt
 from anatoseg.nets.state import check_state_dict
 
 __all__ = [
+    "ANATOMY_BASELINES",
     "ARCHITECTURES",
     "ENCODER_NAMES",
     "PRESETS",
@@ -28,6 +29,7 @@ __all__ = [
     "ModalityEncoder",
     "NetConfig",
     "PromptEncoder",
+    "StagePrompt",
     "build_network",
     "check_encoder_state",
     "check_state_dict",

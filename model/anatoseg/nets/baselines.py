@@ -37,6 +37,7 @@ class BaselineNet(nn.Module):
     """
 
     uses_prompts = False
+    organ_aux = False
     deep_supervision = False
 
     def __init__(self, net: nn.Module):

@@ -13,7 +13,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from anatoseg.data.labels import NUM_ORGANS
 from anatoseg.errors import ConfigError
+
+ORGAN_CHANNELS = ("none", "onehot", "embed")
+
+# Fields added after network configs were first stored in checkpoints, with the value that rebuilds the
+# network such a checkpoint holds: :meth:`NetConfig.from_dict` fills them in when a stored config lacks them.
+_STORED_BEFORE = {"occupancy_bias": False, "dense_prompts": False}
 
 
 def _valid_order(order: str) -> bool:
@@ -33,14 +40,33 @@ class NetConfig:
     - stem_width: channels of the full-resolution stem, skip and last decoder stage.
     - res_depths, mamba_depths: residual conv blocks and Mamba blocks per encoder stage.
     - d_state, orders, mlp_ratio: Mamba3d state size, scan orders, MLP width factor of a Mamba block.
-    - num_organs: organ labels 1..num_organs of the prompt label maps (0 = background).
+    - num_organs: organ labels 1..num_organs of the prompt label maps (0 = background);
+      defaults to the project's label set, :data:`anatoseg.data.labels.NUM_ORGANS`.
     - prompt_dim: width of the prompt encoder and of the organ tokens.
-    - hcca_stages: stages whose decoder features get hypernet-controlled cross-attention
-      to the organ tokens; the deepest stage means the bottleneck.
+    - hcca_stages: the prompted stages: their decoder features get hypernet-controlled
+      cross-attention (HCCA) to the organ tokens (and the dense prompt features); the
+      deepest stage means the bottleneck. ``tiny`` reaches stride 4, ``base`` stride 2.
     - num_heads, rank, hyper_hidden: HyperCrossAttention heads, low-rank size of the
       generated query update, hypernetwork hidden width.
     - deep_supervision: in training, return logits at strides 1, 2, ..., 2**(num_stages-1).
     - use_prompts: False is the no-prompt ablation (no prompt encoder, no HCCA).
+
+    Prompt ablation switches (effective with ``use_prompts``; the defaults are the full design;
+    all False with ``hypernet`` True is the pooled-token HCCA of the first version):
+
+    - occupancy_bias: add a learned per-head scale × log(occupancy + ε) of each organ at
+      each token to the attention logits, so a voxel attends first to the organ it lies in.
+    - dense_prompts: add the prompt encoder's spatial features to the decoder features at
+      each prompted stage through a zero-initialised gated projection.
+    - hypernet: False freezes HCCA's hypernetwork at its initialisation, which is a plain
+      cross-attention with a static W_q (and head gates 1).
+
+    Anatomy baselines (used by the ``anatoseg_organ_*`` architectures on the no-prompt network):
+
+    - organ_channels: ``"onehot"`` or ``"embed"`` (an ``organ_embed_dim``-wide learned
+      embedding) feeds the organ map to both encoders as extra input channels; ``"none"``: off.
+    - organ_aux_head: an auxiliary organ-segmentation head (num_organs + 1 classes at full
+      resolution) trained as a second task; training-mode forward then returns a dict.
     - gradient_checkpointing: recompute the Mamba blocks in the backward.
     - in_channels: image channels (PET, CT); the anatoseg network needs exactly 2.
     """
@@ -52,9 +78,9 @@ class NetConfig:
     d_state: int = 16
     orders: tuple[str, ...] = ("zyx", "-zyx", "yxz")
     mlp_ratio: float = 2.0
-    num_organs: int = 16
+    num_organs: int = NUM_ORGANS
     prompt_dim: int = 64
-    hcca_stages: tuple[int, ...] = (3, 2, 1)
+    hcca_stages: tuple[int, ...] = (3, 2, 1, 0)
     num_heads: int = 4
     rank: int = 8
     hyper_hidden: int = 128
@@ -62,6 +88,12 @@ class NetConfig:
     use_prompts: bool = True
     gradient_checkpointing: bool = False
     in_channels: int = 2
+    occupancy_bias: bool = True
+    dense_prompts: bool = True
+    hypernet: bool = True
+    organ_channels: str = "none"
+    organ_embed_dim: int = 8
+    organ_aux_head: bool = False
 
     def __post_init__(self) -> None:
         for name in ("widths", "res_depths", "mamba_depths", "orders", "hcca_stages"):
@@ -84,7 +116,10 @@ class NetConfig:
         bad = [s for s in self.hcca_stages if not 0 <= s < stages]
         if bad:
             raise ConfigError(f"hcca_stages {bad} out of range: stages are 0..{stages - 1}")
-        for name in ("d_state", "num_organs", "prompt_dim", "num_heads", "rank", "hyper_hidden", "in_channels"):
+        if self.organ_channels not in ORGAN_CHANNELS:
+            raise ConfigError(f"organ_channels must be one of {ORGAN_CHANNELS}, got {self.organ_channels!r}")
+        for name in ("d_state", "num_organs", "prompt_dim", "num_heads", "rank", "hyper_hidden", "in_channels",
+                     "organ_embed_dim"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mlp_ratio < 0:
@@ -119,19 +154,24 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, object]) -> NetConfig:
-        """Inverse of :meth:`to_dict` and :func:`dataclasses.asdict`; lists become tuples, unknown keys are refused."""
+        """Inverse of :meth:`to_dict` and :func:`dataclasses.asdict`; lists become tuples, unknown keys are refused.
+
+        Reads stored configs: a field added after configs were first stored whose default
+        changes the network (``occupancy_bias``, ``dense_prompts``) is False when ``values``
+        lacks it, which rebuilds the older network, so that older checkpoints still load.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown network config keys {unknown}; known keys are {sorted(known)}")
         try:
-            return cls(**values)
+            return cls(**{**_STORED_BEFORE, **values})
         except TypeError as exc:
             raise ConfigError(f"bad network config: {exc}") from None
 
 
 PRESETS: dict[str, NetConfig] = {
     "tiny": NetConfig(widths=(8, 16, 32, 64), stem_width=8, res_depths=(1, 1, 1, 1), mamba_depths=(0, 0, 1, 1),
-                      d_state=8, prompt_dim=16, hcca_stages=(3, 2), num_heads=2, rank=4, hyper_hidden=32),
+                      d_state=8, prompt_dim=16, hcca_stages=(3, 2, 1), num_heads=2, rank=4, hyper_hidden=32),
     "base": NetConfig(),
 }

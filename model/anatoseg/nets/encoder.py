@@ -31,7 +31,9 @@ class ModalityEncoder(nn.Module):
     forward: (B, 1, Z, Y, X) → list of num_stages + 1 features, entry i of shape
     (B, channels[i], Z/2**i, Y/2**i, X/2**i): the stem at full resolution, then
     each stage (downsample, residual conv blocks, Mamba blocks). Z, Y, X must be
-    divisible by ``config.divisor``.
+    divisible by ``config.divisor``. ``stem_extra`` (B, stem_width, Z, Y, X), when
+    given, is added to the stem conv's output before its norm: the contribution of
+    extra input channels (:class:`anatoseg.blocks.OrganChannels`).
     """
 
     def __init__(self, config: NetConfig):
@@ -46,8 +48,12 @@ class ModalityEncoder(nn.Module):
                          checkpoint=config.gradient_checkpointing)
             for s in range(config.num_stages))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = [self.stem(x)]
+    def forward(self, x: torch.Tensor, stem_extra: torch.Tensor | None = None) -> list[torch.Tensor]:
+        if stem_extra is None:
+            features = [self.stem(x)]
+        else:
+            conv, norm, act = self.stem
+            features = [act(norm(conv(x) + stem_extra))]
         for stage in self.stages:
             features.append(stage(features[-1]))
         return features
