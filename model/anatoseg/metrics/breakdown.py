@@ -5,6 +5,10 @@ component's *organ* is the label of an organ map ``(Z, Y, X)`` holding most of i
 background (0) and every id missing from ``names`` pooled as ``"other"`` (so a component lying
 mostly outside every named organ is ``"other"``); ties go to the lowest id. Volumes in ml from the
 spacing ``(Z, Y, X)`` in mm.
+
+FP tables pool organs into the groups of :data:`FP_ORGAN_GROUPS` (:func:`grouped_organs`), and a
+generator's lesion list is matched to the GT components by each lesion's centre
+(:func:`tags_by_centre`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from anatoseg.data.labels import ORGAN_NAMES
+from anatoseg.data.labels import ORGAN_IDS, ORGAN_NAMES
 from anatoseg.metrics.components import component_sizes, components, touched
 
 OTHER = "other"
@@ -21,6 +25,16 @@ OTHER = "other"
 
 SIZE_BINS_ML = ((0.0, 1.0, "<1 ml"), (1.0, 5.0, "1-5 ml"), (5.0, 20.0, "5-20 ml"), (20.0, float("inf"), ">20 ml"))
 """GT lesion size bins ``(low, high, name)``: ``low <= volume < high`` in ml."""
+
+
+FP_ORGAN_GROUPS = {"brain": ("brain",), "bladder": ("urinary_bladder",), "kidney": ("kidney_left", "kidney_right"),
+                   "ureter": ("ureters",), "heart": ("heart",), "bowel": ("bowel",), "brown fat": ("brown_fat",),
+                   "thyroid": ("thyroid",)}
+"""Where false positives are counted: organ group -> organ names (:mod:`anatoseg.data.labels`); every other
+organ and the background are ``"other"``. Left and right organs are one group."""
+
+LESION_TAGS = ("site", "hard", "relation", "diameter_mm", "contrast")
+"""Lesion-list attributes copied into the lesion records by :func:`tags_by_centre`."""
 
 
 def _names(names: Mapping[int, str] | None) -> dict[int, str]:
@@ -117,3 +131,60 @@ def sensitivity_by(records: Sequence[Mapping], attribute: str = "size") -> dict[
     for entry in out.values():
         entry["sensitivity"] = entry["tp"] / entry["n"] if entry["n"] else None
     return out
+
+
+def grouped_organs(organs: np.ndarray, groups: Mapping[str, Sequence[str]] = FP_ORGAN_GROUPS,
+                   ids: Mapping[str, int] | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """``(group map, names)``: ``organs`` ``(Z, Y, X)`` (organ ids) relabelled uint8 with group ids 1..G
+    (0 = in no group), and ``{group id: group name}`` for :func:`false_positives_by_organ`.
+
+    ``groups``: group name -> organ names; names missing from ``ids`` (default the project's label
+    set) are skipped, so a label set without, say, ureters still gives every column."""
+    ids = ORGAN_IDS if ids is None else ids
+    organs = np.asarray(organs)
+    lut = np.zeros(max(int(organs.max(initial=0)), max(ids.values(), default=0)) + 1, dtype=np.uint8)
+    for group_id, members in enumerate(groups.values(), start=1):
+        for name in members:
+            if name in ids:
+                lut[ids[name]] = group_id
+    return lut[organs], dict(enumerate(groups, start=1))
+
+
+def _tag_value(key: str, value):
+    if key == "hard":  # None/False/True or a reason string: one JSON-safe key per kind
+        return "no" if not value else ("yes" if value is True else str(value))
+    return value
+
+
+def tags_by_centre(gt: np.ndarray, lesions: Sequence[Mapping], affine: np.ndarray | None = None,
+                   keys: Sequence[str] = LESION_TAGS) -> tuple[dict[int, dict], int]:
+    """Match a generator's lesion list to the GT components: ``({component: tags}, unmatched)``.
+
+    ``gt``: ``(Z, Y, X)`` mask; ``lesions``: dicts with ``centre_zyx`` (voxel index on ``gt``'s grid)
+    or ``centre_mm`` (world mm, mapped through the inverse of ``affine`` ``(4, 4)`` of the ``(Z, Y, X)``
+    grid). A lesion belongs to the component (``components(gt)``, as :func:`lesion_records` numbers
+    them) at its centre voxel, or else to the most common one in the 3×3×3 block around it; none
+    there counts as unmatched. Two lesions in one component keep the first one's tags and add
+    ``"merged"`` (the count of the others). ``keys``: the attributes copied.
+    """
+    labels, _ = components(np.asarray(gt) > 0)
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64)) if affine is not None else None
+    tags: dict[int, dict] = {}
+    unmatched = 0
+    for lesion in lesions:
+        if "centre_zyx" in lesion:
+            centre = np.asarray(lesion["centre_zyx"], dtype=np.float64)
+        elif "centre_mm" in lesion and inverse is not None:
+            centre = (inverse @ np.append(np.asarray(lesion["centre_mm"], dtype=np.float64), 1.0))[:3]
+        else:
+            raise ValueError("tags_by_centre: a lesion needs centre_zyx, or centre_mm and the grid's affine")
+        index = np.clip(np.rint(centre).astype(int), 0, np.array(labels.shape) - 1)
+        block = labels[tuple(slice(max(0, i - 1), i + 2) for i in index)]
+        found = int(labels[tuple(index)]) or (int(np.bincount(block[block > 0]).argmax()) if block.any() else 0)
+        if not found:
+            unmatched += 1
+        elif found in tags:
+            tags[found]["merged"] = tags[found].get("merged", 0) + 1
+        else:
+            tags[found] = {key: _tag_value(key, lesion[key]) for key in keys if key in lesion}
+    return tags, unmatched

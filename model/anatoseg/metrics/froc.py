@@ -45,6 +45,18 @@ class CaseScores:
     lesion_scores: np.ndarray
     fp_scores: np.ndarray
 
+    def to_dict(self, digits: int = 4) -> dict:
+        """JSON-ready: ``{"lesion_scores": [...], "fp_scores": [...]}``, scores rounded to ``digits``,
+        a never-hit lesion as None."""
+        return {"lesion_scores": [round(float(s), digits) if np.isfinite(s) else None for s in self.lesion_scores],
+                "fp_scores": [round(float(s), digits) for s in self.fp_scores]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CaseScores:
+        """Inverse of :meth:`to_dict` (None -> ``-inf``)."""
+        lesion = [-np.inf if s is None else float(s) for s in values["lesion_scores"]]
+        return cls(np.asarray(lesion, dtype=np.float64), np.asarray(values["fp_scores"], dtype=np.float64))
+
     @classmethod
     def from_matches(cls, scores: Sequence[float], hits: Sequence[Iterable[int]], n_lesions: int) -> CaseScores:
         """From candidate ``scores`` ``(n,)`` and, per candidate, the GT lesion indices (0-based,

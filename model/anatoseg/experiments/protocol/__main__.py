@@ -1,0 +1,67 @@
+"""``python -m anatoseg.experiments.protocol OUT [--scale cpu|gpu] [--variants ...] [--seeds N] [--device ...]``.
+
+Runs (or continues) the experiment protocol in OUT and writes ``OUT/results.md``
+(:mod:`anatoseg.experiments.protocol`). Errors are one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+
+import yaml
+
+from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.experiments.protocol.config import SCALES, Scale
+from anatoseg.experiments.protocol.run import make_plan, run
+from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
+
+
+def scale_overrides(scale: Scale, items: list[str]) -> Scale:
+    """``scale`` with ``field=value`` items applied (values read as YAML; lists become tuples)."""
+    fields = {f.name for f in dataclasses.fields(Scale)} - {"name"}
+    changes = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set {item!r}: expected field=value with field one of {', '.join(sorted(fields))}")
+        value = yaml.safe_load(raw)
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(scale, **changes)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m anatoseg.experiments.protocol", description=__doc__.split("\n")[0])
+    parser.add_argument("out", help="run folder (created; an existing one is continued)")
+    parser.add_argument("--scale", choices=tuple(SCALES), default="cpu", help="budget (experiments/protocol/config.py)")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help=f"variants or groups (default: all); variants: {', '.join(VARIANTS)}; "
+                             f"groups: {', '.join(GROUPS)}")
+    parser.add_argument("--seeds", type=int, help="training seeds per variant (default: the scale's)")
+    parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="change a field of the scale, e.g. steps=500 (a run folder keeps its design)")
+    parser.add_argument("--no-sanity", action="store_true", help="leave out the no-learning rows")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    command = " ".join(["python -m anatoseg.experiments.protocol", *(shlex.quote(a) for a in argv)])
+    try:
+        plan = make_plan(scale_overrides(SCALES[args.scale], args.settings), args.variants, args.seeds,
+                         sanity=not args.no_sanity, command=command)
+        results = run(args.out, plan, device=args.device, progress=not args.no_progress)
+    except (AnatoError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(results.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The protocol's driver: shared stages, then every pending unit, then ``results.md``.
+
+``OUT/protocol.json`` records the run's design (scale, cohort seeds) and its wall and CPU time by part;
+a rerun with the same OUT continues it (finished cohorts, stages and units are skipped, the times
+add up) and is refused when asked for another design (any scale field but ``seeds``).
+``OUT/results.md`` is rewritten after every unit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from anatoseg.data.atomic import read_json, write_text_atomic
+from anatoseg.errors import ConfigError
+from anatoseg.experiments.protocol import report, units
+from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
+from anatoseg.experiments.protocol.stages import prepare
+from anatoseg.experiments.protocol.timing import Clock, Times
+from anatoseg.experiments.protocol.variants import SANITY, VARIANTS, resolve
+
+META_NAME = "protocol.json"
+RESULTS_NAME = "results.md"
+
+
+@dataclass
+class Plan:
+    """What one invocation runs: the scale, the network variants (registry names), whether to add
+    the sanity rows, and the command line that is recorded."""
+
+    scale: Scale
+    variants: list[str]
+    sanity: bool = True
+    command: str = ""
+    registry: dict = field(default_factory=lambda: VARIANTS)
+
+
+def machine(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _meta(out: Path, plan: Plan, device: str) -> dict:
+    """The run's ``protocol.json`` content: the stored one continued, or a new one; ConfigError when the
+    stored scale differs from ``plan.scale``."""
+    scale = plan.scale.to_dict()
+    scale["patch"], scale["pretrain_crop"] = list(scale["patch"]), list(scale["pretrain_crop"])
+    path = out / META_NAME
+    stored = read_json(path) if path.exists() else None
+    differ = sorted(k for k in scale if k != "seeds" and stored is not None and stored["scale"].get(k) != scale[k])
+    if differ:
+        raise ConfigError(f"holds a protocol run of another design (differs in {', '.join(differ)}); "
+                          "choose another OUT", out)
+    return {"scale": scale, "cohort_seeds": COHORT_SEEDS, "command": plan.command, "machine": machine(device),
+            "commit": units.git_commit(), "times": stored["times"] if stored else {}}
+
+
+def _save(out: Path, meta: dict, times: Times) -> None:
+    import json
+
+    meta["times"] = times.data
+    write_text_atomic(out / META_NAME, json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(out / RESULTS_NAME, report.render(units.load_units(out), meta))
+
+
+def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:
+    """``(variant, seed)`` of every unit without a JSON yet; sanity rows have seed None."""
+    todo = [(name, seed) for name in plan.variants for seed in range(plan.scale.seeds)
+            if not units.unit_path(out, name, seed).exists()]
+    if plan.sanity:
+        todo += [(name, None) for name in SANITY if not units.unit_path(out, name, 0).exists()]
+    return todo
+
+
+def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress: bool = True) -> Path:
+    """Run (or continue) the protocol in ``out``; returns ``out/results.md``."""
+    from anatoseg.training.device import choose_device
+    from anatoseg.training.run_folder import hold
+
+    device = choose_device(device).type
+    out = Path(out)
+    with hold(out):
+        meta = _meta(out, plan, device)
+        times = Times(meta["times"])
+        with times.measure("total"):
+            shared = prepare(plan.scale, out, device, times, progress)
+        todo = pending(out, plan)
+        _save(out, meta, times)
+        for name, seed in tqdm(todo, desc="units", unit="unit", disable=not progress):
+            clock = Clock()
+            try:
+                if seed is None:
+                    units.run_sanity_unit(name, SANITY[name], plan.scale, shared, out)
+                else:
+                    units.run_network_unit(name, plan.registry[name], seed, plan.scale, shared, out, device,
+                                           progress)
+            except Exception as exc:  # one unit failing (a patch its network cannot take) does not end the run
+                print(f"{name} seed {seed}: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            for part in ("units", "total"):
+                times.add(part, *clock.lap())
+            _save(out, meta, times)
+    return out / RESULTS_NAME
+
+
+def make_plan(scale: Scale, variants: Sequence[str] | None = None, seeds: int | None = None, sanity: bool = True,
+              command: str = "") -> Plan:
+    """A checked :class:`Plan` (``seeds``: override the scale's seed count)."""
+    import dataclasses
+
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+        scale = dataclasses.replace(scale, seeds=seeds)
+    return Plan(scale=scale.check(), variants=resolve(variants), sanity=sanity, command=command)

@@ -1,0 +1,103 @@
+"""What every unit shares, made once per run folder and skipped when it exists: the phantom cohorts,
+stage 1 (organ pseudo-labels and the stage-1 model) and stage 2 (pretrained encoders).
+
+Layout under the run folder ``OUT``: ``data/<cohort>/manifest.json`` (:data:`.config.COHORT_SEEDS`),
+``stage1/`` (:func:`anatoseg.stage1.run_pseudolabel`), ``stage2/`` (:func:`anatoseg.stage2.run.run_pretrain`),
+``gt_organs_test/<case_id>.nii.gz`` (links to the test cases' true organ maps, the ``--organs``
+layout of the GT-organs variant).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
+from anatoseg.experiments.protocol.timing import Times
+from anatoseg.experiments.protocol.variants import overrides
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, GT organs."""
+
+    manifests: dict[str, Path]
+    stage1: dict
+    stage1_dir: Path
+    encoders: Path
+    fingerprint: Path
+    gt_organs: Path
+
+
+def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True) -> dict[str, Path]:
+    """The four cohorts' manifests (``data/<name>/manifest.json``), each generated unless it exists."""
+    from anatoseg.data.phantom import generate_cohort
+
+    counts = {"organ_ct": (scale.organ_cases, 0.0), "train": (scale.train_cases, scale.train_negatives),
+              "pretrain": (scale.pretrain_cases, 0.0), "test": (scale.test_cases, scale.test_negatives)}
+    manifests = {name: data / name / "manifest.json" for name in COHORT_SEEDS}
+    for name, seed in COHORT_SEEDS.items():
+        if not manifests[name].exists():
+            cases, negatives = counts[name]
+            with times.measure("cohorts"):
+                generate_cohort(data / name, cases=cases, seed=seed, spacing=scale.spacing, negatives=negatives,
+                                domain="diagnostic" if name == "organ_ct" else "petct", overwrite=True,
+                                progress=progress)
+    return manifests
+
+
+def stage1(scale: Scale, out: Path, manifests: dict[str, Path], device: str, times: Times) -> dict:
+    """Stage 1 on (organ_ct -> train) unless its report exists; returns the report."""
+    from anatoseg.stage1 import build_config, run_pseudolabel
+    from anatoseg.stage1.run import REPORT_NAME
+
+    report = out / "stage1" / REPORT_NAME
+    if not report.exists():
+        settings = {"teacher.steps": scale.teacher_steps, "student.steps": scale.student_steps,
+                    "data.spacing": [scale.spacing] * 3,  # the phantom's own grid (stage 1's default is 4 mm)
+                    **scale.stage1_set}
+        with times.measure("stage1"):
+            run_pseudolabel(manifests["organ_ct"].parent, manifests["train"].parent, out / "stage1",
+                            build_config(overrides=overrides(settings)), overwrite=True, device=device)
+    return json.loads(report.read_text())
+
+
+def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, times: Times,
+           progress: bool = True) -> Path:
+    """Stage 2 on the pretraining cohort unless its encoders exist; returns the encoders checkpoint."""
+    from anatoseg.stage2.loop import ENCODERS_NAME
+    from anatoseg.stage2.run import run_pretrain
+
+    encoders = out / "stage2" / ENCODERS_NAME
+    if not encoders.exists():
+        settings = {"train.steps": scale.pretrain_steps, "model.preset": scale.preset,
+                    "crop.size": list(scale.pretrain_crop), "mask.patch_size": [8, 8, 8]}
+        with times.measure("stage2"):
+            encoders = Path(run_pretrain(manifests["pretrain"], out / "stage2", device=device, progress=progress,
+                                         overrides=overrides(settings)).checkpoint)
+    return encoders
+
+
+def gt_organ_folder(manifest: Path, folder: Path) -> Path:
+    """``folder/<case_id>.nii.gz`` links to each case's true organ map (the layout ``--organs`` reads)."""
+    from anatoseg.data import find_cases
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for files in find_cases(manifest):
+        link = folder / f"{files.case_id}.nii.gz"
+        if not link.exists():
+            link.symlink_to(Path(files.organs).resolve())
+    return folder
+
+
+def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool = True) -> Shared:
+    """Cohorts, stage 1, stage 2 and the GT organ folder, each unless it exists (module docstring)."""
+    from anatoseg.training.fingerprint import FINGERPRINT_NAME
+
+    manifests = cohorts(scale, out / "data", times, progress)
+    report = stage1(scale, out, manifests, device, times)
+    encoders = stage2(scale, out, manifests, device, times, progress)
+    return Shared(manifests=manifests, stage1=report, stage1_dir=out / "stage1", encoders=encoders,
+                  fingerprint=out / "stage2" / FINGERPRINT_NAME,
+                  gt_organs=gt_organ_folder(manifests["test"], out / "gt_organs_test"))

@@ -1,0 +1,144 @@
+"""One unit of the protocol: a (variant, seed) trained, its test cases predicted and scored, saved.
+
+A unit is ``OUT/units/<variant slug>__seed<k>.json`` (:func:`unit_path`), written atomically once
+everything of it is done; a unit whose file exists is finished and never run again. Its fields:
+``format``, ``variant``, ``seed``, ``kind`` (``"network"`` or ``"sanity"``), ``spec`` (the registry
+entry), ``commit`` (the git commit it ran on), ``scale``, ``config`` (the stage-3 config the model
+was trained with), ``seconds`` and ``cpu_seconds`` (wall and CPU user+system time of this process
+and its children, train and predict), ``val_dice`` and ``cases`` (:func:`.scoring.score_case`
+records of every test case).
+
+Training goes to ``OUT/units/<slug>__seed<k>/train`` through :func:`anatoseg.stage3.run.run_train`;
+an interrupted training resumes from its ``checkpoint.pt``, a finished one (``model.pt``) is only
+predicted again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from anatoseg.data.atomic import read_json, write_text_atomic
+from anatoseg.experiments.protocol.config import Scale
+from anatoseg.experiments.protocol.stages import Shared
+from anatoseg.experiments.protocol.timing import Clock
+from anatoseg.experiments.protocol.variants import overrides
+
+UNIT_FORMAT = 1
+UNITS = "units"
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from (None outside a git checkout)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                               cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def slug(name: str) -> str:
+    """A file-name form of a variant name: lower case, runs of other characters as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "variant"
+
+
+def unit_path(out: Path, variant: str, seed: int) -> Path:
+    return out / UNITS / f"{slug(variant)}__seed{seed}.json"
+
+
+def load_units(out: Path) -> list[dict]:
+    """Every finished unit of the run folder ``out``, sorted by (variant, seed)."""
+    paths = sorted((out / UNITS).glob("*.json"))
+    return sorted((read_json(path) for path in paths), key=lambda u: (u["variant"], u["seed"]))
+
+
+def scored_cases(manifest: Path) -> list[tuple]:
+    """``[(CaseFiles, lesion list)]`` of a phantom manifest, in manifest order."""
+    from anatoseg.data import find_cases
+
+    lists = {entry["case"]: entry.get("lesion_list") or [] for entry in read_json(manifest)["cases"]}
+    return [(files, lists.get(files.case_id, [])) for files in find_cases(manifest)]
+
+
+def stage3_overrides(scale: Scale, spec: dict, seed: int) -> list[str]:
+    """The ``--set`` list of a variant's training: the scale's budget, then the variant's own settings."""
+    z, y, x = scale.patch
+    settings = {"model.arch": spec["arch"], "model.preset": scale.preset, "train.steps": scale.steps,
+                "train.batch_size": scale.batch_size, "data.patch_size": [z, y, x], "seed": seed,
+                "train.val_every": scale.val_every, "train.ckpt_every": scale.val_every,
+                "data.val_cases": scale.val_cases, **scale.stage3_set, **spec["set"]}
+    return overrides(settings)
+
+
+def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path, device: str,
+               progress: bool) -> tuple[Path, float | None]:
+    """Train (or resume, or reuse) one variant's model: ``(model.pt, validation Dice or None)``."""
+    from anatoseg.stage3.loop import CHECKPOINT_NAME, MODEL_NAME
+    from anatoseg.stage3.run import run_train
+
+    if (folder / MODEL_NAME).exists():
+        return folder / MODEL_NAME, None
+    pseudo = spec["prompts"] == "pseudo"
+    result = run_train(shared.manifests["train"], folder, overrides=stage3_overrides(scale, spec, seed),
+                       init=shared.encoders if spec["init"] == "stage2" else None,
+                       organs_dir=shared.stage1_dir if pseudo else None,
+                       organ_model=shared.stage1["model"] if pseudo else None, fingerprint=shared.fingerprint,
+                       resume=(folder / CHECKPOINT_NAME).exists(), device=device, progress=progress)
+    return Path(result.model), result.val_dice
+
+
+def predict_unit(model: Path, manifest: Path, device: str) -> tuple[list[dict], dict]:
+    """Score every test case with ``model``: ``(case records, the model's stage-3 config)``.
+
+    Prompts as ``anato predict`` chooses them (:class:`anatoseg.inference.predict.OrganSource`): the
+    stage-1 model the checkpoint names, else the dataset's own (true) organ maps."""
+    from anatoseg.data.case import load_case
+    from anatoseg.experiments.protocol.scoring import network_probability, score_case
+    from anatoseg.inference.predict import OrganSource, Predictor
+
+    predictor = Predictor.from_checkpoint(model, device=device)
+    source = OrganSource(predictor, None)
+    records = []
+    for files, lesion_list in scored_cases(manifest):
+        prob = network_probability(predictor, source.for_case(source.files_for(files)))
+        records.append(score_case(prob, load_case(files), lesion_list))
+    return records, predictor.meta["config"]
+
+
+def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Shared, out: Path, device: str,
+                     progress: bool = True) -> dict:
+    """Train, predict, score and save one network unit (module docstring); returns it."""
+    clock = Clock()
+    model, val_dice = train_unit(spec, seed, scale, shared, unit_path(out, name, seed).with_suffix("") / "train",
+                                 device, progress)
+    train_s, train_cpu = clock.lap()
+    cases, config = predict_unit(model, shared.manifests["test"], device)
+    total_s, total_cpu = clock.lap()
+    return save_unit(out, {"variant": name, "seed": seed, "kind": "network", "spec": spec, "scale": scale.name,
+                           "config": config, "val_dice": val_dice, "cases": cases,
+                           "seconds": {"train": train_s, "predict": total_s - train_s},
+                           "cpu_seconds": {"train": train_cpu, "predict": total_cpu - train_cpu}})
+
+
+def run_sanity_unit(name: str, options: dict, scale: Scale, shared: Shared, out: Path) -> dict:
+    """Score the no-learning baseline ``options`` on every test case and save it (seed 0)."""
+    from anatoseg.data.case import load_case
+    from anatoseg.experiments.protocol.scoring import sanity_case
+
+    clock = Clock()
+    cases = [sanity_case(options, load_case(files), lesions)
+             for files, lesions in scored_cases(shared.manifests["test"])]
+    wall, cpu = clock.lap()
+    return save_unit(out, {"variant": name, "seed": 0, "kind": "sanity", "spec": options, "scale": scale.name,
+                           "config": None, "val_dice": None, "cases": cases, "seconds": {"predict": wall},
+                           "cpu_seconds": {"predict": cpu}})
+
+
+def save_unit(out: Path, unit: dict) -> dict:
+    """Write ``unit`` (with ``format`` and ``commit`` added) atomically to its :func:`unit_path`."""
+    unit = {"format": UNIT_FORMAT, "commit": git_commit(), **unit}
+    write_text_atomic(unit_path(out, unit["variant"], unit["seed"]), json.dumps(unit, indent=None) + "\n")
+    return unit

@@ -1,0 +1,91 @@
+"""The variants the protocol compares, as data: a registry of networks, named groups, and the
+no-learning sanity rows.
+
+A network variant is ``{"arch", "prompts", "init", "set"}``:
+
+- ``arch``: a stage-3 ``model.arch`` (:func:`anatoseg.nets.build_network`);
+- ``prompts``: ``"pseudo"`` (stage-1 pseudo-labels in training, the stage-1 model at test),
+  ``"gt"`` (the phantom's true organ maps in training and at test) or None (no organ input);
+- ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
+- ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
+  protocol's own (so a variant can change anything ``anato train --set`` can).
+
+Every variant trains through :func:`anatoseg.stage3.run.run_train` exactly as ``anato train``
+would with those options, so a change of the stage-3 recipe reaches every variant. A new ablation
+is a new entry here (and, if wanted, in :data:`GROUPS`), not a new code path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from anatoseg.errors import ConfigError
+
+REFERENCE = "full method"
+"""The variant every other is compared with (:data:`anatoseg.experiments.stats.REFERENCE`)."""
+
+PROMPTS = ("pseudo", "gt", None)
+INITS = ("stage2", None)
+
+VARIANTS: dict[str, dict] = {
+    "full method": {"arch": "anatoseg", "prompts": "pseudo", "init": "stage2", "set": {}},
+    "no prompts": {"arch": "anatoseg", "prompts": None, "init": "stage2", "set": {"model.net.use_prompts": False}},
+    "no pretraining": {"arch": "anatoseg", "prompts": "pseudo", "init": None, "set": {}},
+    "GT organs": {"arch": "anatoseg", "prompts": "gt", "init": "stage2", "set": {}},
+    "UNet": {"arch": "unet", "prompts": None, "init": None, "set": {}},
+    "SegResNet": {"arch": "segresnet", "prompts": None, "init": None, "set": {}},
+    "SwinUNETR": {"arch": "swinunetr", "prompts": None, "init": None, "set": {}},
+    "UNETR": {"arch": "unetr", "prompts": None, "init": None, "set": {}},
+}
+"""Network variants by name (module docstring)."""
+
+GROUPS: dict[str, list[str]] = {
+    "table": list(VARIANTS),
+    "ablations": ["full method", "no prompts", "no pretraining", "GT organs"],
+    "baselines": ["full method", "UNet", "SegResNet", "SwinUNETR", "UNETR"],
+}
+"""Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
+
+SANITY: dict[str, dict] = {
+    "SUV ≥ 2.5": {"method": "fixed", "suv_threshold": 2.5},
+    "SUV ≥ 40 % SUVmax": {"method": "relative", "fraction": 0.4, "suvmax_region": "outside_organs"},
+}
+"""No-learning rows: keyword arguments of :func:`anatoseg.experiments.sanity.sanity_baseline` (the
+organ mask removed is the case's true organ map; components under 0.1 ml dropped)."""
+
+
+def check_variant(name: str, spec: Mapping) -> None:
+    """ConfigError unless ``spec`` is a well-formed network variant (module docstring)."""
+    missing = {"arch", "prompts", "init", "set"} - set(spec)
+    if missing:
+        raise ConfigError(f"variant {name!r}: missing {sorted(missing)}")
+    if spec["prompts"] not in PROMPTS or spec["init"] not in INITS or not isinstance(spec["set"], Mapping):
+        raise ConfigError(f"variant {name!r}: prompts must be one of {PROMPTS}, init one of {INITS}, set a "
+                          f"mapping; got {spec['prompts']!r}, {spec['init']!r}, {spec['set']!r}")
+
+
+def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIANTS,
+            groups: Mapping[str, Sequence[str]] = GROUPS) -> list[str]:
+    """Variant names from names and group names (None: every variant), in registry order, without
+    repeats; the reference variant is always included (the comparisons need it)."""
+    wanted = set(registry) if not names else set()
+    for name in names or ():
+        if name in groups:
+            wanted.update(groups[name])
+        elif name in registry:
+            wanted.add(name)
+        else:
+            raise ConfigError(f"unknown variant or group {name!r}; variants: {', '.join(registry)}; "
+                              f"groups: {', '.join(groups)}")
+    if REFERENCE in registry:
+        wanted.add(REFERENCE)
+    for name in wanted:
+        check_variant(name, registry[name])
+    return [name for name in registry if name in wanted]
+
+
+def overrides(settings: Mapping[str, object]) -> list[str]:
+    """``{"section.key": value}`` as ``anato train --set`` strings (values written as JSON, which the
+    config parser reads as YAML)."""
+    return [f"{key}={json.dumps(value)}" for key, value in settings.items()]

@@ -1,0 +1,108 @@
+"""The protocol's statistics and report on synthetic unit JSONs, the variant registry, and the lesion
+tagging and FP grouping it scores with (anatoseg.experiments.protocol, anatoseg.metrics.breakdown)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anatoseg.data.labels import ORGAN_IDS
+from anatoseg.errors import ConfigError
+from anatoseg.experiments.protocol import report, variants
+from anatoseg.experiments.protocol.__main__ import scale_overrides
+from anatoseg.experiments.protocol.config import CPU
+from anatoseg.metrics.breakdown import grouped_organs, tags_by_centre
+from anatoseg.metrics.froc import CaseScores
+
+
+def _case(name: str, dice, fp: int, tp: int, fn: int, site: str = "bone", fp_organ: str = "bowel") -> dict:
+    lesions = [{"lesion": k + 1, "volume_ml": 2.0, "size": "1-5 ml", "detected": k < tp, "site": site, "hard": "no"}
+               for k in range(tp + fn)]
+    groups = {g: {"count": 0, "volume_ml": 0.0} for g in ("brain", "bowel", "other")}
+    groups[fp_organ]["count"] = fp
+    return {"case": name, "positive": tp + fn > 0, "dice": dice, "fpv_ml": 0.5 * fp,
+            "fnv_ml": None if tp + fn == 0 else 1.0 * fn, "tp": tp, "fp": fp, "fn": fn, "fp_by_organ": groups,
+            "lesions": lesions, "unmatched_lesions": 0,
+            "froc": CaseScores(np.array([0.9] * tp + [-np.inf] * fn), np.array([0.6] * fp)).to_dict()}
+
+
+def _unit(variant: str, seed: int, shift: float, kind: str = "network", commit: str = "abc") -> dict:
+    rng = np.random.default_rng([seed, len(variant)])
+    cases = [_case(f"c{i}", float(np.clip(0.5 + shift + 0.05 * rng.standard_normal(), 0, 1)), fp=i % 3, tp=1, fn=1)
+             for i in range(8)]
+    cases += [_case(f"n{i}", None, fp=1 + (shift < 0), tp=0, fn=0, fp_organ="brain") for i in range(4)]
+    return {"variant": variant, "seed": seed, "kind": kind, "commit": commit, "cases": cases,
+            "seconds": {"train": 120.0, "predict": 10.0}}
+
+
+META = {"scale": {**CPU.to_dict(), "patch": [32, 64, 64]}, "cohort_seeds": {"test": 3303},
+        "command": "python -m anatoseg.experiments.protocol runs/p", "machine": "x86_64 CPU, 2 cores",
+        "commit": "abc", "times": {"wall": {"cohorts": 30.0, "total": 4000.0}, "cpu": {"total": 7000.0}}}
+
+
+def test_report_reads_each_difference_and_flags_stale_units():
+    units = [_unit("full method", s, 0.0) for s in range(3)] + [_unit("no prompts", s, -0.2) for s in range(3)]
+    units += [_unit("UNet", s, 0.0, commit="old") for s in range(3)] + [_unit("SUV ≥ 2.5", 0, -0.4, kind="sanity")]
+    text = report.render(units, META, n_boot=300)
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| Dice | ")}
+    assert "reference better" in rows["no prompts"] and "[-0.2" in rows["no prompts"]
+    assert "| 8 | 3 |" in rows["UNet"]  # Dice pairs the 8 cases with lesions, 3 seeds
+    assert "no difference" in rows["UNet"] and rows["SUV ≥ 2.5"].split(" | ")[3] == "3"  # sanity repeated per seed
+    assert "| variant | brain | bowel | other |" in text
+    assert "| full method | 0.33 | 0.58 | 0.00 |" in text  # 4 brain FPs and 7 bowel FPs over 12 cases
+    assert "| full method | 24 / 48 | 0.500 |" in text  # pooled over three seeds
+    assert "Wall time: cohorts 30 s, total 4000 s" in text and "all threads) time: total 7000 s" in text
+    assert "UNet seed 0: commit old" in text and "`python -m anatoseg.experiments.protocol runs/p`" in text
+    assert "The best network" in text and "too easy" not in text
+    assert "| variant | bone |" in text and "| full method | 0.50 (48) |" in text  # sensitivity by site
+
+
+def test_sanity_row_that_rivals_the_networks_says_the_phantom_is_too_easy():
+    units = [_unit("full method", s, 0.0) for s in range(2)] + [_unit("SUV ≥ 2.5", 0, -0.02, kind="sanity")]
+    assert "The phantom is too easy" in report.sanity_reading(report.by_variant(units))
+
+
+def test_froc_of_a_unit_reads_the_stored_candidates():
+    at = report.froc_at(_unit("full method", 0, 0.0))
+    # 8 lesions detected at 0.9 of 16; FPs at 0.6 come after: at 0.5 FP/case only the 0.9 point qualifies
+    assert at[0.5] == pytest.approx(0.5) and at[4.0] == pytest.approx(0.5)
+
+
+def test_registry_resolves_groups_and_always_keeps_the_reference():
+    assert variants.resolve(["UNet"]) == ["full method", "UNet"]
+    assert variants.resolve(["ablations"]) == variants.GROUPS["ablations"]
+    assert variants.resolve(None) == list(variants.VARIANTS)
+    with pytest.raises(ConfigError, match="unknown variant or group 'nope'"):
+        variants.resolve(["nope"])
+    with pytest.raises(ConfigError, match="prompts must be one of"):
+        variants.check_variant("x", {"arch": "unet", "prompts": "organs", "init": None, "set": {}})
+    assert variants.overrides({"model.net.use_prompts": False, "data.patch_size": [32, 64, 64]}) == [
+        "model.net.use_prompts=false", "data.patch_size=[32, 64, 64]"]
+
+
+def test_scale_overrides_change_fields_and_refuse_unknown_ones():
+    assert scale_overrides(CPU, ["steps=7", "patch=[32, 32, 32]"]).patch == (32, 32, 32)
+    with pytest.raises(ConfigError, match="expected field=value"):
+        scale_overrides(CPU, ["stepz=7"])
+
+
+def test_tags_follow_each_lesion_centre_and_count_merged_and_missing_lesions():
+    gt = np.zeros((10, 10, 10), np.uint8)
+    gt[1:3, 1:3, 1:3] = 1
+    gt[6:9, 6:9, 6:9] = 1
+    lesions = [{"site": "liver", "hard": None, "centre_zyx": [7, 7, 7]},
+               {"site": "bone", "hard": "small", "centre_zyx": [3, 3, 3]},  # next to component 1: the 3x3x3 block
+               {"site": "lung", "hard": True, "centre_zyx": [8, 8, 8]},  # same component as the first
+               {"site": "breast", "centre_zyx": [0, 9, 0]}]  # nothing there
+    tags, unmatched = tags_by_centre(gt, lesions)
+    assert tags == {2: {"site": "liver", "hard": "no", "merged": 1}, 1: {"site": "bone", "hard": "small"}}
+    assert unmatched == 1
+    affine = np.array([[0, 0, 2.0, 0], [0, 2.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])  # (z, y, x) -> world (x, y, z)
+    tags, _ = tags_by_centre(gt, [{"site": "bone", "centre_mm": [14.0, 14.0, 16.0]}], affine)  # voxel (8, 7, 7)
+    assert tags == {2: {"site": "bone"}}
+
+
+def test_grouped_organs_pools_left_and_right_and_skips_absent_names():
+    organs = np.array([[[ORGAN_IDS["kidney_left"], ORGAN_IDS["kidney_right"], ORGAN_IDS["liver"], 0]]])
+    groups, names = grouped_organs(organs, {"kidney": ("kidney_left", "kidney_right"), "gone": ("no_such_organ",)})
+    assert names == {1: "kidney", 2: "gone"} and groups.tolist() == [[[1, 1, 0, 0]]]
