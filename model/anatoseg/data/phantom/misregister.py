@@ -66,21 +66,30 @@ class Misregistration:
 
     def warp(self, volume: np.ndarray, pet: Grid, *, nearest: bool = False) -> np.ndarray:
         """Apply the breathing displacement to ``volume`` ``(X, Y, Z)`` sampled on :meth:`source_grid`:
-        ``out[p] = volume[p - breathing(p)]`` along z, linear (or ``nearest``), edges clamped."""
-        if not self.breathing_mm:
-            return volume
+        ``out[p] = volume[p - breathing(p)]`` along z, linear (or ``nearest``), edges clamped. Only the
+        block of columns and slices that moves is computed."""
         x, y, z = (pet.axis(a) for a in range(3))
         weight = self.weight(x[:, None], y[None, :])                              # (X, Y)
         profile = np.interp(z, self.z_profile, [0.0, 1.0, 1.0, 0.0]) * self.breathing_mm / pet.spacing[2]
-        source = np.arange(pet.shape[2], dtype=np.float32) - weight[:, :, None] * profile[None, None, :]
+        columns, slices = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(profile)
+        if not self.breathing_mm or not columns.size or not slices.size:
+            return volume
+        rows = np.flatnonzero(weight.any(axis=0))
+        block = (slice(columns[0], columns[-1] + 1), slice(rows[0], rows[-1] + 1), slice(slices[0], slices[-1] + 1))
+        source = (np.arange(pet.shape[2], dtype=np.float32)[block[2]]
+                  - weight[block[:2]][:, :, None] * profile[block[2]].astype(np.float32))
         np.clip(source, 0, pet.shape[2] - 1, out=source)
+        stack = volume[block[:2]]                                                 # all slices of the moving columns
+        out = volume.copy()
         if nearest:
-            return np.take_along_axis(volume, np.rint(source).astype(np.intp), axis=2)
-        low = np.floor(source).astype(np.intp)
+            out[block] = np.take_along_axis(stack, np.rint(source).astype(np.intp), axis=2)
+            return out
+        low = source.astype(np.intp)                                              # floor: source >= 0
         frac = (source - low).astype(volume.dtype)
-        high = np.minimum(low + 1, pet.shape[2] - 1)
-        below = np.take_along_axis(volume, low, axis=2)
-        return below + frac * (np.take_along_axis(volume, high, axis=2) - below)
+        below = np.take_along_axis(stack, low, axis=2)
+        out[block] = below + frac * (np.take_along_axis(stack, np.minimum(low + 1, pet.shape[2] - 1), axis=2)
+                                     - below)
+        return out
 
     def params(self) -> dict:
         """JSON-ready record (world mm)."""
