@@ -95,7 +95,7 @@ def _volume(seed=0, shape=(40, 36, 44)):
                        rng.integers(0, 15, shape).astype(np.uint8))
 
 
-NO_AUGMENT = AugmentConfig(flip_prob=0, affine_prob=0, intensity_prob=0)
+NO_AUGMENT = AugmentConfig(**{name: 0.0 for name in vars(AugmentConfig()) if name.endswith("_prob")})
 
 
 def test_batches_depend_only_on_seed_and_step():

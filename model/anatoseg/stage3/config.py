@@ -16,21 +16,41 @@ Example file::
 
 ``model.net`` is a free dict of :class:`anatoseg.nets.NetConfig` fields applied on
 top of ``model.preset``; it is checked when the network is built.
+
+The training recipe, for every architecture alike (each a value here, so that an experiment varies it
+with ``--set``):
+
+- ``data``: a third of the patches centred on lesions, a sixth on high-uptake organs
+  (``data.hard_negative_organs``), a sixth on hot voxels outside the lesions (PET above the case's
+  ``data.hot_quantile``), the rest at random (:mod:`anatoseg.training.sampling`);
+- ``augment``: nnU-Net's mirroring (left/right organ labels swapped on an X flip), rotation and scaling,
+  brightness, gamma, contrast, noise, blur, simulated low resolution, and a PET-CT misregistration of up to
+  ``augment.misalign_voxels`` (:mod:`anatoseg.training.augment`);
+- ``loss``: deep supervision against average-pooled (soft) targets, no loss at heads coarser than
+  ``loss.max_supervised_stride``;
+- ``optim``: ``lr`` and ``warmup_steps`` null take the architecture's defaults
+  (:data:`anatoseg.training.optim.ARCH_OPTIM`); stage-2 encoders (``--init``) train at
+  ``optim.pretrained_lr_scale`` times the rate of the new layers;
+- ``infer``: test-time mirroring (``infer.mirror``) and organ post-processing (``infer.suppress_organs``)
+  for ``anato predict``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from anatoseg.config import DataConfig, InferConfig, LossConfig, NetworkRunConfig, RunConfig
+from anatoseg.config import DataConfig, InferConfig, LossConfig, NetworkRunConfig, RunConfig, organ_names
+from anatoseg.configbase import OptimConfig
 from anatoseg.errors import ConfigError
 
 #: Voxels per training patch that each network preset is sized for (``base``: the
 #: autoPET nnU-Net patch 112×160×128 at batch 2 in bf16 on a 24 GB GPU).
 PATCH_VOXEL_BUDGET = {"tiny": 64**3, "base": 112 * 160 * 128}
+
 
 @dataclass
 class TrainRunConfig(RunConfig):
@@ -38,7 +58,23 @@ class TrainRunConfig(RunConfig):
 
 
 @dataclass
+class TrainOptimConfig(OptimConfig):
+    """Stage 3's optimiser: ``lr`` None (null) is the architecture's rate and ``warmup_steps`` None its warm-up
+    (:func:`anatoseg.training.optim.resolve_optim`); encoders loaded from a stage-2 checkpoint train at
+    ``pretrained_lr_scale`` times the rate of the new layers, with a warm-up of at least 5 % of the steps."""
+
+    warmup_steps: int | None = None
+    pretrained_lr_scale: float = 0.25
+
+    def validate(self, prefix: str = "optim") -> None:
+        OptimConfig.validate(dataclasses.replace(self, warmup_steps=self.warmup_steps or 0), prefix)
+        if not 0 < self.pretrained_lr_scale <= 1:
+            raise ConfigError(f"{prefix}.pretrained_lr_scale must lie in (0, 1], got {self.pretrained_lr_scale}")
+
+
+@dataclass
 class Config(NetworkRunConfig):
+    optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainRunConfig = field(default_factory=TrainRunConfig)
@@ -48,15 +84,21 @@ class Config(NetworkRunConfig):
         if len(self.data.patch_size) != 3 or min(self.data.patch_size) < 1:
             raise ConfigError(f"data.patch_size must be three positive sizes (Z, Y, X), "
                               f"got {self.data.patch_size}")
-        if not 0 <= self.data.lesion_fraction <= 1:
-            raise ConfigError(f"data.lesion_fraction must lie in [0, 1], got {self.data.lesion_fraction}")
         self.infer.validate("infer")
         self._check_data()
+        self._check_augment()
         self.require_positive(*(f"train.{name}" for name in ("steps", "batch_size", "val_every", "ckpt_every",
                                                              "log_every")))
 
     def _check_data(self) -> None:
-        data, augment = self.data, self.augment
+        data = self.data
+        shares = (data.lesion_fraction, data.organ_fraction, data.hot_fraction)
+        if min(shares) < 0 or sum(shares) > 1 + 1e-9:
+            raise ConfigError(f"data.lesion_fraction, organ_fraction and hot_fraction must be >= 0 and sum to "
+                              f"<= 1, got {', '.join(f'{v:g}' for v in shares)}")
+        if not 0 < data.hot_quantile < 1:
+            raise ConfigError(f"data.hot_quantile must lie in (0, 1), got {data.hot_quantile}")
+        organ_names(data.hard_negative_organs, "data.hard_negative_organs")
         if data.spacing is not None and (len(data.spacing) != 3 or min(data.spacing) <= 0):
             raise ConfigError(f"data.spacing must be three sizes > 0 (mm, Z, Y, X), got {data.spacing}")
         if not 0 <= data.val_fraction < 1 or (data.val_cases is not None and data.val_cases < 0):
@@ -64,11 +106,27 @@ class Config(NetworkRunConfig):
                               f"{data.val_fraction}, {data.val_cases}")
         if data.num_workers is not None and data.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 or null (auto), got {data.num_workers}")
-        for name in ("flip_prob", "affine_prob", "intensity_prob", "scale", "intensity_scale"):
-            if not 0 <= getattr(augment, name) <= 1:
-                raise ConfigError(f"augment.{name} must lie in [0, 1], got {getattr(augment, name)}")
         if self.loss.dice_weight < 0 or self.loss.ce_weight < 0:
             raise ConfigError(f"loss weights must be >= 0, got {self.loss.dice_weight}, {self.loss.ce_weight}")
+        if self.loss.max_supervised_stride is not None and self.loss.max_supervised_stride < 1:
+            raise ConfigError(f"loss.max_supervised_stride must be >= 1 or null, got "
+                              f"{self.loss.max_supervised_stride}")
+
+    def _check_augment(self) -> None:
+        augment = self.augment
+        unit = ("flip_prob", "affine_prob", "intensity_prob", "scale", "intensity_scale", "gamma_prob",
+                "contrast_prob", "contrast_range", "noise_prob", "blur_prob", "lowres_prob", "misalign_prob")
+        for name in unit:
+            if not 0 <= getattr(augment, name) <= 1:
+                raise ConfigError(f"augment.{name} must lie in [0, 1], got {getattr(augment, name)}")
+        ranges = {"gamma_range": (1e-3, math.inf), "blur_sigma": (0, math.inf), "lowres_zoom": (1e-3, 1)}
+        for name, (low, high) in ranges.items():
+            a, b = getattr(augment, name)
+            if not low <= a <= b <= high:
+                raise ConfigError(f"augment.{name} must be two values {low:g} <= a <= b <= {high:g}, got {a}, {b}")
+        if augment.noise_std < 0 or augment.misalign_voxels < 0:
+            raise ConfigError(f"augment.noise_std and misalign_voxels must be >= 0, got {augment.noise_std}, "
+                              f"{augment.misalign_voxels}")
 
 
 def defaults_from_fingerprint(fingerprint: Mapping[str, Any], preset: str = "tiny",

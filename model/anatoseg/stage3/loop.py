@@ -31,8 +31,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from anatoseg.checkpoint import load_encoders, make_checkpoint, save_checkpoint
+from anatoseg.config import organ_names
 from anatoseg.data.case import CaseFiles
+from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.errors import ConfigError
+from anatoseg.nets import ENCODER_NAMES
 from anatoseg.stage3.config import Config
 from anatoseg.stage3.validate import validate
 from anatoseg.training import distributed as D
@@ -42,9 +45,9 @@ from anatoseg.training.device import amp_active, autocast
 from anatoseg.training.fingerprint import preprocessing_for
 from anatoseg.training.log import LOG_NAME, RunLog
 from anatoseg.training.network import build_model, net_dict
-from anatoseg.training.optim import make_loss, make_optimizer, optimizer_step
+from anatoseg.training.optim import make_loss, make_optimizer, optimizer_step, param_groups, resolve_optim
 from anatoseg.training.run_folder import CACHE_NAME, jsonable, write_config
-from anatoseg.training.sampling import PatchBatches, TrainVolume, auto_num_workers
+from anatoseg.training.sampling import HardNegativeShares, PatchBatches, TrainVolume, auto_num_workers
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -141,8 +144,12 @@ def _set_up(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, 
     patch = tuple(config.data.patch_size)
     rng.seed_everything(config.seed)
     net, net_cfg = build_model(config.model, patch)
-    if inputs.init is not None and resume is None:
-        load_encoders(net, inputs.init)
+    if resume is not None:
+        init = resume["meta"].get("init")  # the encoders a resumed run started from: the same groups
+    else:
+        init = None if inputs.init is None else str(Path(inputs.init).resolve())
+        if init is not None:
+            load_encoders(net, inputs.init)
     rng.seed_everything(config.seed + 1 + ctx.rank)
     net.to(ctx.device)
     model = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
@@ -152,13 +159,23 @@ def _set_up(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, 
     train_ids, val_ids = _prepare_data(config, inputs, out, ctx, params, use_organs, progress)
     meta = {"arch": config.model.arch, "net": net_dict(net_cfg), "patch_size": list(patch),
             "config": config.to_dict(), "preprocessing": jsonable(params.to_dict()),
-            "organ_model": inputs.organ_model, "case_ids": {"train": train_ids, "val": val_ids}}
+            "organ_model": inputs.organ_model, "case_ids": {"train": train_ids, "val": val_ids}, "init": init}
     cache = out / CACHE_NAME
     state = _Run(config, ctx, out, net, model, use_organs, load_volumes(train_ids, cache, use_organs=use_organs),
                  load_volumes(val_ids, cache, use_organs=use_organs), meta)
-    state.optimizer, state.scheduler = make_optimizer(net.parameters(), config.optim, run.steps)
+    state.optimizer, state.scheduler = _optimizer(net, config, pretrained=init is not None)
     state.loss_fn = make_loss(config.loss)
     return state
+
+
+def _optimizer(net: nn.Module, config: Config, *, pretrained: bool):
+    """``(optimizer, scheduler)`` with the architecture's rate and warm-up where the config leaves them null,
+    and the stage-2 encoders (``pretrained``) in their own group at ``optim.pretrained_lr_scale`` times the
+    rate. A resumed run rebuilds the same groups (the checkpoint records ``init``), then loads their state."""
+    optim = resolve_optim(config.optim, config.model.arch, config.train.steps, pretrained)
+    groups = param_groups(net, optim.learning_rate, ENCODER_NAMES if pretrained else (),
+                          config.optim.pretrained_lr_scale)
+    return make_optimizer(groups, optim, config.train.steps)
 
 
 def _prepare_data(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, params, use_organs: bool,
@@ -192,10 +209,14 @@ def _loader(run: _Run) -> torch.utils.data.DataLoader:
     """This process's batches of steps ``[start, end)`` (each a function of (seed, step)); workers and
     pinning from ``data.num_workers``/``data.pin_memory`` (None: :func:`auto_num_workers`, pinned with CUDA)."""
     config = run.config
-    batches = PatchBatches(run.train_volumes, config.data.patch_size, batch_size=config.train.batch_size,
-                           lesion_fraction=config.data.lesion_fraction, augment=config.augment,
-                           seed=config.seed, use_organs=run.use_organs, rank=run.ctx.rank,
-                           world_size=run.ctx.world_size, steps=config.train.steps)
+    data = config.data
+    hard = HardNegativeShares(data.organ_fraction, data.hot_fraction,
+                              tuple(ORGAN_IDS[name] for name in organ_names(data.hard_negative_organs, "")),
+                              data.hot_quantile)
+    batches = PatchBatches(run.train_volumes, data.patch_size, batch_size=config.train.batch_size,
+                           lesion_fraction=data.lesion_fraction, augment=config.augment, seed=config.seed,
+                           use_organs=run.use_organs, rank=run.ctx.rank, world_size=run.ctx.world_size,
+                           steps=config.train.steps, hard_negatives=hard)
     cuda = run.ctx.device.type == "cuda"
     workers = config.data.num_workers
     if workers is None:

@@ -90,11 +90,15 @@ def prepare_cache(files: Sequence[CaseFiles], params: Preprocessing, cache: Path
 
 
 def load_volumes(case_ids: Sequence[str], cache: Path, *, use_organs: bool) -> list[TrainVolume]:
-    """Memory-mapped :class:`TrainVolume` of each cached case (organs only when ``use_organs``)."""
+    """Memory-mapped :class:`TrainVolume` of each cached case, with its organ labels wherever the cache holds
+    them (hard-negative patches are centred on organs for every network); DataError for a case without them
+    when ``use_organs`` (the network reads organ prompts)."""
     volumes = []
     for case_id in case_ids:
         folder = inside(cache, case_id)
-        organs = np.load(folder / "organs.npy", mmap_mode="r") if use_organs else None
+        organs = np.load(folder / "organs.npy", mmap_mode="r") if (folder / "organs.npy").is_file() else None
+        if use_organs and organs is None:
+            raise DataError(f"case {case_id!r} has no organ label map in the cache", folder)
         volumes.append(TrainVolume(case_id, np.load(folder / "image.npy", mmap_mode="r"),
                                    np.load(folder / "label.npy", mmap_mode="r"), organs))
     return volumes

@@ -1,6 +1,8 @@
 """Loss, optimiser, learning-rate schedule and the optimiser step every training loop takes.
 
-- :func:`make_loss`, :func:`make_optimizer`: stage 3's (and stage 2's) from the config;
+- :func:`make_loss`: Dice + CE with deep supervision on soft (average-pooled) targets;
+- :func:`make_optimizer`: stage 3's (and stages 1 and 2's) from the config; :data:`ARCH_OPTIM`, :func:`arch_optim`,
+  :func:`param_groups`: the per-architecture learning rate and warm-up, and the lower rate of pretrained encoders;
 - :class:`LRSchedule`: the learning-rate multiplier of a step; :class:`ScheduledLR` applies it;
 - :func:`optimizer_step`: zero the gradients, backward, clip, step, schedule (stages 1, 2, 3); a non-finite
   loss or gradient norm stops the run with :class:`~anatoseg.errors.DivergedError` before the weights change.
@@ -9,29 +11,129 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.losses import DeepSupervisionLoss, DiceCELoss
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from torch import nn
 
 from anatoseg.config import LossConfig
 from anatoseg.configbase import OptimConfig
 from anatoseg.errors import DivergedError
 
 
-def make_loss(config: LossConfig) -> torch.nn.Module:
+def supervision_target(label: torch.Tensor, shape: Sequence[int]) -> tuple[torch.Tensor, int]:
+    """``(target (B, 2, *shape), stride)``: the one-hot of ``label`` ``(B, 1, Z, Y, X)`` {0, 1} average-pooled
+    to ``shape`` (Z, Y, X), whose sides must divide the label's by one integer stride.
+
+    Soft targets keep small lesions: a one-voxel lesion is 1/8 of its cell at stride 2, where nearest-neighbour
+    downsampling keeps it whole or erases it depending on where it lies.
+    """
+    strides = {size // out for size, out in zip(label.shape[2:], shape, strict=True)}
+    stride = strides.pop()
+    if strides or any(out * stride != size for size, out in zip(label.shape[2:], shape, strict=True)):
+        raise ValueError(f"deep-supervision head of shape {tuple(shape)} is not the label's "
+                         f"{tuple(label.shape[2:])} at one integer stride")
+    target = torch.cat([1 - label, label], dim=1).float()
+    return (target if stride == 1 else F.avg_pool3d(target, stride)), stride
+
+
+class DeepSupervisedDiceCE(nn.Module):
     """Dice + cross-entropy on two-class logits; the Dice term is the lesion class's only (nnU-Net's
     ``do_bg=False``: a background Dice near 1 would halve the pull towards the tiny lesion class).
 
-    ``loss(logits, label)``: logits ``(B, 2, Z, Y, X)`` or a deep-supervision list
-    of them at strides 1, 2, 4, ... (weights 1, 1/2, 1/4, ..., floor 1/16; the label
-    is downsampled by nearest neighbour); label ``(B, 1, Z, Y, X)`` float {0, 1}.
-    Logits are cast to float32 first, so the loss is exact under bf16 autocast.
+    ``loss(logits, label)``: logits ``(B, 2, Z, Y, X)`` or a deep-supervision list of them at strides
+    1, 2, 4, ... (weights 1, 1/2, 1/4, ..., floor 1/16); label ``(B, 1, Z, Y, X)`` float {0, 1}. Each head is
+    compared with :func:`supervision_target` (soft targets); heads coarser than ``max_stride`` get no loss
+    (None: every head). Logits are cast to float32 first, so the loss is exact under bf16 autocast.
     """
-    dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, batch=config.batch_dice, include_background=False,
-                         lambda_dice=config.dice_weight, lambda_ce=config.ce_weight)
-    return DeepSupervisionLoss(dice_ce, weight_mode="exp")
+
+    def __init__(self, config: LossConfig):
+        super().__init__()
+        self.dice_ce = DiceCELoss(softmax=True, batch=config.batch_dice, include_background=False,
+                                  lambda_dice=config.dice_weight, lambda_ce=config.ce_weight)
+        self.max_stride = config.max_supervised_stride
+
+    def forward(self, logits: torch.Tensor | Sequence[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+        heads = list(logits) if isinstance(logits, (list, tuple)) else [logits]
+        total = heads[0].new_zeros((), dtype=torch.float32)
+        for level, head in enumerate(heads):
+            target, stride = supervision_target(label, head.shape[2:])
+            if level and self.max_stride is not None and stride > self.max_stride:
+                continue
+            total = total + max(0.5**level, 1 / 16) * self.dice_ce(head.float(), target)
+        return total
+
+
+def make_loss(config: LossConfig) -> nn.Module:
+    """Stage 3's loss from its config: :class:`DeepSupervisedDiceCE`."""
+    return DeepSupervisedDiceCE(config)
+
+
+@dataclass(frozen=True)
+class ArchOptim:
+    """The optimiser defaults of one architecture: AdamW and SGD learning rates, and the warm-up as a share of
+    the run's steps."""
+
+    adamw_lr: float
+    sgd_lr: float
+    warmup: float
+
+
+#: Per-architecture defaults for ``optim.lr: null`` and ``optim.warmup_steps: null`` (every ``anatoseg*``
+#: architecture is ``anatoseg``). Transformers (SwinUNETR, UNETR) train at a lower rate with a warm-up, as
+#: their papers and MONAI's tutorials do (1e-4, AdamW); AdamW rates from the validation sweep
+#: ``python -m anatoseg.experiments.lr_sweep`` (``benchmarks/results/lr-sweep-*.md``), SGD as nnU-Net.
+ARCH_OPTIM: dict[str, ArchOptim] = {
+    "anatoseg": ArchOptim(adamw_lr=1e-3, sgd_lr=1e-2, warmup=0.0),
+    "unet": ArchOptim(adamw_lr=1e-3, sgd_lr=1e-2, warmup=0.0),
+    "segresnet": ArchOptim(adamw_lr=1e-3, sgd_lr=1e-2, warmup=0.0),
+    "swinunetr": ArchOptim(adamw_lr=2e-4, sgd_lr=1e-3, warmup=0.05),
+    "unetr": ArchOptim(adamw_lr=1e-4, sgd_lr=1e-3, warmup=0.05),
+}
+#: Warm-up share of the run's steps at least, when the encoders start from a stage-2 checkpoint (MAE-style
+#: fine-tuning warms up before the pretrained weights move at full rate).
+PRETRAINED_WARMUP = 0.05
+
+
+def arch_optim(arch: str) -> ArchOptim:
+    """The :data:`ARCH_OPTIM` entry of ``arch``; ValueError for one it does not know."""
+    family = "anatoseg" if arch.startswith("anatoseg") else arch
+    if family not in ARCH_OPTIM:
+        raise ValueError(f"no optimiser defaults for architecture {arch!r} (known: {', '.join(ARCH_OPTIM)})")
+    return ARCH_OPTIM[family]
+
+
+def resolve_optim(config: OptimConfig, arch: str, total_steps: int, pretrained: bool) -> OptimConfig:
+    """``config`` as a plain :class:`OptimConfig` with its learning rate and warm-up steps set: ``lr`` None is
+    the architecture's rate for the optimiser, ``warmup_steps`` None its warm-up share of ``total_steps``
+    (at least :data:`PRETRAINED_WARMUP` of them with ``pretrained`` encoders)."""
+    defaults = arch_optim(arch)
+    lr = config.lr if config.lr is not None else defaults.sgd_lr if config.name == "sgd" else defaults.adamw_lr
+    warmup = config.warmup_steps
+    if warmup is None:
+        share = max(defaults.warmup, PRETRAINED_WARMUP if pretrained else 0.0)
+        warmup = round(share * total_steps)
+    return OptimConfig(name=config.name, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum,
+                       schedule=config.schedule, warmup_steps=warmup, grad_clip=config.grad_clip)
+
+
+def param_groups(net: nn.Module, lr: float, pretrained: Sequence[str] = (),
+                 pretrained_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Optimiser parameter groups of ``net``: its new layers at ``lr`` first, then (when ``pretrained`` names
+    modules, e.g. the stage-2 encoders) those modules' parameters at ``lr * pretrained_lr_scale``. Each
+    group's rate is its base rate, so the schedule (warm-up, decay) scales every group alike."""
+    prefixes = tuple(f"{name}." for name in pretrained)
+    named = list(net.named_parameters())
+    old = [p for name, p in named if prefixes and name.startswith(prefixes)]
+    new = [p for name, p in named if not (prefixes and name.startswith(prefixes))]
+    groups = [{"params": new, "lr": lr, "name": "new"}]
+    if old:
+        groups.append({"params": old, "lr": lr * pretrained_lr_scale, "name": "pretrained"})
+    return groups
 
 
 class LRSchedule:
@@ -82,7 +184,10 @@ class ScheduledLR(torch.optim.lr_scheduler.LRScheduler):
 
 
 def make_optimizer(parameters, config: OptimConfig, total_steps: int):
-    """``(optimizer, scheduler)``: AdamW or SGD (Nesterov) with :class:`ScheduledLR` stepped once per step."""
+    """``(optimizer, scheduler)``: AdamW or SGD (Nesterov) with :class:`ScheduledLR` stepped once per step.
+
+    ``parameters``: parameters, or groups with their own ``lr`` (:func:`param_groups`); ``config.learning_rate``
+    is the rate of groups without one."""
     if config.name == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
                                     nesterov=True, weight_decay=config.weight_decay)

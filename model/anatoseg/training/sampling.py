@@ -1,4 +1,10 @@
-"""Training patches: lesion-oversampled crops plus MONAI augmentation, as a pure function of the step.
+"""Training patches: lesion-centred, hard-negative and random crops plus augmentation, as a pure function of
+the step.
+
+Each patch is centred on a lesion voxel (share ``lesion_fraction``), on a voxel of a high-uptake organ
+(``organ_fraction``), on a hot voxel outside the lesions (``hot_fraction``,
+:mod:`anatoseg.training.hard_negatives`), or placed at random (the rest); augmentation is
+:mod:`anatoseg.training.augment`.
 
 Sample ``i`` of the global batch at step ``s`` is drawn with
 ``numpy.random.default_rng([seed, s, i])`` — case, crop position and every
@@ -16,16 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import (
-    Compose,
-    RandAffined,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-)
 from scipy import ndimage
 
 from anatoseg.config import AugmentConfig
+from anatoseg.training.augment import Augmentation
+from anatoseg.training.hard_negatives import HardNegatives
 
 #: Seconds of a ``base`` training step (batch 2, 112×160×128, bf16) on an H100: the rate the loader must keep.
 BASE_STEP_S = 0.46
@@ -87,23 +88,6 @@ class TrainVolume:
         return len(self.component_starts) - 1
 
 
-def make_augmentation(config: AugmentConfig, with_organs: bool) -> Compose:
-    """MONAI dict transforms on ``image (2, *P)``, ``label (1, *P)``, ``organs (1, *P)``."""
-    keys = ["image", "label"] + (["organs"] if with_organs else [])
-    nearest = ["nearest"] * (len(keys) - 1)
-    angle = np.deg2rad(config.rotate_deg)
-    return Compose([
-        *(RandFlipd(keys, prob=config.flip_prob, spatial_axis=axis) for axis in range(3)),
-        RandAffined(keys, prob=config.affine_prob, rotate_range=(angle, angle, angle),
-                    scale_range=(config.scale,) * 3, mode=["bilinear", *nearest],
-                    padding_mode=["border", *(["zeros"] * len(nearest))]),
-        RandScaleIntensityd("image", factors=config.intensity_scale, prob=config.intensity_prob,
-                            channel_wise=True),
-        RandShiftIntensityd("image", offsets=config.intensity_shift, prob=config.intensity_prob,
-                            channel_wise=True),
-    ])
-
-
 def crop_start(centre: int, size: int, patch: int) -> int:
     """Start of a ``patch``-long crop centred at ``centre`` and kept inside ``[0, size)`` where it fits."""
     return int(min(max(centre - patch // 2, 0), max(size - patch, 0)))
@@ -124,20 +108,44 @@ def crop(volume: TrainVolume, start: Sequence[int], patch: Sequence[int]):
     return image, label, organs
 
 
+@dataclass(frozen=True)
+class HardNegativeShares:
+    """Shares of the patches centred on a voxel of one of ``organ_ids`` (organ label ids) and on a hot
+    non-lesion voxel (PET at or above the case's ``hot_quantile``). A case without the listed organs (or
+    without organ labels) gives a hot patch instead of an organ patch; one without hot voxels a random one."""
+
+    organ: float = 0.0
+    hot: float = 0.0
+    organ_ids: tuple[int, ...] = ()
+    hot_quantile: float = 0.99
+
+    def __post_init__(self) -> None:
+        if min(self.organ, self.hot) < 0:
+            raise ValueError(f"hard-negative shares must be >= 0, got organ {self.organ}, hot {self.hot}")
+        if not 0 < self.hot_quantile < 1:
+            raise ValueError(f"hot_quantile must lie in (0, 1), got {self.hot_quantile}")
+
+
 class PatchBatches(torch.utils.data.Dataset):
     """``dataset[step]`` is this process's share of the global batch of that step.
 
     Returns ``{"image": (b, 2, *P) float32, "label": (b, 1, *P) float32,
     "organs": (b, *P) int64}`` (``organs`` only when ``use_organs``), where
     ``b = batch_size // world_size`` and this rank holds samples
-    ``[rank * b, (rank + 1) * b)`` of the global batch.
+    ``[rank * b, (rank + 1) * b)`` of the global batch. Patches are centred on a lesion voxel (share
+    ``lesion_fraction``; a random patch in a case without lesions), on hard negatives (``hard_negatives``,
+    :class:`HardNegativeShares`) or placed at random (the rest).
     """
 
     def __init__(self, volumes: Sequence[TrainVolume], patch_size: Sequence[int], *, batch_size: int,
                  lesion_fraction: float, augment: AugmentConfig, seed: int, use_organs: bool,
-                 rank: int = 0, world_size: int = 1, steps: int):
+                 rank: int = 0, world_size: int = 1, steps: int,
+                 hard_negatives: HardNegativeShares = HardNegativeShares()):
         if not volumes:
             raise ValueError("no training volumes")
+        if not 0 <= lesion_fraction <= 1 - hard_negatives.organ - hard_negatives.hot + 1e-9:
+            raise ValueError(f"patch shares must lie in [0, 1] and sum to <= 1, got lesion {lesion_fraction}, "
+                             f"organ {hard_negatives.organ}, hot {hard_negatives.hot}")
         if use_organs and any(v.organs is None for v in volumes):
             missing = next(v.name for v in volumes if v.organs is None)
             raise ValueError(f"{missing}: the network uses organ prompts but this case has no organ labels")
@@ -147,10 +155,12 @@ class PatchBatches(torch.utils.data.Dataset):
         self.per_rank = batch_size // world_size
         self.rank = rank
         self.lesion_fraction = lesion_fraction
+        self.hard = hard_negatives
         self.seed = seed
         self.use_organs = use_organs
         self.steps = steps
-        self.augment = make_augmentation(augment, use_organs)
+        self.augment = Augmentation(augment, use_organs)
+        self._negatives: dict[int, HardNegatives] = {}  # by volume index, built on first use
 
     def __len__(self) -> int:
         return self.steps
@@ -168,15 +178,53 @@ class PatchBatches(torch.utils.data.Dataset):
             return bool(rng.random() < self.lesion_fraction)
         return index >= round(self.batch_size * (1 - self.lesion_fraction))
 
+    def kind(self, index: int, rng: np.random.Generator) -> str:
+        """``"lesion"``, ``"organ"``, ``"hot"`` or ``"random"``: where sample ``index`` is centred.
+
+        Lesion slots as :meth:`lesion_centred`; the others draw organ and hot with probabilities scaled by
+        the share of non-lesion slots, so that over many batches the organ and hot shares are as configured
+        whatever the batch size (scaled down together when the non-lesion slots cannot hold them)."""
+        hard = self.hard
+        if self.lesion_centred(index, rng):
+            return "lesion"
+        free = 1 - self.lesion_fraction if self.batch_size == 1 \
+            else round(self.batch_size * (1 - self.lesion_fraction)) / self.batch_size
+        scale = 1 / max(free, hard.organ + hard.hot, 1e-12)
+        draw = rng.random()
+        if draw < hard.organ * scale:
+            return "organ"
+        return "hot" if draw < (hard.organ + hard.hot) * scale else "random"
+
+    def negatives(self, which: int) -> HardNegatives:
+        """The hard-negative candidates of volume ``which``."""
+        if which not in self._negatives:
+            volume = self.volumes[which]
+            self._negatives[which] = HardNegatives(volume.image[0], volume.label, volume.organs,
+                                                   self.hard.organ_ids, self.hard.hot_quantile)
+        return self._negatives[which]
+
+    def centre(self, which: int, kind: str, rng: np.random.Generator) -> np.ndarray | None:
+        """``(3,)`` the centre voxel of a ``kind`` patch in volume ``which``, falling back as the class and
+        :class:`HardNegativeShares` say; None for a random patch."""
+        volume = self.volumes[which]
+        if kind == "lesion" and volume.num_lesions:
+            k = int(rng.integers(volume.num_lesions))
+            return volume.lesion_voxels[int(rng.integers(volume.component_starts[k], volume.component_starts[k + 1]))]
+        centre = None
+        if kind == "organ":
+            centre = self.negatives(which).organ_centre(rng)
+        if centre is None and kind in ("organ", "hot"):
+            centre = self.negatives(which).hot_centre(rng)
+        return centre
+
     def sample(self, step: int, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` of the global batch at ``step``: a crop and its augmentation."""
         rng = np.random.default_rng([self.seed, step, index])
-        volume = self.volumes[int(rng.integers(len(self.volumes)))]
+        which = int(rng.integers(len(self.volumes)))
+        volume = self.volumes[which]
         shape = volume.label.shape
-        if volume.num_lesions and self.lesion_centred(index, rng):
-            k = int(rng.integers(volume.num_lesions))
-            row = int(rng.integers(volume.component_starts[k], volume.component_starts[k + 1]))
-            centre = volume.lesion_voxels[row]
+        centre = self.centre(which, self.kind(index, rng), rng)
+        if centre is not None:
             start = [crop_start(int(c), s, p) for c, s, p in zip(centre, shape, self.patch, strict=True)]
         else:
             start = [int(rng.integers(max(s - p, 0) + 1)) for s, p in zip(shape, self.patch, strict=True)]
@@ -184,9 +232,7 @@ class PatchBatches(torch.utils.data.Dataset):
         item = {"image": image, "label": label.astype(np.float32)}
         if self.use_organs:
             item["organs"] = organs.astype(np.float32)
-        self.augment.set_random_state(seed=int(rng.integers(2**31)))
-        out = self.augment(item)
-        return {key: np.asarray(value) for key, value in out.items()}
+        return self.augment(item, rng)
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         samples = [self.sample(step, self.rank * self.per_rank + i) for i in range(self.per_rank)]
