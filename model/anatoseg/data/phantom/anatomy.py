@@ -72,8 +72,10 @@ def _cavities(body: Body, a: Anatomy, trunk: Column) -> dict:
     a.add(abdomen, Tissue.FAT, 0)
     for side in (-1, 1):  # axillary fat pads, where axillary nodes sit
         centre = (side * (body.half_width(400) - body.fat - 20), 95.0, float(body.z(395)))
-        a.add(Intersect(Ellipsoid(centre, (24.0, 34.0, 40.0)), trunk.inner(body.fat)), Tissue.FAT, 0)
+        pad = Intersect(Ellipsoid(centre, (24.0, 34.0, 40.0)), trunk.inner(body.fat))
+        a.add(pad, Tissue.FAT, 0)
         a.landmarks.setdefault("axilla", []).append(centre)
+        a.landmarks.setdefault("axilla_pads", []).append(pad)
     return {"thorax": thorax, "abdomen": abdomen}
 
 
@@ -148,14 +150,22 @@ def _abdomen(body: Body, a: Anatomy, abdomen) -> None:
 
 
 def _thorax(body: Body, a: Anatomy, thorax) -> None:
-    """Lungs, heart, great vessels, trachea and oesophagus."""
+    """Lungs (kept out of the mediastinum and the axillae), heart, great vessels, trachea and oesophagus."""
     s, o, rng = body.height, body.organ_scale, body.rng
+    rows = []
+    for d, half_width, x in ((285, 26, -2), (400, 38, -4), (560, 40, -8)):
+        y_lo, y_hi = body.spine_y(d) + 12, body.anterior(d) - body.fat - 18
+        rows.append((d, half_width, (y_hi - y_lo) / 2, x, (y_hi + y_lo) / 2))
+    mediastinum = body.column(rows)
     for side, top in ((-1, 528.0), (1, 512.0)):  # diaphragm domes (the right one is higher)
         top += rng.uniform(-15, 15)
         dome = Ellipsoid((side * 70 * o, 100.0, float(body.z(top + 125))), (135 * o, 120.0, 125 * s))
         lung = Ellipsoid(tuple(np.array([side * 80 * o, 88, body.z(415)]) + body.jitter(0.5)),
                          ((67 if side > 0 else 63) * o, 84.0, 150 * s), wobble=body.wobble(0.04, 120))
-        a.add(Subtract(Intersect(lung, thorax), dome), Tissue.LUNG, ORGAN_IDS["lungs"])
+        lung = Subtract(Subtract(Intersect(lung, thorax), dome), mediastinum)
+        for pad in a.landmarks["axilla_pads"]:
+            lung = Subtract(lung, pad)
+        a.add(lung, Tissue.LUNG, ORGAN_IDS["lungs"])
     heart_centre = np.array([-20 * o, 122, body.z(495)]) + body.jitter(0.7)
     heart = Ellipsoid(tuple(heart_centre), (62.0, 50.0, 56 * s), rotation(0, 15, -35), body.wobble(0.03, 80))
     a.add(heart, Tissue.BLOOD, ORGAN_IDS["heart"])

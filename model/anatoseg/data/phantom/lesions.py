@@ -31,7 +31,8 @@ kidney or the aorta with :data:`P_VERTEBRAL` (0.15), a pelvic or paracardiac nod
 with 0.25, and diffuse bone disease with :data:`P_DIFFUSE_BONE` (0.08). Other
 lesions are *hard* with probability 0.3: small (3-6 mm) or low contrast (1.3-1.8
 times the host's SUV). Lesions larger than 25 mm get a necrotic core with less
-uptake. Every lesion is hotter than the tissue it sits in (``suv > host_suv``).
+uptake. Every lesion is hotter than the tissue it sits in (``suv > host_suv``);
+a lymph node lies mostly outside every organ but brown fat.
 Where a lesion sits relative to the organs is measured on the organ map, not
 declared (:mod:`.records`).
 """
@@ -73,6 +74,7 @@ METASTASIS_WEIGHTS = {"axillary_node": 0.28, "mediastinal_node": 0.10, "internal
 P_PRIMARY, P_ADRENAL, P_VERTEBRAL, P_HARD_NODE, P_DIFFUSE_BONE = 0.85, 0.15, 0.15, 0.25, 0.08
 _HOST_TISSUE = {"breast": Tissue.BREAST_GLAND, "bone": Tissue.MARROW, "bone_diffuse": Tissue.MARROW,
                 "liver": Tissue.LIVER, "lung": Tissue.LUNG, "brain": Tissue.BRAIN}
+_NODE_ORGANS = (0, ORGAN_IDS["brown_fat"])  # what a lymph node's centre may lie in
 _FIXED_HARD = {"pelvic_node": "near_bladder", "paracardiac_node": "near_heart", "brain": "in_brain",
                "bone_diffuse": None}
 
@@ -275,7 +277,14 @@ class LesionPlacer:
             return 60.0 if diagnostic else 40.0
         return 70.0 if diagnostic else 40.0
 
-    def free(self, centre, radius: float) -> bool:
+    def fits(self, site: str, centre, radius: float) -> bool:
+        """No overlap with the lesions placed so far; a node's centre, and at least 4 of the 6 points half its
+        radius away along the axes, outside every organ but brown fat."""
+        if site.endswith("_node"):
+            points = np.asarray(centre) + 0.5 * radius * np.vstack([np.zeros(3), np.eye(3), -np.eye(3)])
+            outside = [self.organs[self.grid.index_of(point)] in _NODE_ORGANS for point in points]
+            if not outside[0] or sum(outside) < 5:
+                return False
         return all(np.linalg.norm(centre - np.asarray(p.shape.centre)) > radius + p.diameter_mm / 2 + 2.0
                    for p in self.placed)
 
@@ -289,7 +298,7 @@ class LesionPlacer:
             centre, implied, radius = self.centre(site, radius)
             if centre is None:
                 return None
-            if self.free(centre, radius):
+            if self.fits(site, centre, radius):
                 hard = implied or hard
                 break
         else:
