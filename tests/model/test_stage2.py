@@ -242,3 +242,16 @@ def test_pretrain_command_reports_a_bad_config_in_one_line(tmp_path, monkeypatch
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: every pretraining loss is switched off (loss.intra, loss.cross, loss.align); keep at least one"]
     assert not (tmp_path / "run").exists()
+
+
+def test_mask_patches_finer_than_the_deepest_stride_are_noted(tmp_path, capsys):
+    settings = {"model": {"net": SMALL_NET}, "crop": {"size": CROP}, "augment": NO_AUGMENT,
+                "train": {"steps": 1, "batch_size": 1}}
+    pretrain_volumes(PretrainConfig.from_dict({**settings, "mask": {"patch_size": (2, 4, 4)}}), [_volume(0)],
+                     tmp_path / "fine", progress=False)
+    assert capsys.readouterr().err.strip() == (
+        "note: mask patches (2, 4, 4) are finer than the network's deepest stride 4, so almost no position is "
+        "visible in both views and loss.align stays near 0; use mask.patch_size >= 4 or loss.align=false")
+    pretrain_volumes(PretrainConfig.from_dict({**settings, "mask": {"patch_size": PATCH}}), [_volume(0)],
+                     tmp_path / "even", progress=False)
+    assert capsys.readouterr().err == ""

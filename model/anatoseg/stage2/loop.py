@@ -28,6 +28,7 @@ stage 3, from the same dataset fingerprint.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     net = net_config(config.model)
     model = PretrainModel(net, config.mask.patch_size, config.loss, suv_norm=_suv_norm(config, preprocessing))
     model = model.to(device).train()
+    _note_dead_alignment(config, model.stride)
     optimizer, scheduler = make_optimizer(model.parameters(), config.optim, run.steps)
     batches = PatchBatches(volumes, crop, batch_size=run.batch_size, lesion_fraction=0.0, augment=config.augment,
                            seed=config.seed, use_organs=False, steps=run.steps)
@@ -125,6 +127,16 @@ def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out
     log.close()
     return PretrainResult(checkpoint=out / ENCODERS_NAME, log=out / LOG_NAME, steps=run.steps,
                           seconds=log.seconds, losses=rows, model=model)
+
+
+def _note_dead_alignment(config: PretrainConfig, stride: int) -> None:
+    """A note on stderr when mask patches finer than the deepest stride leave the alignment term (almost) no
+    position that is visible in both views: every such position would need all the patches it covers shown."""
+    patch = tuple(config.mask.patch_size)
+    if config.loss.align and min(patch) < stride:
+        print(f"note: mask patches {patch} are finer than the network's deepest stride {stride}, so almost no "
+              f"position is visible in both views and loss.align stays near 0; use mask.patch_size >= {stride} "
+              f"or loss.align=false", file=sys.stderr)
 
 
 def _suv_norm(config: PretrainConfig, preprocessing: dict | None) -> tuple[float, float] | None:
