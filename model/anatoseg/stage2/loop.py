@@ -21,8 +21,8 @@ Outputs in ``out``:
 
 Crops are drawn like stage 3's patches (:class:`anatoseg.training.sampling.PatchBatches`,
 a pure function of (seed, step), no lesion oversampling); the masks (one per
-modality, ``mask.mode``) come from one generator seeded with ``seed``. Intensities are normalised exactly as in
-stage 3, from the same dataset fingerprint.
+modality, ``mask.mode``) come from one generator seeded with ``seed``.
+Intensities are normalised exactly as in stage 3, from the same dataset fingerprint.
 """
 
 from __future__ import annotations

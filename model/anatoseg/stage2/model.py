@@ -139,8 +139,8 @@ class PretrainModel(nn.Module):
         """
         both = visible_tokens(masks["pet"][1], spatial, self.patch, self.stride)
         both = both & visible_tokens(masks["ct"][1], spatial, self.patch, self.stride)
-        tokens = {m: latents[m].movedim(1, -1)[both] for m in MODALITIES}  # (N, D), raster order
         if not both.any():
             return 0.0 * sum(latent.sum() for latent in latents.values())
+        tokens = {m: latents[m].movedim(1, -1)[both] for m in MODALITIES}  # (N, D), raster order
         exclude = near_pairs(both.nonzero(), self.objective.align_radius / self.stride)
         return info_nce(tokens["pet"], tokens["ct"], self.objective.temperature, exclude)
