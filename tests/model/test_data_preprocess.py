@@ -26,7 +26,9 @@ SPACING = 8.0
 
 @pytest.fixture(scope="module")
 def cases():
-    return [generate_case([21, i], spacing=SPACING).to_case() for i in (2, 1)]  # case 0: lesions that survive 12 mm
+    # Case 0 ([21, 5] since phantom v2) has lesions that survive 12 mm, and its grid phase leaves an air voxel
+    # between the table and the back.
+    return [generate_case([21, i], spacing=SPACING).to_case() for i in (5, 4)]
 
 
 @pytest.fixture(scope="module")
