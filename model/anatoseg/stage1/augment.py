@@ -162,3 +162,37 @@ def mild_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     shift = 0.2 * torch.rand(b, c, 1, 1, 1, generator=generator) - 0.1
     noise = torch.randn(x.shape, generator=generator) * (0.05 * torch.rand(b, 1, 1, 1, 1, generator=generator))
     return x * scale.to(x) + shift.to(x) + noise.to(x)
+
+
+
+UNENHANCED_HU: dict[str, float] = {
+    "heart": 40.0, "liver": 55.0, "spleen": 45.0, "kidney_left": 30.0, "kidney_right": 30.0, "stomach": 35.0,
+    "aorta": 40.0, "pancreas": 40.0, "esophagus": 40.0, "bowel": 30.0,
+}
+"""Typical unenhanced CT values (HU, 120 kVp) of the organs that take up iodine contrast; by organ name."""
+
+
+def remove_contrast(ct: torch.Tensor, labels: torch.Tensor, unenhanced: dict[int, float],
+                    generator: torch.Generator, probability: float = 0.5) -> torch.Tensor:
+    """Contrast-removal augmentation: enhanced organs pulled toward their unenhanced value, per organ.
+
+    ``ct``: ``(B, 1, Z, Y, X)`` normalised CT; ``labels``: ``(B, Z, Y, X)`` int64 organ ids;
+    ``unenhanced``: organ id -> its unenhanced value in the same normalised units (from
+    :data:`UNENHANCED_HU`). With ``probability`` per sample, every listed organ present in the patch
+    whose median lies above its unenhanced value moves by ``f * (unenhanced - median)``, with
+    ``f ~ U(0, 1)`` drawn per organ: ``f = 1`` gives the organ its unenhanced level, texture and noise
+    kept. Returns a new tensor.
+    """
+    out = ct.clone()
+    for i in range(ct.shape[0]):
+        if float(torch.rand(1, generator=generator)) >= probability:
+            continue
+        factors = torch.rand(len(unenhanced), generator=generator).tolist()
+        for (organ, value), factor in zip(unenhanced.items(), factors, strict=True):
+            mask = labels[i] == organ
+            if not bool(mask.any()):
+                continue
+            shift = value - float(out[i, 0][mask].median())
+            if shift < 0:
+                out[i, 0][mask] += factor * shift
+    return out

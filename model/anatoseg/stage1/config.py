@@ -50,6 +50,7 @@ class TeacherConfig(PhaseConfig):
     """The CT-only teacher trained on the labelled source domain."""
 
     lr: float | None = 5e-3
+    contrast_removal: float = 0.5  # share of patches whose enhanced organs are pulled toward unenhanced HU
 
 
 @dataclass
@@ -63,6 +64,8 @@ class StudentConfig(PhaseConfig):
     consistency_weight: float = 1.0  # weight of the student-vs-EMA softmax MSE (ramped up)
     consistency_rampup: float = 0.3  # fraction of the steps over which the weight ramps up (sigmoid)
     use_pet: bool = True  # the student also sees the PET (SUV) channel
+    source_fraction: float = 0.5  # share of the student's patches drawn from the labelled source cases
+    rounds: int = 1  # training rounds; each later round relabels the target with the previous student
 
 
 @dataclass
@@ -87,12 +90,16 @@ class Stage1Config(ConfigBase):
                               f"got {self.data.slab} and {self.data.overlap}")
         if min(self.data.spacing) <= 0:
             raise ConfigError(f"data.spacing must be positive, got {self.data.spacing}")
-        self.require_positive("data.batch_size", "teacher.steps", "student.steps")
+        self.require_positive("data.batch_size", "teacher.steps", "student.steps", "student.rounds")
         student = self.student
         if not 0 < student.threshold < 1:
             raise ConfigError(f"student.threshold must lie in (0, 1), got {student.threshold}")
         if not 0 <= student.class_fraction <= 1:
             raise ConfigError(f"student.class_fraction must lie in [0, 1], got {student.class_fraction}")
+        for key, value in (("teacher.contrast_removal", self.teacher.contrast_removal),
+                           ("student.source_fraction", student.source_fraction)):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{key} must lie in [0, 1], got {value}")
         if not 0 <= student.ema_decay < 1:
             raise ConfigError(f"student.ema_decay must lie in [0, 1), got {student.ema_decay}")
         if not 0 <= student.consistency_rampup <= 1:

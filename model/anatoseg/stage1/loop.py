@@ -25,17 +25,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from anatoseg.data.labels import NUM_ORGANS
+from anatoseg.data.labels import NUM_ORGANS, ORGAN_IDS
 from anatoseg.stage1.augment import (
+    UNENHANCED_HU,
     ClassVoxels,
     crop_padded,
     mild_intensity,
     random_affine,
+    remove_contrast,
     sample_patch,
     strong_intensity,
 )
 from anatoseg.stage1.config import Stage1Config
-from anatoseg.stage1.data import Stage1Case
+from anatoseg.stage1.data import Stage1Case, make_preprocessing
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.training.log import RunLog
@@ -58,24 +60,48 @@ class PseudoLabels:
     trusted: np.ndarray
 
 
-def _batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], classes: Sequence[ClassVoxels],
-           masks: Sequence[np.ndarray] | None, config: Stage1Config, rng: np.random.Generator,
-           generator: torch.Generator, device):
-    """Random patches: ``image`` (B, C, *P), ``target`` (B, *P) int64, ``mask`` (B, *P) bool.
+@dataclass
+class Pool:
+    """Training volumes to draw patches from, with the weight of each volume in the draw.
 
     ``images``: per case ``(C, Z, Y, X)``; ``labels``: per case ``(Z, Y, X)``, with
     ``classes`` their :class:`ClassVoxels` (for centring patches on organs);
-    ``masks``: per case ``(Z, Y, X)`` bool voxels to learn from, or None (all,
-    except the padding beyond the volume). Rotation/zoom are applied alike to all three.
+    ``masks``: per case ``(Z, Y, X)`` bool voxels to learn from, None for all (except
+    the padding beyond the volume); ``weights``: per case draw probability (sum 1).
+    """
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    classes: list[ClassVoxels]
+    masks: list[np.ndarray | None]
+    weights: np.ndarray
+
+    @classmethod
+    def of(cls, images, labels, masks=None, share: float = 1.0) -> Pool:
+        """A pool whose cases share ``share`` of the draws equally."""
+        masks = [None] * len(labels) if masks is None else list(masks)
+        return cls(list(images), list(labels), [ClassVoxels(x) for x in labels], masks,
+                   np.full(len(labels), share / max(len(labels), 1)))
+
+    def __add__(self, other: Pool) -> Pool:
+        return Pool(self.images + other.images, self.labels + other.labels, self.classes + other.classes,
+                    self.masks + other.masks, np.concatenate([self.weights, other.weights]))
+
+
+def _batch(pool: Pool, config: Stage1Config, rng: np.random.Generator, generator: torch.Generator, device):
+    """Random patches of ``pool``: ``image`` (B, C, *P), ``target`` (B, *P) int64, ``mask`` (B, *P) bool.
+
+    Rotation/zoom are applied alike to all three.
     """
     patch = config.data.patch_size
     picked_images, picked_labels, picked_masks = [], [], []
     for _ in range(config.data.batch_size):
-        i = int(rng.integers(len(images)))
-        box = sample_patch(labels[i].shape, patch, classes[i], rng)
-        picked_images.append(crop_padded(images[i], box))
-        picked_labels.append(crop_padded(labels[i], box, fill=0))
-        mask = np.ones(labels[i].shape, dtype=bool) if masks is None else masks[i]
+        i = int(rng.choice(len(pool.labels), p=pool.weights / pool.weights.sum()))
+        labels = pool.labels[i]
+        box = sample_patch(labels.shape, patch, pool.classes[i], rng)
+        picked_images.append(crop_padded(pool.images[i], box))
+        picked_labels.append(crop_padded(labels, box, fill=0))
+        mask = np.ones(labels.shape, dtype=bool) if pool.masks[i] is None else pool.masks[i]
         picked_masks.append(crop_padded(mask, box, fill=False))
     tensors = [torch.from_numpy(np.stack(picked_images)).float(),
                torch.from_numpy(np.stack(picked_labels))[:, None].float(),
@@ -85,12 +111,28 @@ def _batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], classes: 
     return image, target[:, 0].long(), mask[:, 0] > 0.5
 
 
+def _unenhanced(config: Stage1Config) -> dict[int, float]:
+    """Organ id -> unenhanced CT value in the working normalisation, for the organs of the label set."""
+    params = make_preprocessing(config.data.spacing)
+    return {ORGAN_IDS[name]: (hu - params.ct_mean) / params.ct_std for name, hu in UNENHANCED_HU.items()
+            if name in ORGAN_IDS}
+
+
+def _augment_ct(image: torch.Tensor, target: torch.Tensor, unenhanced: dict[int, float], probability: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """:func:`remove_contrast` on the CT channel (channel 0) of ``image`` (B, C, Z, Y, X)."""
+    if probability <= 0:
+        return image
+    ct = remove_contrast(image[:, :1], target, unenhanced, generator, probability)
+    return torch.cat([ct, image[:, 1:]], 1)
+
+
 def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str | torch.device = "cpu"
                   ) -> OrganUNet:
     """Train the CT-only teacher (1 input channel) on labelled source cases; returns it in eval mode.
 
-    Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the volume, mild intensity
-    augmentation.
+    Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the patch; augmentation:
+    rotation/zoom, contrast removal (``teacher.contrast_removal``), mild intensity.
     """
     settings = config.teacher
     seed_everything(config.seed)
@@ -98,13 +140,13 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
     generator = torch.Generator().manual_seed(config.seed + 1)
     net = OrganUNet(1, NUM_CLASSES, config.widths).to(device)
     optimizer, scheduler = make_optimizer(net.parameters(), settings, settings.steps)
-    images = [c.work.image[:1] for c in cases]
-    labels = [c.work.organs for c in cases]
-    classes = [ClassVoxels(organs) for organs in labels]
+    pool = Pool.of([c.work.image[:1] for c in cases], [c.work.organs for c in cases])
+    unenhanced = _unenhanced(config)
     net.train()
     log = RunLog(None, (), desc="teacher", total=settings.steps)
     for _ in range(settings.steps):
-        image, target, mask = _batch(images, labels, classes, None, config, rng, generator, device)
+        image, target, mask = _batch(pool, config, rng, generator, device)
+        image = _augment_ct(image, target, unenhanced, settings.contrast_removal, generator)
         loss = masked_ce_dice(net(mild_intensity(image, generator)), target, mask)
         optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip, what="stage-1 teacher")
         log.advance(loss=f"{loss.item():.3f}")
@@ -117,10 +159,27 @@ def student_channels(image: np.ndarray, use_pet: bool) -> np.ndarray:
     return image if use_pet else image[:1]
 
 
-def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], teacher: OrganUNet,
-                  config: Stage1Config, device: str | torch.device = "cpu") -> OrganUNet:
-    """Train the student on target cases against the trusted voxels of their pseudo-labels (module docstring).
+def _student_pool(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], source: Sequence[Stage1Case],
+                  settings) -> Pool:
+    """Target cases with their trusted pseudo-labels, mixed with the labelled source cases
+    (``student.source_fraction`` of the draws when there are any)."""
+    share = settings.source_fraction if source else 0.0
+    pool = Pool.of([student_channels(c.work.image, settings.use_pet) for c in cases], [p.labels for p in pseudo],
+                   [p.trusted for p in pseudo], share=1.0 - share)
+    if share > 0:
+        pool = pool + Pool.of([student_channels(c.work.image, settings.use_pet) for c in source],
+                              [c.work.organs for c in source], share=share)
+    return pool
 
+
+def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], init: OrganUNet | None,
+                  config: Stage1Config, device: str | torch.device = "cpu",
+                  source: Sequence[Stage1Case] = ()) -> OrganUNet:
+    """Train the student on target cases against the trusted voxels of their pseudo-labels, in batches
+    mixed with the labelled ``source`` cases (module docstring).
+
+    ``init``: the network it starts from (the teacher, or the previous round's student; input
+    channels are expanded), or None for a fresh network (external teacher labels).
     Returns the student's mean teacher (the EMA weights), in eval mode: the student stage 1 outputs.
     """
     settings = config.student
@@ -128,21 +187,21 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], t
     rng = np.random.default_rng([config.seed, 2])
     generator = torch.Generator().manual_seed(config.seed + 3)
     student = OrganUNet(2 if settings.use_pet else 1, NUM_CLASSES, config.widths).to(device)
-    expand_input_channels(teacher.state_dict(), student)
+    if init is not None:
+        expand_input_channels(init.state_dict(), student)
     ema = copy.deepcopy(student)
     for p in ema.parameters():
         p.requires_grad_(False)
     optimizer, scheduler = make_optimizer(student.parameters(), settings, settings.steps)
-    images = [student_channels(c.work.image, settings.use_pet) for c in cases]
-    labels = [p.labels for p in pseudo]
-    trusted = [p.trusted for p in pseudo]
-    classes = [ClassVoxels(p.labels) for p in pseudo]
+    pool = _student_pool(cases, pseudo, source, settings)
+    unenhanced = _unenhanced(config)
     rampup = int(settings.consistency_rampup * settings.steps)
     student.train()
     ema.train()
     log = RunLog(None, (), desc="student", total=settings.steps)
     for step in range(settings.steps):
-        weak, target, mask = _batch(images, labels, classes, trusted, config, rng, generator, device)
+        weak, target, mask = _batch(pool, config, rng, generator, device)
+        weak = _augment_ct(weak, target, unenhanced, config.teacher.contrast_removal, generator)
         strong = strong_intensity(weak, generator)
         logits = student(strong)
         with torch.no_grad():

@@ -41,6 +41,7 @@ from anatoseg.data.resample import resample_to_grid
 from anatoseg.errors import AnatoError
 from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_preprocessing
+from anatoseg.stage1.external import external_labels
 from anatoseg.stage1.filtering import class_thresholds, trusted_voxels
 from anatoseg.stage1.infer import organ_confidence, segment
 from anatoseg.stage1.loop import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
@@ -109,48 +110,68 @@ class _Clock:
 
 def run_pseudolabel(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike,
                     config: Stage1Config, *, model_path: str | os.PathLike | None = None,
-                    overwrite: bool = False, device: str | torch.device | None = None) -> dict:
+                    overwrite: bool = False, device: str | torch.device | None = None,
+                    teacher_labels: str | os.PathLike | None = None) -> dict:
     """Run stage 1 (see the module docstring for what is written); returns the report dict.
 
     ``source``: the labelled CT organ set (:func:`~anatoseg.stage1.data.load_source`);
-    ``target``: the PET-CT set to label. ``model_path``: where the model goes
+    ``target``: the PET-CT set to label. ``teacher_labels``: a folder of organ predictions made
+    elsewhere on the target CTs (:mod:`anatoseg.stage1.external`), used as the teacher's output: no
+    teacher is trained and the student starts from scratch (the source set still fills
+    ``student.source_fraction`` of its batches). ``model_path``: where the model goes
     (default ``OUT/stage1.pt``). ``device``: as :func:`anatoseg.training.device.choose_device`
     (default: CUDA when available). Raises AnatoError for missing inputs, a source
-    without organ labels, or a non-empty ``out`` without ``overwrite``.
+    without organ labels, missing teacher labels, or a non-empty ``out`` without ``overwrite``.
     """
     out, source, target, device = Path(out), Path(source), Path(target), choose_device(device)
-    _check_out(out, [source, target], overwrite)
+    inputs = [source, target] + ([] if teacher_labels is None else [Path(teacher_labels)])
+    _check_out(out, inputs, overwrite)
+    if teacher_labels is not None and not Path(teacher_labels).is_dir():
+        raise AnatoError("not a folder (expected the teacher labels, one entry per target case)", teacher_labels)
     with hold(out):
-        return _run(source, target, out, config, model_path, device)
+        return _run(source, target, out, config, model_path, device, teacher_labels)
 
 
 def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path: str | os.PathLike | None,
-         device: torch.device) -> dict:
+         device: torch.device, teacher_labels: str | os.PathLike | None) -> dict:
     """:func:`run_pseudolabel` once ``out`` is checked and held."""
     clock = _Clock()
     params = make_preprocessing(config.data.spacing)
     source_cases = load_source(source, params)
     clock.lap("load_source")
-    teacher = train_teacher(source_cases, config, device)
-    del source_cases
+    teacher = None if teacher_labels is not None else train_teacher(source_cases, config, device)
     clock.lap("teacher")
     target_cases = load_target(target, params)
     clock.lap("load_target")
-    pseudo, thresholds = _pseudo_labels(teacher, target_cases, config, device)
+    if teacher is None:
+        raw = [external_labels(teacher_labels, c.case_id, c.work) for c in target_cases]
+    else:
+        raw = _segment_all(teacher, target_cases, config, device, use_pet=False, desc="pseudo-labels")
+    pseudo, thresholds = _filter(raw, config)
     clock.lap("pseudo_labels")
-    student = train_student(target_cases, pseudo, teacher, config, device)
-    clock.lap("student")
+    teacher_pseudo, rounds = pseudo, []
+    student = teacher
+    for round_index in range(config.student.rounds):
+        if round_index:
+            raw = _segment_all(student, target_cases, config, device, use_pet=config.student.use_pet,
+                               desc=f"relabel {round_index}")
+            pseudo, thresholds = _filter(raw, config)
+        student = train_student(target_cases, pseudo, student, config, device, source=source_cases)
+        rounds.append(_pseudo_label_stats(target_cases, pseudo, thresholds))
+        clock.lap(f"student_round_{round_index + 1}")
+    del source_cases
     model = out / MODEL_NAME if model_path is None else Path(model_path)
     with atomic_dir(out) as tmp:
-        per_case = _write_labels(tmp, student, target_cases, pseudo, config, device)
+        per_case = _write_labels(tmp, student, target_cases, teacher_pseudo, config, device)
         clock.lap("predict_write")
         dice = ({name: summarise(per_case[name]) for name in MODELS} if per_case["teacher"] else None)
         report = {
             "source": str(source), "target": str(target), "n_target_cases": len(target_cases),
+            "teacher": "trained" if teacher_labels is None else f"external labels from {teacher_labels}",
             "dice": dice,
             "student_gain": None if dice is None else dice["student"]["mean_dice"] - dice["teacher"]["mean_dice"],
             "dice_per_case": per_case if dice is not None else None,
-            "pseudo_labels": _pseudo_label_stats(target_cases, pseudo, thresholds),
+            "pseudo_labels": rounds[0], "pseudo_label_rounds": rounds,
             "config": config.to_dict(),
         }
         summary = None if dice is None else {name: dice[name]["mean_dice"] for name in MODELS}
@@ -161,11 +182,16 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
     return report
 
 
-def _pseudo_labels(teacher: OrganUNet, cases: list[Stage1Case], config: Stage1Config,
-                   device) -> tuple[list[PseudoLabels], np.ndarray]:
-    """The teacher's labels of the target cases, with the voxels trusted under the per-class thresholds."""
-    raw = [_segment(teacher, c.work.image[:1], config, device)
-           for c in tqdm(cases, desc="pseudo-labels", unit="case")]
+def _segment_all(net: OrganUNet, cases: list[Stage1Case], config: Stage1Config, device, *, use_pet: bool,
+                 desc: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(labels, confidence)`` of ``net`` on every case's working grid (CT, or CT + PET with ``use_pet``)."""
+    return [_segment(net, student_channels(c.work.image, use_pet), config, device)
+            for c in tqdm(cases, desc=desc, unit="case")]
+
+
+def _filter(raw: list[tuple[np.ndarray, np.ndarray]], config: Stage1Config
+            ) -> tuple[list[PseudoLabels], np.ndarray]:
+    """Pseudo-labels with the voxels trusted under the per-class thresholds (:mod:`.filtering`)."""
     thresholds = class_thresholds([r[0] for r in raw], [r[1] for r in raw], NUM_CLASSES,
                                   config.student.threshold, config.student.class_fraction)
     return [PseudoLabels(labels, conf, trusted_voxels(labels, conf, thresholds)) for labels, conf in raw], thresholds
