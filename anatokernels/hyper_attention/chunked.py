@@ -22,6 +22,9 @@ from anatokernels import _memory
 from anatokernels._checks import accumulation_dtype
 from anatokernels.hyper_attention.reference import scaled_bias
 
+# The scores' unit: A and a are absorbed with scale·SCORE_UNIT (natural units here; see the Triton backend).
+SCORE_UNIT = 1.0
+
 # Rows per chunk are chosen so one (B, chunk, max(C, HP·MP)) intermediate holds about this many elements.
 CHUNK_ELEMENTS = 1 << 20
 

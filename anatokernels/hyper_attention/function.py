@@ -27,6 +27,8 @@ A backend module (``chunked``, ``triton``) provides
 
     unsupported(m, num_heads, dtype) -> None, or why it cannot run the problem
     padded_heads(h) -> HP,  padded_keys(m) -> MP
+    SCORE_UNIT: the backend takes A and a absorbed with scale·SCORE_UNIT (1, or log2 e for exp2 kernels;
+        the logit bias stays in natural units)
     forward(x, A, a, Bv, b_o, mp, bias=None, bias_scale=None) -> out (B, L, C)
     backward(x, dout, A, a, Bv, b_o, mp, bias=None, bias_scale=None, bias_grad=False)
         -> (dx, dA, da, dBv, db_o, dbias, dscale)
@@ -102,9 +104,16 @@ def hyper_cross_attention_backward(x: torch.Tensor, dout: torch.Tensor, A: torch
     when b_o is None, ``bias_grad`` is False and bias_scale is None. If the Triton kernel fails to compile
     on the GPU, the ``chunked`` backward runs instead."""
     args = (x, dout, A, a, Bv, b_o, mp, bias, bias_scale, bias_grad)
-    grads = _dispatch.run_with_fallback(OP, backend, lambda: _dispatch.module(OP, backend).backward(*args),
-                                        lambda: chunked.backward(*args))
+    impl = _dispatch.module(OP, backend)
+    grads = _dispatch.run_with_fallback(OP, backend, lambda: impl.backward(*args),
+                                        lambda: _natural_units_backward(impl.SCORE_UNIT, *args))
     return (*grads[:4], *(A.new_empty(0) if g is None else g for g in grads[4:]))
+
+
+def _natural_units_backward(unit: float, x, dout, A, a, Bv, *rest):
+    """``chunked.backward`` of A, a given in ``unit`` (S·unit = x·A + a): the gradients of A and a in it."""
+    dx, dA, da, *grads = chunked.backward(x, dout, A / unit, a / unit, Bv, *rest)
+    return (dx, dA / unit, da / unit, *grads)
 
 
 def _context(ctx, inputs, output):
@@ -145,5 +154,6 @@ def absorbed_attention(impl, x, k, v, w_q, w_o, b_q, b_o, key_ignore_mask, num_h
             raise ValueError(f"{OP}: backend={backend!r} {problem}; use backend='chunked' or 'reference'")
         impl, backend = chunked, "chunked"
     mp = impl.padded_keys(k.shape[1])
-    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_ignore_mask, num_heads, scale, impl.padded_heads(num_heads), mp)
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, key_ignore_mask, num_heads, scale * impl.SCORE_UNIT,
+                      impl.padded_heads(num_heads), mp)
     return hyper_cross_attention_forward(x, A, a, Bv, b_o, attn_bias, attn_bias_scale, mp, backend)

@@ -202,6 +202,23 @@ def test_chunked_equals_unchunked():
         x, k, v, w_q, w_o, b_q, b_o, mask, 2, 0.5, bias, bias_scale), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.interpret
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
+def test_fallback_backward_matches_triton_backward():
+    """The Triton kernels take A and a in log2 units; the chunked backward that replaces a kernel which fails
+    to compile on a GPU gets them converted and returns the same gradients (every one, bias included)."""
+    from anatokernels.hyper_attention import triton as triton_backend
+    from anatokernels.hyper_attention.function import _natural_units_backward
+
+    leaves, mask = _problem(2, 37, 20, 3, 16, 4, True, True, "random", "cpu", "heads+scale")
+    x, k, v, w_q, w_o, b_q, b_o, bias, bias_scale = (t.detach().float() for t in leaves)
+    mp, unit = triton_backend.padded_keys(3), triton_backend.SCORE_UNIT
+    A, a, Bv = absorb(k, v, w_q, w_o, b_q, mask, 4, 0.5 * unit, 4, mp)
+    args = (x, torch.randn_like(x), A, a, Bv, b_o, mp, bias, bias_scale, True)
+    for got, want in zip(_natural_units_backward(unit, *args), triton_backend.backward(*args)):
+        assert_rel_close(got, want, torch.float32)
+
+
 @pytest.mark.parametrize("device, backend", CASES)
 def test_row_without_keys_gives_b_o(device, backend):
     """A token whose kept keys are all −inf in the bias gets out = b_o, with finite gradients, none into its
@@ -313,7 +330,7 @@ for config in sys.argv[1:]:
         cfg = T._config(256, hp * mp, False, backward)
         consts = dict(HAS_BO=has_bo, HAS_BIAS=bias != "none", HAS_BSCALE=bias.endswith("scale"), HP=hp, MP=mp,
                       BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c, NUM_CB=triton.cdiv(256, cfg.block_c),
-                      DOT_PREC="ieee" if dtype == "fp32" else "tf32")
+                      DOT_PREC="ieee" if dtype == "fp32" else "tf32", FAST_EXP2=True)
         if backward:
             consts.update(STEPS=16, BIAS_GRAD=bias != "none", BIAS_SHARED=bias.startswith("shared"))
         sig = {}
