@@ -25,6 +25,7 @@ from anatoseg.stage2 import (
     check_pretrained_preprocessing,
     draw_masks,
     info_nce,
+    loop,
     masked_reconstruction_loss,
     normalised_targets,
     pet_targets,
@@ -210,6 +211,38 @@ def test_tiny_run_lowers_the_loss_and_its_encoders_load_into_stage3(tmp_path):
         load_checkpoint(result.checkpoint, kind="stage3")
 
 
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    config = PretrainConfig.from_dict({
+        "model": {"net": SMALL_NET}, "crop": {"size": CROP}, "mask": {"patch_size": PATCH}, "augment": NO_AUGMENT,
+        "train": {"steps": 6, "batch_size": 2, "log_every": 2, "ckpt_every": 3}})
+    volumes = [_volume(0), _volume(1)]
+    whole = pretrain_volumes(config, volumes, tmp_path / "whole", progress=False)
+    real = loop._step
+
+    def killed_at_step_5(run, config, image):  # after the step-3 checkpoint and the step-4 log row
+        if run.scheduler.last_epoch == 4:
+            raise KeyboardInterrupt
+        return real(run, config, image)
+
+    monkeypatch.setattr(loop, "_step", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_volumes(config, volumes, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(loop, "_step", real)
+    checkpoint = load_checkpoint(tmp_path / "cut" / "encoders.pt", kind="encoders")
+    assert checkpoint["meta"]["step"] == 3
+    with pytest.raises(ConfigError, match="--resume: the cases differ"):
+        pretrain_volumes(config, volumes[:1], tmp_path / "cut", resume=checkpoint, progress=False)
+    resumed = pretrain_volumes(config, volumes, tmp_path / "cut", resume=checkpoint, progress=False)
+    ours, theirs = (torch.load(r.checkpoint, weights_only=True) for r in (resumed, whole))
+    assert ours["encoders"].keys() == theirs["encoders"].keys()
+    assert all(torch.equal(ours["encoders"][k], theirs["encoders"][k]) for k in ours["encoders"])
+    logs = []
+    for result in (resumed, whole):
+        with open(result.log) as handle:
+            logs.append([{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)])
+    assert logs[0] == logs[1] and [row["step"] for row in logs[0]] == ["2", "4", "6"]
+
+
 def test_pretrain_command_on_a_phantom_case(tmp_path):
     data = generate_cohort(tmp_path / "data", cases=1, seed=3, spacing=10.0, progress=False)
     run = tmp_path / "run"
@@ -231,6 +264,9 @@ def test_pretrain_command_on_a_phantom_case(tmp_path):
     with open(run / "log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and rows[-1]["ct_from_pet"] == "" and float(rows[-1]["align"]) > 0
+    again = CliRunner().invoke(app, ["pretrain", str(data), str(run), "--resume", "--steps", "3", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert again.output.startswith("step 3: ") and load_checkpoint(run / "encoders.pt")["meta"]["step"] == 3
 
 
 def test_pretrain_command_reports_a_bad_config_in_one_line(tmp_path, monkeypatch, capsys):

@@ -41,6 +41,8 @@ def pretrain(
     no_align: Annotated[bool, typer.Option("--no-align", help="Ablation: no InfoNCE alignment (positions "
                                            "visible in both modalities).")] = False,
     seed: opt.Seed = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/encoders.pt (same cases; "
+                                         "its config, then --config and the other options).")] = False,
     fingerprint: Annotated[Path | None, typer.Option(
         "--fingerprint", help="Dataset fingerprint JSON (default: OUT/fingerprint.json, computed if missing); "
         "give stage 3 the same one.")] = None,
@@ -60,7 +62,7 @@ def pretrain(
     settings += [f"loss.{term}=false" for term, off in (("intra", no_intra), ("cross", no_cross),
                                                          ("align", no_align)) if off]
     result = run_pretrain(data, out, config_file=config, overrides=settings, fingerprint=fingerprint,
-                          layout=layout, device=device, progress=not no_progress)
+                          layout=layout, device=device, progress=not no_progress, resume=resume)
     last = result.losses[-1]
     terms = ", ".join(f"{name} {value:.4f}" for name, value in last.items() if name not in ("step", "loss"))
     typer.echo(f"step {result.steps}: loss {last['loss']:.4f} ({terms}); encoders written to {result.checkpoint}")

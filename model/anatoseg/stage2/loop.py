@@ -30,25 +30,26 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from anatoseg.checkpoint import encoder_checkpoint, save_checkpoint
+from anatoseg.checkpoint import encoder_checkpoint, load_state_strict, save_checkpoint
 from anatoseg.data.case import CaseFiles
 from anatoseg.errors import ConfigError
 from anatoseg.nets import NetConfig
 from anatoseg.stage2.config import PretrainConfig
 from anatoseg.stage2.masking import draw_masks
 from anatoseg.stage2.model import RECONSTRUCTIONS, PretrainModel
+from anatoseg.training import rng
 from anatoseg.training.cache import load_volumes, prepare_cache
 from anatoseg.training.device import autocast, choose_device
 from anatoseg.training.fingerprint import preprocessing_for
 from anatoseg.training.log import LOG_NAME, RunLog
 from anatoseg.training.network import net_config, net_dict
 from anatoseg.training.optim import make_optimizer, optimizer_step
-from anatoseg.training.rng import seed_everything
 from anatoseg.training.run_folder import CACHE_NAME, jsonable, write_config
 from anatoseg.training.sampling import PatchBatches, TrainVolume
 
@@ -68,7 +69,8 @@ class PretrainResult:
 
 
 def pretrain(config: PretrainConfig, cases: Sequence[CaseFiles], out: str | Path, *, fingerprint: dict,
-             device: str | torch.device = "cpu", progress: bool = True) -> PretrainResult:
+             device: str | torch.device = "cpu", progress: bool = True,
+             resume: dict[str, Any] | None = None) -> PretrainResult:
     """Preprocess ``cases`` (cached in ``out/preprocessed``) with the fingerprint's stage-3
     normalisation, then run :func:`pretrain_volumes`."""
     out = Path(out)
@@ -77,56 +79,104 @@ def pretrain(config: PretrainConfig, cases: Sequence[CaseFiles], out: str | Path
     prepare_cache(cases, params, out / CACHE_NAME, organs_dir=None, need_organs=False, progress=progress)
     volumes = load_volumes(sorted(case.case_id for case in cases), out / CACHE_NAME, use_organs=False)
     return pretrain_volumes(config, volumes, out, preprocessing=jsonable(params.to_dict()), device=device,
-                            progress=progress)
+                            progress=progress, resume=resume)
+
+
+@dataclass
+class _Run:
+    """What a pretraining run changes as it goes, and what ``encoders.pt`` stores to resume it."""
+
+    model: PretrainModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    masks: torch.Generator  # draws every mask, seeded with ``seed``
+    start: int = 0
+    rows: list[dict[str, float]] = field(default_factory=list)  # the logged rows
+    window: dict[str, list[float]] = field(default_factory=dict)  # the steps since the last row
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "masks": self.masks.get_state(), "rng": rng.capture(),
+                "window": {name: list(values) for name, values in self.window.items()}}
 
 
 def pretrain_volumes(config: PretrainConfig, volumes: Sequence[TrainVolume], out: str | Path, *,
                      preprocessing: dict | None = None, device: str | torch.device = "cpu",
-                     progress: bool = True) -> PretrainResult:
-    """Pretrain on preprocessed volumes (``image`` (2, Z, Y, X) [PET, CT], normalised) and write ``out``."""
+                     progress: bool = True, resume: dict[str, Any] | None = None) -> PretrainResult:
+    """Pretrain on preprocessed volumes (``image`` (2, Z, Y, X) [PET, CT], normalised) and write ``out``.
+
+    ``resume``: a loaded ``encoders.pt`` of this run to continue exactly from (same cases and config).
+    """
     out = Path(out)
     config.validate()
     if not volumes:
         raise ConfigError("no cases to pretrain on")
-    run, crop, device = config.train, tuple(config.crop.size), choose_device(device)
-    seed_everything(config.seed)
+    train, crop, device = config.train, tuple(config.crop.size), choose_device(device)
+    rng.seed_everything(config.seed)
     net = net_config(config.model)
-    model = PretrainModel(net, config.mask.patch_size, config.loss, suv_norm=_suv_norm(config, preprocessing))
-    model = model.to(device).train()
-    _note_dead_alignment(config, model.stride)
-    optimizer, scheduler = make_optimizer(model.parameters(), config.optim, run.steps)
-    batches = PatchBatches(volumes, crop, batch_size=run.batch_size, lesion_fraction=0.0, augment=config.augment,
-                           seed=config.seed, use_organs=False, steps=run.steps)
-    masks = torch.Generator().manual_seed(config.seed)
+    run = _set_up(config, net, preprocessing, device)
+    if resume is not None:
+        _resume(run, resume, [v.name for v in volumes])
+    batches = PatchBatches(volumes, crop, batch_size=train.batch_size, lesion_fraction=0.0, augment=config.augment,
+                           seed=config.seed, use_organs=False, steps=train.steps)
     out.mkdir(parents=True, exist_ok=True)
     write_config(out, config.to_dict())
     meta = {"crop_size": list(crop), "mask_patch": list(config.mask.patch_size), "config": config.to_dict(),
             "preprocessing": preprocessing, "case_ids": [v.name for v in volumes]}
-    log = RunLog(out / LOG_NAME, LOG_FIELDS, desc="pretrain", total=run.steps, progress=progress)
-    rows: list[dict[str, float]] = []
-    window: dict[str, list[float]] = {}
-    for step in range(run.steps):
-        image = batches[step]["image"].to(device, non_blocking=True)
-        drawn = draw_masks(image.shape[0], crop, config.mask.patch_size, config.mask.ratio, config.mask.mode,
-                           generator=masks, device=device)
-        with autocast(device, run.amp):
-            terms = model(image[:, :1], image[:, 1:], drawn)
-        optimizer_step(terms["loss"], optimizer, scheduler, model.parameters(), config.optim.grad_clip,
-                       what="pretraining")
-        terms = {name: float(value.detach()) for name, value in terms.items()}
+    log = RunLog(out / LOG_NAME, LOG_FIELDS, desc="pretrain", total=train.steps, initial=run.start,
+                 progress=progress, resume_step=None if resume is None else run.start)
+    for step in range(run.start, train.steps):
+        terms = _step(run, config, batches[step]["image"].to(device, non_blocking=True))
         for name, value in terms.items():
-            window.setdefault(name, []).append(value)
+            run.window.setdefault(name, []).append(value)
         done = step + 1
         log.advance(**_postfix(terms))
-        if done % run.log_every == 0 or done == run.steps:
-            rows.append({"step": done, **{name: sum(v) / len(v) for name, v in window.items()}})
-            window = {}
-            _write_row(log, rows[-1], lr=scheduler.get_last_lr()[0])
-        if done % run.ckpt_every == 0 or done == run.steps:
-            _save(out / ENCODERS_NAME, model, config, net, {**meta, "step": done}, rows)
+        if done % train.log_every == 0 or done == train.steps:
+            run.rows.append({"step": done, **{name: sum(v) / len(v) for name, v in run.window.items()}})
+            run.window = {}
+            _write_row(log, run.rows[-1], lr=run.scheduler.get_last_lr()[0])
+        if done % train.ckpt_every == 0 or done == train.steps:
+            _save(out / ENCODERS_NAME, run, config, net, {**meta, "step": done})
     log.close()
-    return PretrainResult(checkpoint=out / ENCODERS_NAME, log=out / LOG_NAME, steps=run.steps,
-                          seconds=log.seconds, losses=rows, model=model)
+    return PretrainResult(checkpoint=out / ENCODERS_NAME, log=out / LOG_NAME, steps=train.steps,
+                          seconds=log.seconds, losses=run.rows, model=run.model)
+
+
+def _set_up(config: PretrainConfig, net: NetConfig, preprocessing: dict | None, device: torch.device) -> _Run:
+    """A fresh run: the model on ``device``, its optimiser and schedule, the mask generator."""
+    model = PretrainModel(net, config.mask.patch_size, config.loss, suv_norm=_suv_norm(config, preprocessing))
+    model = model.to(device).train()
+    _note_dead_alignment(config, model.stride)
+    optimizer, scheduler = make_optimizer(model.parameters(), config.optim, config.train.steps)
+    return _Run(model, optimizer, scheduler, torch.Generator().manual_seed(config.seed))
+
+
+def _resume(run: _Run, checkpoint: dict[str, Any], case_ids: list[str]) -> None:
+    """Weights, optimiser, schedule, mask generator, RNG states, pending losses and step of ``checkpoint``."""
+    state, meta = checkpoint.get("train_state"), checkpoint["meta"]
+    if state is None:
+        raise ConfigError("--resume: the stage-2 checkpoint holds no training state to continue from")
+    if meta.get("case_ids") != case_ids:
+        raise ConfigError("--resume: the cases differ from the ones this run pretrained on")
+    load_state_strict(run.model, state["model"], "--resume", what="pretraining model")
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.masks.set_state(state["masks"])
+    rng.restore(state["rng"])
+    run.window = {name: list(values) for name, values in state["window"].items()}
+    run.start = int(meta["step"])
+    run.rows = [{"step": run.start, **meta["losses"]}] if meta.get("losses") else []
+
+
+def _step(run: _Run, config: PretrainConfig, image: torch.Tensor) -> dict[str, float]:
+    """One optimiser step on ``image`` (B, 2, Z, Y, X) with fresh masks; the loss terms as floats."""
+    masks = draw_masks(image.shape[0], image.shape[2:], config.mask.patch_size, config.mask.ratio,
+                       config.mask.mode, generator=run.masks, device=image.device)
+    with autocast(image.device, config.train.amp):
+        terms = run.model(image[:, :1], image[:, 1:], masks)
+    optimizer_step(terms["loss"], run.optimizer, run.scheduler, run.model.parameters(), config.optim.grad_clip,
+                   what="pretraining")
+    return {name: float(value.detach()) for name, value in terms.items()}
 
 
 def _note_dead_alignment(config: PretrainConfig, stride: int) -> None:
@@ -149,12 +199,12 @@ def _suv_norm(config: PretrainConfig, preprocessing: dict | None) -> tuple[float
     return float(preprocessing["suv_mean"]), float(preprocessing["suv_std"])
 
 
-def _save(path: Path, model: PretrainModel, config: PretrainConfig, net: NetConfig, meta: dict,
-          rows: list[dict[str, float]]) -> None:
-    """The encoders checkpoint, with the last logged row's losses."""
-    losses = {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
-    saved = encoder_checkpoint(model, config.model.arch, net, **meta, losses=losses)
+def _save(path: Path, run: _Run, config: PretrainConfig, net: NetConfig, meta: dict) -> None:
+    """The encoders checkpoint, with the last logged row's losses and the state to resume from."""
+    losses = {k: v for k, v in run.rows[-1].items() if k != "step"} if run.rows else {}
+    saved = encoder_checkpoint(run.model, config.model.arch, net, **meta, losses=losses)
     saved["meta"]["net"] = net_dict(net)  # the full NetConfig (its parameter ``net`` takes the object)
+    saved["train_state"] = run.state()
     save_checkpoint(path, saved)
 
 
