@@ -12,7 +12,9 @@ Outputs in ``out``:
   :class:`PretrainConfig`), ``preprocessing`` (the
   :class:`~anatoseg.data.preprocess.Preprocessing` dict: target spacing, intensity
   normalisation; None from :func:`pretrain_volumes` without it), ``case_ids``,
-  ``step`` and ``losses`` (the last logged row). ``anato train --init`` loads it
+  ``step`` and ``losses`` (the last logged row); and ``train_state`` (the
+  pretraining model with its heads, optimiser, schedule, mask generator, RNG states
+  and pending losses) for ``anato pretrain --resume``. ``anato train --init`` loads it
   with :func:`anatoseg.checkpoint.load_encoders`, which refuses another encoder
   architecture and names the differing fields; stage 3 compares ``preprocessing``
   with its own through :func:`anatoseg.stage2.compat.check_pretrained_preprocessing`;
