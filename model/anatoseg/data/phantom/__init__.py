@@ -5,9 +5,15 @@
   (what ``anato phantom`` runs);
 - :func:`write_phantom_case` — write one generated case.
 
-Modules: :mod:`.anatomy` (organs as smooth random shapes), :mod:`.lesions`,
-:mod:`.tissues` (HU and SUV tables, the petct/diagnostic domains), :mod:`.ct`,
-:mod:`.pet`, :mod:`.generate`, :mod:`.cohort`.
+Modules: :mod:`.body` (per-case proportions, the paint list), :mod:`.anatomy` (organs as
+smooth random shapes), :mod:`.uptake` (labelled and unlabelled false-positive sources),
+:mod:`.lesions` (sites, rates, placement), :mod:`.tissues` (HU and SUV tables, the
+petct/diagnostic domains), :mod:`.misregister` (PET–CT misregistration), :mod:`.ct`,
+:mod:`.pet`, :mod:`.records` (per-lesion and per-source manifest records),
+:mod:`.generate`, :mod:`.cohort`.
+
+Version 2 (issue 16) changed what every seed generates: cases from before it are not
+reproduced.
 """
 
 from anatoseg.data.phantom.cohort import generate_cohort, write_phantom_case

@@ -21,6 +21,7 @@ import numpy as np
 from anatoseg.data.case import Case
 from anatoseg.data.nifti import file_to_zyx
 from anatoseg.data.phantom.anatomy import build_anatomy, paint_anatomy
+from anatoseg.data.phantom.body import Anatomy
 from anatoseg.data.phantom.ct import synthesize_ct
 from anatoseg.data.phantom.grid import Grid
 from anatoseg.data.phantom.lesions import Lesion, place_lesions
@@ -121,6 +122,12 @@ def _lesion_mask(lesions: Sequence[Lesion], grid: Grid) -> np.ndarray:
     return mask
 
 
+def _anatomy_params(anatomy: Anatomy) -> dict:
+    """Body proportions and the tissues in their active state (``active_uptake``), JSON-ready."""
+    return {**{k: round(float(v), 3) for k, v in anatomy.landmarks["body"].items()},
+            "active_uptake": sorted(t.name.lower() for t in anatomy.active)}
+
+
 def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing=DEFAULT_SPACING,
                   ct_spacing=None, domain: str = "petct", positive: bool = True, noise: bool = True,
                   misregistration: float = 1.0, case_id: str | None = None,
@@ -175,10 +182,8 @@ def generate_case(seed: int | Sequence[int] | np.random.SeedSequence, *, spacing
     records = lesion_records(fine_pieces, organs_fine, fine, pet_grid, mask, moved)
     step("labels")
 
-    params = {"domain": domain, "positive": bool(positive), "noise": bool(noise),
-              "pet_spacing_mm": pet_grid.spacing, "ct_spacing_mm": ct_grid.spacing,
-              **{k: round(float(v), 3) for k, v in anatomy.landmarks["body"].items()}, **pet_params,
-              "active_uptake": sorted(t.name.lower() for t in anatomy.active),
+    params = {"domain": domain, "positive": bool(positive), "noise": bool(noise), "pet_spacing_mm": pet_grid.spacing,
+              "ct_spacing_mm": ct_grid.spacing, **_anatomy_params(anatomy), **pet_params,
               "misregistration": {"scale": float(misregistration), **moved.params()}}
     return PhantomCase(case_id=case_id or "phantom", pet=pet, pet_affine=pet_grid.affine, ct=ct,
                        ct_affine=ct_grid.affine, ctres=ctres, lesions=mask, organs=organs, lesion_info=records,

@@ -75,10 +75,11 @@ def pelvic_organs(body: Body, a: Anatomy) -> None:
 
 
 def ureters(body: Body, a: Anatomy) -> None:
-    """Ureters from each renal pelvis to the bladder, outside both, with focal urine pools."""
+    """Ureters from each renal pelvis to the bladder, outside both, with 1-3 focal urine pools."""
     rng, o = body.rng, body.organ_scale
     bladder = a.landmarks["bladder"]
     bz = bladder.centre[2]
+    segments = []
     for name, kidney in a.landmarks["kidneys"].items():
         side = -1 if name.endswith("left") else 1
         kx, _, kz = kidney.centre
@@ -86,12 +87,13 @@ def ureters(body: Body, a: Anatomy) -> None:
                 (side * 40 * o, 88.0, bz + 15.0), (side * 18.0, bladder.centre[1] - 20, bz)]
         for p0, p1 in zip(path[:-1], path[1:]):
             a.add(Subtract(Subtract(Capsule(p0, p1, 3.0), kidney), bladder), Tissue.URETER, ORGAN_IDS["ureters"])
-        for _ in range(int(rng.integers(0, 3)) + (side > 0)):  # 1-3 pools per case
-            k = int(rng.integers(len(path) - 1))
-            t = rng.uniform(0.2, 0.8)
-            centre = (1 - t) * np.asarray(path[k]) + t * np.asarray(path[k + 1])
-            pool = Ellipsoid(tuple(float(c) for c in centre), (4.5, 4.5, rng.uniform(5.0, 9.0)))
-            _organ(a, Subtract(Subtract(pool, kidney), bladder), Tissue.URINE, "ureters", "ureter_urine", centre)
+            segments.append((np.asarray(p0), np.asarray(p1), kidney))
+    for k in rng.choice(len(segments), size=int(rng.integers(1, 4)), replace=False):
+        p0, p1, kidney = segments[int(k)]
+        t = rng.uniform(0.2, 0.8)
+        centre = (1 - t) * p0 + t * p1
+        pool = Ellipsoid(tuple(float(c) for c in centre), (4.5, 4.5, rng.uniform(5.0, 9.0)))
+        _organ(a, Subtract(Subtract(pool, kidney), bladder), Tissue.URINE, "ureters", "ureter_urine", centre)
 
 
 def neck(body: Body, a: Anatomy) -> None:
