@@ -12,6 +12,7 @@ from anatoseg.data import ORGAN_IDS, ORGANS, Volume, save_nifti  # noqa: E402
 from anatoseg.data.labels import LEFT_RIGHT_PAIRS, PHANTOM_ONLY, swap_left_right  # noqa: E402
 from anatoseg.data.totalseg import (  # noqa: E402
     TOTALSEG_TO_ORGAN,
+    TOTALSEG_V2_HEAD_GLANDS,
     TOTALSEG_V2_TOTAL,
     organs_from_totalseg_folder,
     organs_from_totalseg_multilabel,
@@ -86,6 +87,14 @@ def test_multilabel_map_with_default_and_given_class_lists(tmp_path):
         assert read_class_list(class_list) == {1: "heart", 2: "brain"}
         organs = organs_from_totalseg_multilabel(path, class_list).data
         assert organs[0, 0, 0] == ORGAN_IDS["heart"] and organs[3, 0, 0] == ORGAN_IDS["brain"]
+
+
+def test_head_glands_multilabel_map_gives_the_salivary_glands(tmp_path):
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[0:2], labels[2:4], labels[4:6] = 1, 7, 10  # eye (ignored), parotid, submandibular gland
+    path = save_nifti(tmp_path / "head.nii.gz", labels, CT_AFFINE)
+    organs = organs_from_totalseg_multilabel(path, TOTALSEG_V2_HEAD_GLANDS).data
+    assert organs[0, 0, 0] == 0 and organs[2, 0, 0] == organs[5, 0, 0] == ORGAN_IDS["salivary_glands"]
 
 
 def test_values_missing_from_the_class_list_are_rejected(tmp_path):

@@ -3,8 +3,9 @@
 TotalSegmentator's ``total`` task (v2, 117 classes) gives most organs of our
 label set; the breasts come from its separate ``breasts`` task (one class,
 ``breast``) and the parotid and submandibular glands (``salivary_glands``) from
-its ``head_glands_cavities`` task (:data:`TOTALSEG_V2_HEAD_GLANDS`; put those
-masks in the same folder, or pass that task's class list with its map). Ureters,
+its ``head_glands_cavities`` task (put those masks in the same folder; that
+task's multi-label map, read with ``classes=TOTALSEG_V2_HEAD_GLANDS``, gives
+the glands alone). Ureters,
 brown fat and uterus/ovaries have no TotalSegmentator class
 (:data:`~anatoseg.data.labels.PHANTOM_ONLY`). Both output forms are read:
 
@@ -63,10 +64,16 @@ TOTALSEG_V2_TOTAL: dict[int, str] = {
 """TotalSegmentator v2 ``total`` task: class id -> class name (117 classes)."""
 
 TOTALSEG_V2_HEAD_GLANDS: dict[int, str] = {
-    7: "parotid_gland_left", 8: "parotid_gland_right", 9: "submandibular_gland_right",
-    10: "submandibular_gland_left",
+    1: "eye_left", 2: "eye_right", 3: "eye_lens_left", 4: "eye_lens_right", 5: "optic_nerve_left",
+    6: "optic_nerve_right", 7: "parotid_gland_left", 8: "parotid_gland_right", 9: "submandibular_gland_right",
+    10: "submandibular_gland_left", 11: "nasopharynx", 12: "oropharynx", 13: "hypopharynx",
+    14: "nasal_cavity_right", 15: "nasal_cavity_left", 16: "auditory_canal_right", 17: "auditory_canal_left",
+    18: "soft_palate", 19: "hard_palate",
 }
-"""TotalSegmentator v2 ``head_glands_cavities`` task: the class ids we map (eyes, cavities, ... are not)."""
+"""TotalSegmentator v2 ``head_glands_cavities`` task: class id -> class name (19 classes; the glands, 7-10,
+are mapped)."""
+
+_SALIVARY = ("parotid_gland_left", "parotid_gland_right", "submandibular_gland_right", "submandibular_gland_left")
 
 _MUSCLES = ([f"gluteus_{part}_{side}" for part in ("maximus", "medius", "minimus") for side in ("left", "right")]
             + [f"{muscle}_{side}" for muscle in ("autochthon", "iliopsoas") for side in ("left", "right")])
@@ -94,7 +101,7 @@ TOTALSEG_TO_ORGAN: dict[str, str] = {
     "esophagus": "esophagus",
     "small_bowel": "bowel", "duodenum": "bowel", "colon": "bowel",
     "thyroid_gland": "thyroid",
-    **{name: "salivary_glands" for name in TOTALSEG_V2_HEAD_GLANDS.values()},
+    **{name: "salivary_glands" for name in _SALIVARY},
     **{name: "muscle" for name in _MUSCLES},
 }
 """TotalSegmentator class name (``total``, ``breasts`` and ``head_glands_cavities`` tasks) -> organ name."""
