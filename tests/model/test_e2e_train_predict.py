@@ -1,6 +1,7 @@
 """End to end: ``anato train`` for a few steps on phantom cases, then ``anato predict`` writes masks on
 the PET grid with the PET file's affine, also for a PET stored in another orientation, with organ
-prompts from a folder, from the dataset's own organ maps or from the stage-1 model named in the checkpoint."""
+prompts from a folder, from the dataset's own organ maps or from the stage-1 model named in the checkpoint;
+organ post-processing (``--suppress-organs``) and test-time mirroring options."""
 
 import csv
 import shutil
@@ -13,14 +14,19 @@ from typer.testing import CliRunner
 
 from anatoseg.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from anatoseg.cli import app, main
+from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.data.layouts import find_cases
 from anatoseg.data.nifti import save_nifti
 from anatoseg.data.phantom import generate_cohort
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.inference.postprocess import suppress_in_organs
+from anatoseg.nets import NetConfig, build_network
 from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import make_preprocessing
 from anatoseg.stage1.model import save_organ_model
 from anatoseg.stage1.net import OrganUNet
+
+from cli_testing import run_anato
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +53,8 @@ def _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch
     # Without --organs the dataset's own organ maps (the labels `anato train` used) make the prompts.
     result = _invoke("predict", run / "model.pt", data, tmp_path / "own", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "organ prompts from: the dataset's own organ maps" in result.output
+    assert "organ maps from: the dataset's own organ maps" in result.output
+    assert "test-time mirroring on" in result.output  # the training config's default
     for files in cases:
         own = np.asarray(nib.load(str(tmp_path / "own" / f"{files.case_id}.nii.gz")).dataobj)
         np.testing.assert_array_equal(own, masks[files.case_id])
@@ -69,12 +76,40 @@ def _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch
     save_checkpoint(tmp_path / "with_stage1.pt", make_checkpoint("stage3", meta, model=checkpoint["model"]))
     result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "stage1.nii.gz", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "organ prompts from: stage-1 model" in result.output
+    assert "organ maps from: stage-1 model" in result.output
     out = nib.load(str(tmp_path / "stage1.nii.gz"))
     assert np.allclose(out.affine, flipped.affine) and out.shape == flipped.shape
     (tmp_path / "stage1.pt").unlink()
     result = _invoke("predict", tmp_path / "with_stage1.pt", study, tmp_path / "x.nii.gz")
     assert isinstance(result.exception, AnatoError) and "stage-1 organ model" in str(result.exception)
+
+
+def _check_post_processing(run, data, study, masks, tmp_path, monkeypatch, capsys):
+    """--suppress-organs removes the components mostly inside the chosen organs, and needs organ maps."""
+    chosen = ("brain", "heart", "kidney_left", "kidney_right", "urinary_bladder")
+    result = _invoke("predict", run / "model.pt", data, tmp_path / "post", "--suppress-organs", ",".join(chosen),
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    for files in find_cases(data):
+        out = np.asarray(nib.load(str(tmp_path / "post" / f"{files.case_id}.nii.gz")).dataobj)
+        organs = np.asarray(nib.load(str(files.organs)).dataobj)
+        np.testing.assert_array_equal(out, suppress_in_organs(masks[files.case_id], organs,
+                                                              [ORGAN_IDS[n] for n in chosen]))
+    code, _, err = run_anato(monkeypatch, capsys, "predict", run / "model.pt", data, tmp_path / "x",
+                             "--suppress-organs", "brain,kidneys")
+    assert code == 1 and "unknown organ name(s) kidneys" in err and "\n" not in err.strip()
+    # A network without prompts reads organ maps only for the post-processing, and then needs them.
+    checkpoint = load_checkpoint(run / "model.pt")
+    meta = {**checkpoint["meta"], "arch": "anatoseg_noprompt"}
+    net = build_network("anatoseg_noprompt", NetConfig.from_dict(meta["net"]), meta["patch_size"])
+    save_checkpoint(tmp_path / "plain.pt", make_checkpoint("stage3", meta, model=net.state_dict()))
+    result = _invoke("predict", tmp_path / "plain.pt", study, tmp_path / "plain.nii.gz", "--no-mirror",
+                     "--no-progress")
+    assert result.exit_code == 0 and "organ maps from: none" in result.output and "mirroring off" in result.output
+    code, _, err = run_anato(monkeypatch, capsys, "predict", tmp_path / "plain.pt", study, tmp_path / "y.nii.gz",
+                             "--suppress-organs", "brain")
+    assert code == 1 and err.strip().startswith("error: --suppress-organs needs organ maps") and "\n" not in err.strip()
+    assert not (tmp_path / "y.nii.gz").exists()
 
 
 def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
@@ -125,6 +160,7 @@ def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(np.asarray(out.dataobj), masks[files.case_id][::-1, ::-1])
 
     _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch, capsys)
+    _check_post_processing(run, data, study, masks, tmp_path, monkeypatch, capsys)
 
     # A checkpoint whose weights do not fit the network its metadata names is refused.
     checkpoint = load_checkpoint(run / "model.pt")

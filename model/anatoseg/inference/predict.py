@@ -8,12 +8,15 @@ For each case (:func:`predict_cases`):
 2. preprocess exactly as in training (the checkpoint's ``preprocessing``: body
    crop, resampling, normalisation);
 3. sliding-window lesion probability in bounded memory
-   (:func:`~anatoseg.inference.sliding_window.sliding_window_probability`);
+   (:func:`~anatoseg.inference.sliding_window.sliding_window_probability`), by default the mean over the
+   8 mirrorings of each window (``infer.mirror``, :mod:`~anatoseg.inference.mirror`);
 4. map it back onto the original PET grid: the probability, quantised to
    uint8, is resampled trilinearly onto the source grid a slab at a time and
-   thresholded at 0.5, then the loader's reorientation is undone
-   (:func:`~anatoseg.data.nifti.zyx_to_file`);
-5. write a uint8 {0, 1} NIfTI with the PET file's own shape and affine.
+   thresholded at 0.5;
+5. optionally remove the components lying mostly inside chosen organs (``infer.suppress_organs``,
+   :mod:`~anatoseg.inference.postprocess`; the case's organ map is needed then), then undo the loader's
+   reorientation (:func:`~anatoseg.data.nifti.zyx_to_file`);
+6. write a uint8 {0, 1} NIfTI with the PET file's own shape and affine.
 
 Before any case is read the whole run is planned (:func:`plan_predictions`): the
 dataset is checked whole (:func:`anatoseg.data.layouts.find_cases`), every output
@@ -42,8 +45,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anatoseg.checkpoint import load_checkpoint, load_state_strict
+from anatoseg.config import organ_names
 from anatoseg.configbase import apply_overrides
 from anatoseg.data.case import Case, CaseFiles, load_case
+from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.data.layouts import FILE_KEYS, find_cases
 from anatoseg.data.nifti import is_nifti, save_nifti, zyx_to_file
 from anatoseg.data.paths import inside
@@ -51,6 +56,8 @@ from anatoseg.data.preprocess import PreprocessedCase, Preprocessing, preprocess
 from anatoseg.data.resample import resample_to_grid
 from anatoseg.data.volumes import pet_ct_channels, with_organs_from
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.inference.mirror import mirrored
+from anatoseg.inference.postprocess import suppress_in_organs
 from anatoseg.inference.sliding_window import sliding_window_probability
 from anatoseg.stage3.config import Config
 from anatoseg.training.device import choose_device
@@ -72,13 +79,18 @@ class Predictor:
     device: torch.device
     amp: bool
     path: Path | None = None  # the checkpoint it came from
+    mirror: bool = False  # test-time mirroring (8 flips)
+    suppress: tuple[int, ...] = ()  # organ ids whose components are removed (post-processing)
+    suppress_fraction: float = 0.5
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, *, device: str | None = None, overlap: float | None = None,
-                        batch_size: int | None = None, amp: bool = True) -> Predictor:
+                        batch_size: int | None = None, amp: bool = True, mirror: bool | None = None,
+                        suppress_organs: str | None = None) -> Predictor:
         """Load a ``model.pt``/``checkpoint.pt`` of ``anato train``; rebuild and check its network.
 
-        ``overlap``, ``batch_size``: override the stored ``infer`` settings; validated with the config.
+        ``overlap``, ``batch_size``, ``mirror``, ``suppress_organs`` (comma-separated organ names, ``""``
+        for none): override the stored ``infer`` settings (None keeps them); validated with the config.
         Raises ConfigError for a bad value, a checkpoint of another kind, or one whose weights do
         not fit the architecture and config its metadata names.
         """
@@ -91,38 +103,51 @@ class Predictor:
                 raise ConfigError(f"stage-3 checkpoint metadata lacks {key!r}", path)
         net = build_network(meta["arch"], NetConfig.from_dict(meta["net"]), meta["patch_size"])
         load_state_strict(net, checkpoint["model"], path, what=f"{meta['arch']} checkpoint")
-        options = [f"infer.{key}={value}" for key, value in (("overlap", overlap), ("batch_size", batch_size))
-                   if value is not None]
+        given = (("overlap", overlap), ("batch_size", batch_size), ("mirror", mirror))
+        options = [f"infer.{key}={value}" for key, value in given if value is not None]
+        if suppress_organs is not None:
+            options.append(f"infer.suppress_organs='{suppress_organs}'")
         infer = apply_overrides(Config.from_dict(meta["config"]), options).validate().infer
         dev = choose_device(device)
+        suppress = tuple(ORGAN_IDS[name] for name in organ_names(infer.suppress_organs, "infer.suppress_organs"))
         return cls(net=net.to(dev).eval(), meta=meta, preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
                    patch_size=tuple(meta["patch_size"]), overlap=infer.overlap, sigma_scale=infer.sigma_scale,
-                   batch_size=infer.batch_size, device=dev, amp=amp, path=Path(path))
+                   batch_size=infer.batch_size, device=dev, amp=amp, path=Path(path), mirror=infer.mirror,
+                   suppress=suppress, suppress_fraction=infer.suppress_fraction)
 
     @property
     def uses_prompts(self) -> bool:
         return bool(self.net.uses_prompts)
 
+    @property
+    def needs_organs(self) -> bool:
+        """Whether each case needs its organ map: for the network's prompts or the post-processing."""
+        return self.uses_prompts or bool(self.suppress)
+
     def probability(self, image: np.ndarray, organs: np.ndarray | None = None, *, progress: bool = False,
                     description: str = "windows") -> torch.Tensor:
         """Lesion probability ``(Z, Y, X)`` float16 of a network-order image ``(2, Z, Y, X)`` [PET, CT]."""
         return sliding_window_probability(
-            self.net, image, self.patch_size, organs=organs if self.uses_prompts else None, overlap=self.overlap,
+            mirrored(self.net) if self.mirror else self.net, image, self.patch_size,
+            organs=organs if self.uses_prompts else None, overlap=self.overlap,
             sigma_scale=self.sigma_scale, batch_size=self.batch_size, device=self.device, amp=self.amp,
             progress=progress, description=description)
 
     def predict_case(self, case: Case, *, progress: bool = False) -> np.ndarray:
         """Lesion mask ``(Z, Y, X)`` uint8 {0, 1} on ``case``'s own grid (``case.shape``, ``case.affine``).
 
-        ``case.organs`` must be set when the network uses prompts.
+        ``case.organs`` must be set when the network uses prompts or the post-processing removes components
+        inside organs.
         """
-        if self.uses_prompts and case.organs is None:
-            raise AnatoError(f"case {case.case_id}: the model uses organ prompts but the case has no organ labels")
+        if self.needs_organs and case.organs is None:
+            why = "the model uses organ prompts" if self.uses_prompts else "--suppress-organs needs organ maps"
+            raise AnatoError(f"case {case.case_id}: {why} but the case has no organ labels")
         pre = preprocess_case(case, self.preprocessing)
         image, pre.image = pre.image, None  # let the preprocessed image go once the windows are done
         prob = self.probability(pet_ct_channels(image), pre.organs, progress=progress, description=case.case_id)
         del image
-        return restore_mask(quantise(prob), pre)
+        mask = restore_mask(quantise(prob), pre)
+        return suppress_in_organs(mask, case.organs, self.suppress, self.suppress_fraction) if self.suppress else mask
 
 
 def quantise(prob: torch.Tensor) -> np.ndarray:
@@ -165,14 +190,15 @@ class OrganSource:
     """
 
     def __init__(self, predictor: Predictor, organs_dir: str | os.PathLike | None):
-        self.needed = predictor.uses_prompts
+        self.needed = predictor.needs_organs
+        self.prompts = predictor.uses_prompts
         self.organs_dir = organs_dir
         self.device = predictor.device
         self.organ_model = None
         self.organ_model_path: Path | None = None
         path = predictor.meta.get("organ_model")
         if not self.needed:
-            self.description = "none (the model uses no organ prompts)"
+            self.description = "none (the model uses no organ prompts, no --suppress-organs)"
         elif organs_dir is not None:
             self.description = f"--organs {organs_dir}"
         elif path:
@@ -196,7 +222,8 @@ class OrganSource:
         if self.organs_dir is not None:
             return with_organs_from(files, self.organs_dir)
         if files.organs is None:
-            raise AnatoError(f"the model uses organ prompts but case {files.case_id} has no organ map in the "
+            why = "the model uses organ prompts" if self.prompts else "--suppress-organs needs organ maps"
+            raise AnatoError(f"{why} but case {files.case_id} has no organ map in the "
                              "dataset: give --organs DIR (organ label maps <case_id>.nii.gz on the PET grid), or "
                              "train with --organ-model so that the checkpoint names a stage-1 model")
         return files
