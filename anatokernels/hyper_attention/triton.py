@@ -4,14 +4,14 @@ Forward, one program per (block of L rows, sample b):
     S2 = x·A + a (+ log2 e·bias)   loop over C in BLOCK_C slices, tl.dot, fp32 accumulator (BLOCK_L, HP·MP)
     P = softmax per head           exp2 on the registers, reshaped (BLOCK_L, HP, MP); a head without keys gives 0
     out = P·Bv + b_o               loop over C in BLOCK_C slices, each slice stored once
-x is read once and out written once; q, the scores and o never reach memory. Only the (BLOCK_L, HP·MP) score
-tile stays in registers, so C up to 512 (and beyond) only lengthens the two loops. A and a arrive in log2 units
-(``SCORE_UNIT``: absorbed with scale·log2 e, so S2 = S·log2 e costs nothing), exp2 is one ``ex2.approx.ftz`` and
-each (row, head) takes one reciprocal instead of a division per score. A logit bias is read per tile (a head-
-shared one as (BLOCK_L, MP), broadcast over the heads in registers). Static figures at B=2, L=35,840, C=64,
-M=12, H=4, bf16 (warp-instructions per output element, sm_90 / sm_80): 1.10 / 1.35 before these changes, 0.93 /
-1.21 after; with a head-shared bias 1.11 / 1.39 (2.29 / 2.22 when it was read per column). Speed against SDPA is
-unmeasured (no GPU here).
+x is read once and out written once; q, the scores and o never reach memory. Only the (BLOCK_L, HP·MP) score tile
+stays in registers, so C up to 512 (and beyond) only lengthens the two loops. A and a arrive in log2 units
+(``SCORE_UNIT``: absorbed with scale·log2 e, so S2 = S·log2 e costs nothing), exp2 is one ``ex2.approx.ftz`` and each
+(row, head) takes one reciprocal instead of a division per score. A logit bias is read per tile (a head-shared one as
+(BLOCK_L, MP), broadcast over the heads in registers). Static figures at B=2, L=35,840, C=64, M=12, H=4, bf16
+(warp-instructions per output element, sm_90 / sm_80): 1.10 / 1.35 before these changes, 0.93 / 1.21 after, 0.69 /
+0.75 with one C slice for C ≤ 64 (``_config``); with a head-shared bias 0.87 / 0.91 (2.29 / 2.22 when it was read per
+column, before the slice change). Speed against SDPA is unmeasured (no GPU here).
 
 Backward, one program per (split of L, sample b), looping over STEPS blocks of rows:
     recompute S2 and P; dP = dout·Bvᵀ; dS = P ⊙ (dP − Σ_head P ⊙ dP); dS2 = dS·ln 2
@@ -19,12 +19,10 @@ Backward, one program per (split of L, sample b), looping over STEPS blocks of r
     dA += xᵀ·dS2, dBv += Pᵀ·dout, db_o += Σ_rows dout   (per-program partial sums)
     dbias = bias_scale·dS (summed over the heads for a shared bias, stored per tile);
     dscale += Σ dS ⊙ bias over finite entries (registers, per-program partial sums)
-The per-sample reductions over L use partial sums: each program adds into its
-own fp32 slice (B·n_split, ...) and torch sums the slices afterwards. This is
-deterministic, has no contention, and the scratch is O(B·n_split·C·H·M),
-independent of L (n_split ≈ 2 programs per SM in all). The alternative,
-fp32 atomics into one (B, C, H·M) buffer, makes every program hit the same
-C·H·M addresses once per block of rows; it has not been measured here.
+The per-sample reductions over L use partial sums: each program adds into its own fp32 slice (B·n_split, ...) and
+torch sums the slices afterwards. This is deterministic, has no contention, and the scratch is O(B·n_split·C·H·M),
+independent of L (n_split ≈ 2 programs per SM in all). The alternative, fp32 atomics into one (B, C, H·M) buffer,
+makes every program hit the same C·H·M addresses once per block of rows; it has not been measured here.
 
 All element offsets are int64. Dots take fp16/bf16 operands with fp32
 accumulation; fp32 inputs use IEEE fp32 dots unless
@@ -284,7 +282,7 @@ class _Config:
     num_warps: int
 
 
-def _config(c: int, hmp: int, interpreted: bool, backward: bool) -> _Config:
+def _config(c: int, hmp: int, interpreted: bool, backward: bool, half: bool = False) -> _Config:
     if interpreted:
         # Small enough that the tests' odd sizes cross block borders; each interpreted op is vectorised.
         return _Config(block_l=32, block_c=min(32, max(16, triton.next_power_of_2(c))), num_warps=4)
@@ -292,7 +290,9 @@ def _config(c: int, hmp: int, interpreted: bool, backward: bool) -> _Config:
     # 8K (forward) or 4K (backward) elements, which keeps H·MP ≤ 256 free of register spills.
     if backward:
         return _Config(block_l=max(16, min(64, 4096 // hmp)), block_c=32 if hmp <= 64 else 16, num_warps=8)
-    return _Config(block_l=max(16, min(128, 8192 // hmp)), block_c=32, num_warps=8)
+    # 16-bit, 32 < C ≤ 64: one slice (sm_90, C=64: 0.69 not 0.93 warp-instr/output); fp32 FMA dots spill with it
+    wide = half and triton.next_power_of_2(c) == 64
+    return _Config(block_l=max(16, min(128, 8192 // hmp)), block_c=64 if wide else 32, num_warps=8)
 
 
 def _dot_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -334,7 +334,7 @@ def forward(x: torch.Tensor, A: torch.Tensor, a: torch.Tensor, Bv: torch.Tensor,
     if out.numel() == 0:
         return out
     A_d, a_f, Bv_d, precision = _operands(x, A, a, Bv)
-    cfg = _config(c, hmp, x.device.type == "cpu", backward=False)
+    cfg = _config(c, hmp, x.device.type == "cpu", backward=False, half=x.element_size() == 2)
     bias_t, scale_t, n_heads, m, *sb = _bias_args(bias, bias_scale, hmp // mp, out)
     grid = (triton.cdiv(n, cfg.block_l), b)
     _hyper_cross_attention_forward_kernel[grid](

@@ -321,15 +321,15 @@ from triton.compiler import ASTSource
 from anatokernels.hyper_attention import triton as T
 
 for config in sys.argv[1:]:
-    dtype, arch, hp, mp, has_bo, bias = config.split(",")
-    arch, hp, mp, has_bo = int(arch), int(hp), int(mp), has_bo == "1"
+    dtype, arch, hp, mp, has_bo, bias, c = config.split(",")
+    arch, hp, mp, has_bo, c = int(arch), int(hp), int(mp), has_bo == "1", int(c)
     io = {"x_ptr": dtype, "g_ptr": dtype, "bo_ptr": dtype, "out_ptr": dtype, "dx_ptr": dtype,
           "amat_ptr": dtype, "bv_ptr": dtype, "bias_ptr": dtype, "bscale_ptr": dtype, "dbias_ptr": dtype}
     for kernel, backward in ((T._hyper_cross_attention_forward_kernel, False),
                              (T._hyper_cross_attention_backward_kernel, True)):
-        cfg = T._config(256, hp * mp, False, backward)
+        cfg = T._config(c, hp * mp, False, backward, half=dtype != "fp32")
         consts = dict(HAS_BO=has_bo, HAS_BIAS=bias != "none", HAS_BSCALE=bias.endswith("scale"), HP=hp, MP=mp,
-                      BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c, NUM_CB=triton.cdiv(256, cfg.block_c),
+                      BLOCK_L=cfg.block_l, BLOCK_C=cfg.block_c, NUM_CB=triton.cdiv(c, cfg.block_c),
                       DOT_PREC="ieee" if dtype == "fp32" else "tf32", FAST_EXP2=True)
         if backward:
             consts.update(STEPS=16, BIAS_GRAD=bias != "none", BIAS_SHARED=bias.startswith("shared"))
@@ -345,9 +345,9 @@ for config in sys.argv[1:]:
                        options=dict(num_warps=cfg.num_warps))
     print("ok", config, flush=True)
 """
-# dtype, sm, HP, MP, b_o present, logit bias: the common case with a head-shared bias times a per-head
-# scale, the widest key padding with a per-head bias, and fp32 without b_o or bias.
-AOT_CONFIGS = ["fp16,90,4,16,1,shared_scale", "bf16,80,1,64,1,heads", "fp32,90,8,16,0,none"]
+# dtype, sm, HP, MP, b_o present, logit bias, C: the common case with a head-shared bias times a per-head
+# scale (one C slice), the widest key padding with a per-head bias, and fp32 without b_o or bias.
+AOT_CONFIGS = ["fp16,90,4,16,1,shared_scale,64", "bf16,80,1,64,1,heads,256", "fp32,90,8,16,0,none,256"]
 
 
 def _ptxas_found() -> bool:
