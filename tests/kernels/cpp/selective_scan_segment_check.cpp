@@ -1,0 +1,59 @@
+// Host build of csrc/selective_scan_segment/segment_walk.h: the CUDA kernels' per-thread functions, run
+// here by plain loops over the same tasks the CUDA grid maps to threads. Built as a shared library by
+// tests/kernels/test_selective_scan_cuda_segment.py (g++) and called through ctypes.
+//   segment_forward_{f32,f64}(..., phases): phases 1 = summaries only, 2 = + carry, 3 = + outputs and merge.
+// Returns 0, or 1 for a state count above the widest instantiation (64).
+#include <cstdint>
+#include <vector>
+
+#include "selective_scan_segment/segment_walk.h"
+
+using namespace anatokernels::segment;
+
+namespace {
+
+template <typename T>
+int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, const T* D, const T* z, const T* bias,
+            const int64_t* geometry, const int32_t* sizes, int softplus, int phases, T* states, T* sums, T* y,
+            T* last, T* out) {
+  // sizes: batch, K, Dm, L, N, G, seg, slots
+  Args<T, T> a{u, delta, B, C, z, A, D, bias, geometry, states, sums, y, last,
+               sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7], softplus != 0};
+  if (a.K == 1) a.y = out;  // direct: phase 3 gates and stores the output itself
+  const uint32_t tasks = static_cast<uint32_t>(a.slots - 1);
+  return dispatch_width(a.N, [&](auto width) {
+    constexpr int NMAX = decltype(width)::value;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t k = 0; k < a.K; ++k)
+        for (int32_t d = 0; d < a.Dm; ++d)
+          for (uint32_t j = 0; j < tasks; ++j) forward_walk<false, NMAX>(a, b, k, d, j);
+    if (phases < 2) return;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t k = 0; k < a.K; ++k)
+        for (int32_t d = 0; d < a.Dm; ++d)
+          for (int32_t n = 0; n < a.N; ++n) carry_forward(a, b, k, d, n);
+    if (phases < 3) return;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t k = 0; k < a.K; ++k)
+        for (int32_t d = 0; d < a.Dm; ++d)
+          for (uint32_t j = 0; j < tasks; ++j) forward_walk<true, NMAX>(a, b, k, d, j);
+    if (a.K == 1) return;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t d = 0; d < a.Dm; ++d)
+        for (int32_t l = 0; l < a.L; ++l) out[(static_cast<int64_t>(b) * a.Dm + d) * a.L + l] = merge_value(a, y, b, d, l);
+  }) ? 0 : 1;
+}
+
+}  // namespace
+
+#define ANATO_SEGMENT_FORWARD(SUFFIX, T)                                                                        \
+  extern "C" int segment_forward_##SUFFIX(const T* u, const T* delta, const T* A, const T* B, const T* C,       \
+                                          const T* D, const T* z, const T* bias, const int64_t* geometry,       \
+                                          const int32_t* sizes, int softplus, int phases, T* states, T* sums,   \
+                                          T* y, T* last, T* out) {                                              \
+    return forward<T>(u, delta, A, B, C, D, z, bias, geometry, sizes, softplus, phases, states, sums, y, last,  \
+                      out);                                                                                     \
+  }
+
+ANATO_SEGMENT_FORWARD(f32, float)
+ANATO_SEGMENT_FORWARD(f64, double)

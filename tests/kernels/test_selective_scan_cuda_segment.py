@@ -1,0 +1,128 @@
+"""The CUDA segment-parallel scan's arithmetic (csrc/selective_scan_segment/segment_walk.h) on the CPU.
+
+The CUDA kernels are thin: each thread calls one ``__host__ __device__`` function of ``segment_walk.h`` for
+its task (b, k, d, segment) or (b, k, d, state). ``cpp/selective_scan_segment_check.cpp`` runs the same
+functions over the same tasks with plain loops, built with g++ and called through ctypes, so the arithmetic
+the GPU runs is the arithmetic checked here: outputs and last state against the float64 reference, and each
+phase's intermediate results (segment summaries, carries) against the float64 segment model of
+``test_selective_scan_segment``. Segments of 3 and 4 steps cut rows of 5 and 7 unevenly; outputs are
+NaN-poisoned (unused slots of orders with fewer segments stay NaN and are not read).
+"""
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from test_selective_scan_segment import _inputs, _model, _reference
+
+from anatokernels.scan_order import ALL_ORDERS, geometry_tensor, order_geometry
+
+from kernel_testing import assert_rel_close
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    path = tmp_path_factory.mktemp("segment") / "selective_scan_segment_check.so"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-I", str(ROOT / "csrc"),
+                    "-o", str(path), str(Path(__file__).parent / "cpp" / "selective_scan_segment_check.cpp")],
+                   check=True)
+    return ctypes.CDLL(str(path))
+
+
+def _slots(spatial, orders, seg):
+    return 1 + max(g.sizes[0] * g.sizes[1] * -(-g.sizes[2] // seg) for g in (order_geometry(spatial, o)
+                                                                               for o in orders))
+
+
+def _ptr(t):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _host_forward(lib, inputs, spatial, orders, seg, softplus=True, phases=3):
+    """(out (Bt, Dm, L), last (Bt, K, Dm, N), states, sums) of the host build; every buffer NaN-poisoned."""
+    inputs = tuple(None if t is None else t.contiguous() for t in inputs)
+    u, _delta, A, B = inputs[:4]
+    bt, k, dm, length = u.shape
+    n, g, slots = A.shape[2], B.shape[2], _slots(spatial, orders, seg)
+    dt = u.dtype
+    nan = dict(dtype=dt)
+    states = torch.full((bt, k, dm, slots, n), float("nan"), **nan)
+    sums = torch.full((bt, k, dm, slots), float("nan"), **nan)
+    y = torch.full((bt, k, dm, length), float("nan"), **nan)
+    last = torch.full((bt, k, dm, n), float("nan"), **nan)
+    out = torch.full((bt, dm, length), float("nan"), **nan)
+    geo = geometry_tensor(tuple(spatial), tuple(orders), torch.device("cpu"))
+    sizes = torch.tensor([bt, k, dm, length, n, g, seg, slots], dtype=torch.int32)
+    fn = lib.segment_forward_f64 if dt == torch.float64 else lib.segment_forward_f32
+    rc = fn(*(_ptr(t) for t in inputs), _ptr(geo), _ptr(sizes), int(softplus), phases, _ptr(states), _ptr(sums),
+            _ptr(y), _ptr(last), _ptr(out))
+    assert rc == 0, "state count above the widest instantiation"
+    return out, last, states, sums
+
+
+# (spatial, orders, B, D, G, N, seg): the 12 orders (reversed included), K 1-4, N not a power of two
+# (instantiation widths 4, 8, 16 and 64 all used), groups, segments that do not divide the rows
+CASES = [
+    ((3, 5, 7), ("zyx", "zxy", "yzx", "yxz"), 1, 2, 1, 3, 4),
+    ((3, 5, 7), ("xzy", "xyz", "-zyx", "-zxy"), 1, 2, 2, 5, 3),
+    ((3, 5, 7), ("-yzx", "-yxz", "-xzy", "-xyz"), 2, 2, 1, 16, 4),
+    ((3, 5, 7), ("yxz", "yxz"), 1, 3, 3, 33, 4),
+    ((3, 5, 7), ("-xzy",), 2, 4, 2, 6, 3),
+    ((3, 5, 7), ("-zyx", "xzy", "yxz"), 1, 2, 1, 3, 64),
+    ((1, 1, 37), ("zyx", "-zyx", "-zyx"), 1, 2, 1, 3, 4),
+    ((1, 1, 37), ("zyx",), 2, 3, 3, 7, 8),
+]
+IDS = [f"Z{s[0]}Y{s[1]}X{s[2]}-{'_'.join(o)}-B{b}-D{d}-G{g}-N{n}-SEG{seg}" for s, o, b, d, g, n, seg in CASES]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("spatial, orders, b, d, g, n, seg", CASES, ids=IDS)
+def test_forward_matches_reference(lib, spatial, orders, b, d, g, n, seg, dtype):
+    length = spatial[0] * spatial[1] * spatial[2]
+    inputs = _inputs(b, len(orders), d, g, n, length, dtype)
+    ref_out, ref_last = _reference(tuple(None if t is None else t.double() for t in inputs), spatial, orders, True)
+    out, last, _states, _sums = _host_forward(lib, inputs, spatial, orders, seg)
+    assert_rel_close(out, ref_out, dtype, "out")
+    assert_rel_close(last, ref_last, dtype, "last_state")
+
+
+def test_all_orders_covered():
+    assert {o for case in CASES for o in case[1]} == set(ALL_ORDERS)
+
+
+def test_without_optional_inputs(lib):
+    spatial, orders = (2, 3, 5), ("-xzy", "yzx")
+    inputs = _inputs(1, 2, 2, 1, 3, 30, torch.float64, optional=False)
+    ref_out, ref_last = _reference(inputs, spatial, orders, False)
+    out, last, _states, _sums = _host_forward(lib, inputs, spatial, orders, 4, softplus=False)
+    assert_rel_close(out, ref_out, torch.float64, "out")
+    assert_rel_close(last, ref_last, torch.float64, "last_state")
+
+
+def test_phases_against_float64_model(lib):
+    """Phase 1 (zero-start end states and Σδ per segment) and phase 2 (entering states, last state)."""
+    spatial, orders, seg = (3, 5, 7), ("zyx", "-yxz", "xzy"), 4
+    inputs = _inputs(2, 3, 2, 1, 3, 105, torch.float64)
+    model = _model(inputs, spatial, orders, seg, torch.zeros(2, 2, 105, dtype=torch.float64),
+                   torch.zeros(2, 3, 2, 3, dtype=torch.float64))
+    _out, _last, summaries, sums = _host_forward(lib, inputs, spatial, orders, seg, phases=1)
+    _out, last, carries, _sums = _host_forward(lib, inputs, spatial, orders, seg, phases=2)
+    assert summaries.shape[3] == max(m[0].shape[2] for m in model) + 1
+    for k, (hend, sd, H, _R, _G) in enumerate(model):
+        count = hend.shape[2]
+        assert_rel_close(summaries[:, k, :, 1:count + 1], hend, torch.float64, f"order {k}: segment end states")
+        assert_rel_close(sums[:, k, :, 1:count + 1], sd, torch.float64, f"order {k}: segment Σδ")
+        assert_rel_close(carries[:, k, :, :count + 1], H, torch.float64, f"order {k}: carries")
+        assert_rel_close(last[:, k], H[:, :, -1], torch.float64, f"order {k}: last state")
+
+
+def test_state_count_above_64_is_refused(lib):
+    inputs = _inputs(1, 1, 1, 1, 65, 5, torch.float64)
+    with pytest.raises(AssertionError, match="widest instantiation"):
+        _host_forward(lib, inputs, (1, 1, 5), ("zyx",), 4)
