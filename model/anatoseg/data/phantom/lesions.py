@@ -16,8 +16,8 @@ lung                     3-20      1.5-10    in a lung
 pleural                  5-25      2-10      on the lung surface against the chest wall
 brain                    5-25      8-20      in the brain (hard tag ``in_brain``)
 adrenal                  10-35     3-12      above and medial to a kidney, touching it (``near_kidney``)
-vertebral                24-40     3-12      in a vertebra (body or processes), reaching a kidney or the aorta
-                                             (``near_kidney``/``near_aorta``)
+vertebral                24-40     3-12      in a vertebra (body or processes), reaching the aorta (p 0.5)
+                                             or a kidney, often through the psoas (``near_aorta``/``near_kidney``)
 bone_diffuse             4-9       3-8       8-20 small marrow lesions (diffuse bone disease)
 pelvic_node (hard)       5-15      2-6       just outside the bladder wall (``near_bladder``)
 paracardiac_node (hard)  5-15      2.5-8     just outside the heart (``near_heart``)
@@ -211,7 +211,7 @@ class LesionPlacer:
 
     def vertebral(self, radius: float):
         marks = self.anatomy.landmarks
-        name = str(self.rng.choice(["aorta", "kidney_left", "kidney_right"]))
+        name = str(self.rng.choice(["aorta", "kidney_left", "kidney_right"], p=[0.5, 0.25, 0.25]))
         box = marks["descending_aorta"] if name == "aorta" else (marks["kidneys"][name].lo, marks["kidneys"][name].hi)
 
         def host(slices, coords):  # a vertebra: its body, arch or transverse processes
