@@ -14,6 +14,11 @@ once (:func:`step_digits`, :func:`position_digits`), and every element is then
 reached by a small mixed-radix addition (:func:`advance`) whose carries are
 quotients of small numbers, computed with an fp32 reciprocal and one exact
 integer correction (:func:`small_divmod`), not an integer division.
+
+Kernels tiled along *runs* of the fastest axis (n2 steps each, n0·n1 runs) need
+less: the first native position of a run (:func:`run_start`, one division per
+run and program) and the step ±stride2 between its positions. The launchers
+size their grids from the geometry rows on the host (:func:`geometry_rows`).
 """
 
 from __future__ import annotations
@@ -21,11 +26,23 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from torch.utils.weak import WeakIdKeyDictionary
+
+_ROWS = WeakIdKeyDictionary()  # geometry tensor -> its rows as host ints
 
 
 def tl_dtype(dtype: torch.dtype):
     """The Triton dtype of an accumulation dtype (see :func:`anatokernels._checks.accumulation_dtype`)."""
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def geometry_rows(geometry: torch.Tensor) -> list[list[int]]:
+    """The (K, 7) geometry rows as host ints, read once per tensor (``geometry_tensor`` caches the tensor per
+    (volume, orders, device), so a GPU run syncs once per volume and orders, not per call)."""
+    rows = _ROWS.get(geometry)
+    if rows is None:
+        rows = _ROWS[geometry] = geometry.tolist()
+    return rows
 
 
 @triton.jit
@@ -102,3 +119,12 @@ def position_digits(p0, j, n0, n1, n2, st0, st1, st2, rev, L):
     c2 = axis_digit(p0, j, st2, n2)
     s = (c0 * n1 + c1) * n2 + c2
     return c0, c1, c2, tl.where(rev != 0, L - 1 - s, s)
+
+
+@triton.jit
+def run_start(rho, n1, n2, st0, st1, st2, rev, runs):
+    """First native position (int32) of run rho (int32 scalar, 0 <= rho < runs = n0·n1) in scan order: the
+    run's step u is at ``run_start + u·(−stride2 if reversed else stride2)``. One 32-bit division."""
+    r = tl.where(rev != 0, runs - 1 - rho, rho)
+    c0 = r // n1
+    return c0 * st0 + (r - c0 * n1) * st1 + tl.where(rev != 0, (n2 - 1) * st2, 0)

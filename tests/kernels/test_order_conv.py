@@ -7,6 +7,8 @@ import torch.nn.functional as F
 import anatokernels as ak
 from anatokernels import _dispatch
 from anatokernels.order_conv import reference
+from anatokernels.order_conv import triton as triton_backend
+from anatokernels.scan_order import ALL_ORDERS
 
 from kernel_testing import assert_rel_close, backend_cases
 
@@ -61,6 +63,30 @@ def test_matches_reference_forward_and_backward(device, backend, b, d, spatial, 
         for name, g, r in zip(("d_x", "d_weight", "d_bias"), got, want):
             assert g.dtype == dtype
             assert_rel_close(g, r, dtype, f"{name} {dtype}", factor=2.0)
+
+
+# Triton tiles: (Z, Y, X), W, runs per tile. All 12 orders, so every axis is the fastest one somewhere: runs of
+# 1 to 5 steps, cut into tiles of 2 steps; with runs shorter than W-1 a shifted step lands up to 3 runs away.
+# One run per tile is the GPU launch (a scalar run start), 8 the interpreter's default.
+TILE_CASES = [((3, 2, 5), 4, 1), ((2, 3, 1), 4, 1), ((3, 1, 2), 2, 1), ((3, 2, 5), 3, 8)]
+
+
+@pytest.mark.parametrize("device, backend", backend_cases("order_conv1d", ("triton",)))
+@pytest.mark.parametrize("spatial, width, runs_per_tile", TILE_CASES,
+                         ids=[f"Z{s[0]}Y{s[1]}X{s[2]}-W{w}-{r}runs" for s, w, r in TILE_CASES])
+def test_triton_tiles_cross_runs_in_every_order(monkeypatch, device, backend, spatial, width, runs_per_tile):
+    """Every order, tiles that cut runs, halos that cross tiles and runs: output and every gradient."""
+    monkeypatch.setattr(triton_backend, "_INTERPRETER_LAUNCH", (runs_per_tile, 2, 1 << 12, 3))
+    x, w, bias = _inputs(1, 2, spatial, ALL_ORDERS, width, True, torch.float64, device)
+    out = ak.order_conv1d(x, w, bias, spatial_shape=spatial, orders=ALL_ORDERS, backend=backend)
+    leaves = _double_leaves(x, w, bias)
+    ref = reference.order_conv1d(*leaves, spatial, ALL_ORDERS, "silu")
+    assert_rel_close(out, ref, torch.float64, "out")
+    grad = torch.randn_like(ref)
+    got = torch.autograd.grad(out, [x, w, bias], grad)
+    want = torch.autograd.grad(ref, leaves, grad)
+    for name, g, r in zip(("d_x", "d_weight", "d_bias"), got, want):
+        assert_rel_close(g, r, torch.float64, name)
 
 
 @pytest.mark.parametrize("device, backend", CASES)
