@@ -100,18 +100,23 @@ def test_attn_bias_with_per_head_scale_reaches_the_op():
 
 @pytest.mark.interpret
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
-def test_triton_backend_matches_reference_backend():
+@pytest.mark.parametrize("with_bias", [False, True], ids=["noBias", "sharedBiasScale"])
+def test_triton_backend_matches_reference_backend(with_bias):
     x, prompts, mask = (t.float() if t.is_floating_point() else t for t in _inputs())
     torch.manual_seed(1)
     fused = _layer(backend="triton")
     plain = _layer(backend="reference")
     plain.load_state_dict(fused.state_dict())
+    bias = torch.randn(3, 1, x[0, 0].numel(), 5) if with_bias else None
+    scale = torch.randn(HEADS) if with_bias else None
     outs = []
     for layer in (fused, plain):
         inp = x.clone().requires_grad_()
-        y = layer(inp, prompts, key_padding_mask=mask)
+        b, sc = (None, None) if bias is None else (bias.clone().requires_grad_(), scale.clone().requires_grad_())
+        y = layer(inp, prompts, key_padding_mask=mask, attn_bias=b, attn_bias_scale=sc)
         y.square().sum().backward()
-        outs.append((y, inp.grad, layer.w_q.grad, layer.hyper[-1].weight.grad))
+        outs.append((y, inp.grad, layer.w_q.grad, layer.hyper[-1].weight.grad)
+                    + (() if b is None else (b.grad, sc.grad)))
     for got, want in zip(*outs):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
