@@ -36,11 +36,29 @@ namespace segment {
 
 constexpr double kLog2e = 1.4426950408889634;
 
-ANATO_HOST_DEVICE float exp2_acc(float x) { return exp2f(x); }
+// 2^x: on the GPU the MUFU.EX2 instruction (ex2.approx.ftz, 2 ulp: what --use_fast_math makes of exp2f, spelled
+// out so that the static contracts, compiled without that flag, measure the instruction stream that runs).
+ANATO_HOST_DEVICE float exp2_acc(float x) {
+#if defined(__CUDA_ARCH__)
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
 ANATO_HOST_DEVICE double exp2_acc(double x) { return exp2(x); }
-ANATO_HOST_DEVICE float softplus_acc(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+ANATO_HOST_DEVICE float softplus_acc(float x) { return x > 20.0f ? x : log1pf(exp2_acc(x * float(kLog2e))); }
 ANATO_HOST_DEVICE double softplus_acc(double x) { return x > 20.0 ? x : log1p(exp(x)); }
-ANATO_HOST_DEVICE float sigmoid_acc(float x) { return 1.0f / (1.0f + expf(-x)); }
+// 1 / (1 + e^-x); on the GPU an approximate reciprocal (MUFU.RCP, 2 ulp) instead of an IEEE division.
+ANATO_HOST_DEVICE float sigmoid_acc(float x) {
+  const float e = 1.0f + exp2_acc(-x * float(kLog2e));
+#if defined(__CUDA_ARCH__)
+  return __fdividef(1.0f, e);
+#else
+  return 1.0f / e;
+#endif
+}
 ANATO_HOST_DEVICE double sigmoid_acc(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 // Pointers and sizes of one call. y: (Bt, K, Dm, L), or (Bt, Dm, L) when K == 1 (gated there).
@@ -99,8 +117,9 @@ ANATO_HOST_DEVICE Acc delta_value(Acc raw, Acc bias, bool softplus) {
 }
 
 // Phases 1 (OUTPUT = false) and 3 (OUTPUT = true) for task (b, k, d, j); a j past S_k does nothing.
-// All N <= NMAX states stay in registers (h, A·log2e); Σ_n C·h is an in-thread sum.
-template <bool OUTPUT, int NMAX, typename T, typename Acc>
+// All N <= NMAX states stay in registers (h, A·log2e); Σ_n C·h is an in-thread sum. FULL: N == NMAX (no
+// per-state guards in the step loop).
+template <bool OUTPUT, int NMAX, bool FULL, typename T, typename Acc>
 ANATO_HOST_DEVICE void forward_walk(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, uint32_t j) {
   const Order o = order_of(a.geometry + 7 * k, a.seg);
   if (j >= o.count) return;
@@ -110,8 +129,8 @@ ANATO_HOST_DEVICE void forward_walk(const Args<T, Acc>& a, int32_t b, int32_t k,
   const T* u = a.u + row * L;
   const T* delta = a.delta + row * L;
   const int64_t bc = (static_cast<int64_t>(b * a.K + k) * a.G + group) * N * L;
-  const T* Bn = a.B + bc;
-  const T* Cn = a.C + bc;
+  const T* Bp = a.B + bc + s.start;  // B, C of state n at the current step: Bp[n·L], Cp[n·L]
+  const T* Cp = a.C + bc + s.start;
   Acc* slot = a.states + (row * a.slots + j) * N;
   const Acc bias = a.bias ? a.bias[kd] : Acc(0);
   const Acc Dv = a.D ? a.D[kd] : Acc(0);
@@ -121,21 +140,22 @@ ANATO_HOST_DEVICE void forward_walk(const Args<T, Acc>& a, int32_t b, int32_t k,
   Acc A2[NMAX], h[NMAX];
 ANATO_UNROLL
   for (int n = 0; n < NMAX; ++n) {
-    A2[n] = n < N ? a.A[kd * N + n] * Acc(kLog2e) : Acc(0);
-    h[n] = (OUTPUT && n < N) ? slot[n] : Acc(0);
+    const bool live = FULL || n < N;
+    A2[n] = live ? a.A[kd * N + n] * Acc(kLog2e) : Acc(0);
+    h[n] = (OUTPUT && live) ? slot[n] : Acc(0);
   }
   Acc sum = 0;
   int32_t pos = s.start;
-  for (int32_t i = 0; i < s.length; ++i, pos += s.step) {
+  for (int32_t i = 0; i < s.length; ++i, pos += s.step, Bp += s.step, Cp += s.step) {
     const Acc dt = delta_value(static_cast<Acc>(delta[pos]), bias, a.softplus);
     const Acc uu = static_cast<Acc>(u[pos]);
     const Acc du = dt * uu;
     Acc out = Dv * uu;
 ANATO_UNROLL
     for (int n = 0; n < NMAX; ++n) {
-      if (n < N) {
-        h[n] = exp2_acc(dt * A2[n]) * h[n] + du * static_cast<Acc>(Bn[n * L + pos]);
-        if (OUTPUT) out += static_cast<Acc>(Cn[n * L + pos]) * h[n];
+      if (FULL || n < N) {
+        h[n] = exp2_acc(dt * A2[n]) * h[n] + du * static_cast<Acc>(Bp[n * L]);
+        if (OUTPUT) out += static_cast<Acc>(Cp[n * L]) * h[n];
       }
     }
     if (OUTPUT) {
@@ -151,7 +171,7 @@ ANATO_UNROLL
   if (!OUTPUT) {
 ANATO_UNROLL
     for (int n = 0; n < NMAX; ++n) {
-      if (n < N) slot[N + n] = h[n];
+      if (FULL || n < N) slot[N + n] = h[n];
     }
     a.sums[row * a.slots + j + 1] = sum;
   }
@@ -188,20 +208,27 @@ ANATO_HOST_DEVICE Acc merge_value(const Args<T, Acc>& a, const Acc* y_orders, in
   return out;
 }
 
-// Calls fn(std::integral_constant-like tag) with NMAX the smallest of 4, 8, 16, 32, 64 holding n_state;
-// returns false (fn not called) for n_state > 64.
-template <int NMAX>
+// Calls fn(Width<NMAX, FULL>{}) with NMAX the smallest of 4, 8, 16, 32, 64 holding n_state and FULL when
+// n_state == NMAX; returns false (fn not called) for n_state > 64.
+template <int NMAX, bool FULL>
 struct Width {
   static constexpr int value = NMAX;
+  static constexpr bool full = FULL;
 };
+
+template <int NMAX, typename Fn>
+void dispatch_full(int32_t n_state, Fn&& fn) {
+  if (n_state == NMAX) fn(Width<NMAX, true>{});
+  else fn(Width<NMAX, false>{});
+}
 
 template <typename Fn>
 bool dispatch_width(int32_t n_state, Fn&& fn) {
-  if (n_state <= 4) fn(Width<4>{});
-  else if (n_state <= 8) fn(Width<8>{});
-  else if (n_state <= 16) fn(Width<16>{});
-  else if (n_state <= 32) fn(Width<32>{});
-  else if (n_state <= 64) fn(Width<64>{});
+  if (n_state <= 4) dispatch_full<4>(n_state, fn);
+  else if (n_state <= 8) dispatch_full<8>(n_state, fn);
+  else if (n_state <= 16) dispatch_full<16>(n_state, fn);
+  else if (n_state <= 32) dispatch_full<32>(n_state, fn);
+  else if (n_state <= 64) dispatch_full<64>(n_state, fn);
   else return false;
   return true;
 }

@@ -23,10 +23,11 @@ int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, cons
   const uint32_t tasks = static_cast<uint32_t>(a.slots - 1);
   return dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
+    constexpr bool FULL = decltype(width)::full;
     for (int32_t b = 0; b < a.batch; ++b)
       for (int32_t k = 0; k < a.K; ++k)
         for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) forward_walk<false, NMAX>(a, b, k, d, j);
+          for (uint32_t j = 0; j < tasks; ++j) forward_walk<false, NMAX, FULL>(a, b, k, d, j);
     if (phases < 2) return;
     for (int32_t b = 0; b < a.batch; ++b)
       for (int32_t k = 0; k < a.K; ++k)
@@ -36,7 +37,7 @@ int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, cons
     for (int32_t b = 0; b < a.batch; ++b)
       for (int32_t k = 0; k < a.K; ++k)
         for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) forward_walk<true, NMAX>(a, b, k, d, j);
+          for (uint32_t j = 0; j < tasks; ++j) forward_walk<true, NMAX, FULL>(a, b, k, d, j);
     if (a.K == 1) return;
     for (int32_t b = 0; b < a.batch; ++b)
       for (int32_t d = 0; d < a.Dm; ++d)
