@@ -46,6 +46,9 @@ class Kernel:
     inner_trips: Callable[[dict], int] = lambda m: 1  # trip count of loops nested in the region
 
 
+_SEGMENT_CU = "cuda:selective_scan_segment/selective_scan_segment_cuda.cu"
+
+
 def _warps(meta):
     return meta["num_warps"]
 
@@ -77,6 +80,16 @@ KERNELS = (
            "around:MUFU.EX2", "state update", lambda m, f: 32 * m["kItems"], SCAN_UPDATES, ("kItems",)),
     Kernel("selective_scan.cuda.backward", "cuda:selective_scan/selective_scan_cuda.cu", r"backward_kernelIffE",
            "around:MUFU.EX2", "state update", lambda m, f: 32 * m["kItems"], SCAN_UPDATES, ("kItems",)),
+    # the CUDA segment scan (cuda_segment), N = 16 exact-width instantiation: one step of one segment per thread
+    # and loop iteration (the N states unrolled in it); the carry loop: one segment state per thread
+    Kernel("selective_scan.cuda_segment.forward_summary", _SEGMENT_CU, r"walk_kernelILb0ELi16ELb1EffE",
+           "around:MUFU.EX2", "state update", lambda m, f: 32 * SCAN["n_state"], SCAN_UPDATES),
+    Kernel("selective_scan.cuda_segment.forward_output", _SEGMENT_CU, r"walk_kernelILb1ELi16ELb1EffE",
+           "around:MUFU.EX2", "state update", lambda m, f: 32 * SCAN["n_state"], SCAN_UPDATES),
+    Kernel("selective_scan.cuda_segment.carry", _SEGMENT_CU, r"carry_kernelIffE", "around:MUFU.EX2",
+           "segment state", lambda m, f: 32, SCAN_UPDATES // 64),  # kSegmentSteps = 64
+    Kernel("selective_scan.cuda_segment.merge", _SEGMENT_CU, r"merge_kernelIffE", "kernel", "output",
+           lambda m, f: 32, SCAN["batch"] * SCAN["dim"] * _L),
     Kernel("order_conv.triton.forward", "triton:order_conv", "forward", "outer", "output",
            lambda m, f: _c(m, "BLOCK_D") * _c(m, "BLOCK_R") * _c(m, "BLOCK_T") / _warps(m), CONV_OUTPUTS),
     Kernel("order_conv.triton.backward", "triton:order_conv", "backward", "outer", "output",
@@ -117,6 +130,11 @@ BUDGETS: dict[str, dict[str, float]] = {
     "selective_scan.triton_segment.backward": dict(registers=176, instr_per_elem=1.85),  # 166, 1.68
     "selective_scan.triton_segment.carry": dict(registers=80, instr_per_elem=1.93),  # 72, 1.75
     "selective_scan.triton_segment.merge": dict(registers=40, instr_per_elem=0.34),  # 32, 0.30
+    # cuda_segment: set from its first compile (commit after 51daf32), max over sm_80..sm_90
+    "selective_scan.cuda_segment.forward_summary": dict(registers=72, instr_per_elem=0.33),  # 64, 0.3027
+    "selective_scan.cuda_segment.forward_output": dict(registers=72, instr_per_elem=0.47),  # 64, 0.4297
+    "selective_scan.cuda_segment.carry": dict(registers=24, instr_per_elem=0.58),  # 22, 0.5312
+    "selective_scan.cuda_segment.merge": dict(registers=48, instr_per_elem=8.39),  # 40, 7.625
     "selective_scan.cuda.forward": dict(registers=104, instr_per_elem=3.13),  # 95, 2.84
     "selective_scan.cuda.backward": dict(registers=160, instr_per_elem=5.34),  # 151, 4.85
     "order_conv.triton.forward": dict(registers=136, instr_per_elem=1.4),  # 128, 1.27 (tiled along runs)
