@@ -1,26 +1,31 @@
 """Triton kernels for the order-aware causal depthwise conv, forward and backward.
 
 Tiles along runs. Order k visits its R = n0·n1 runs of the fastest axis one after the other, n2 steps
-each. One program covers BLOCK_D channels × BLOCK_T consecutive steps u of one run ρ of one (b, k): the
-scan step is t = ρ·n2 + u and the native position ``run_start(ρ) + u·us`` with us = ±stride2 (− for a
-reversed order). Positions are int32 with no per-element division: one 32-bit division per program
-finds ρ and its tile, one per neighbouring run its start (:func:`anatokernels._triton_common.run_start`).
+each. A tile is BLOCK_T consecutive steps u of BLOCK_R consecutive runs ρ (BLOCK_R = 1 on a GPU; the
+interpreter, slow per operation rather than per element, takes blocks of runs); one program walks TILES
+consecutive tiles of one (b, k) for BLOCK_D channels, with the taps and bias loaded once. The scan step
+is t = ρ·n2 + u and the native position ``run_start(ρ) + u·us`` with us = ±stride2 (− for a reversed
+order). Positions are int32 with no per-element division: one 32-bit division per tile finds ρ, one per
+run its start (:func:`anatokernels._triton_common.run_start`).
 Row bases (b, k, d) and, for an x whose position stride is not 1, x's offsets are int64: a whole-body
-volume times D exceeds 2^31 elements.
+volume times D exceeds 2^31 elements. (Above 2^30 positions a run's anchor, below, can leave the int32
+range; the sum anchor + e·us wraps back to the position, which is below 2^31.)
 
 Halo. The conv at step t reads x at t−1 … t−(W−1) (the backward also needs t+1 … t+W−1): at the start
 (end) of a run those steps lie in the previous (next) runs *in scan order*. Each shifted step takes its
 run's start by a select on e = u + shift: the neighbouring run when e leaves [0, n2), up to W−1 runs away
 when runs are shorter than W−1 steps (``RUNS_AWAY``, a launch constant, 1 otherwise). Steps before 0 or
-past L−1 read as 0. Under the launch's grid, orders with fewer tiles than the largest leave programs
-that mask everything and write zero partials.
+past L−1 read as 0. Each shift is its own load: along a unit-stride run it reads the lines the tile
+already reads (cache hits); along a strided run (z fastest) each lane reads its own line, which the
+programs of the neighbouring runs share through the caches. Under the launch's grid, orders with fewer
+tiles than the largest leave programs that mask everything and write zero partials.
 
 Backward in one pass: the pre-activation gradient gp(t+i) = g(t+i)·act'(pre(t+i)) for i = 0 … W−1 is
 computed from x at the 2W−1 steps t−(W−1) … t+W−1 and g at t … t+W−1, then
 dx(t) = Σ_j v_j·gp(t+j) with v_j = weight[W−1−j] the tap at lag j; dweight[W−1−j] = Σ_t gp(t)·x(t−j) and
-dbias = Σ_t gp(t) are reduced over the tile inside the program and written once per program into a
-partial buffer that ``torch.sum`` reduces (deterministic, no atomics). Accumulation is fp32 (fp64 for
-fp64 inputs).
+dbias = Σ_t gp(t) are summed elementwise over the program's tiles, reduced over the tile once at the end
+and written once per program into a partial buffer that ``torch.sum`` reduces (deterministic, no
+atomics). Accumulation is fp32 (fp64 for fp64 inputs).
 """
 
 from __future__ import annotations
