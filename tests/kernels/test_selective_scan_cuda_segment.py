@@ -18,7 +18,9 @@ import pytest
 import torch
 from test_selective_scan_segment import _inputs, _model, _reference
 
+from anatokernels import _extension, _memory
 from anatokernels.scan_order import ALL_ORDERS, geometry_tensor, order_geometry
+from anatokernels.selective_scan import cuda_segment
 
 from kernel_testing import assert_rel_close
 
@@ -38,6 +40,15 @@ def lib(tmp_path_factory):
 def _slots(spatial, orders, seg):
     return 1 + max(g.sizes[0] * g.sizes[1] * -(-g.sizes[2] // seg) for g in (order_geometry(spatial, o)
                                                                                for o in orders))
+
+
+def test_backend_slot_count():
+    """The backend module's slot count (from the geometry rows, or from the orders for the fake kernel)."""
+    spatial, orders = (3, 5, 70), ("zyx", "-yxz", "xzy")
+    geo = geometry_tensor(spatial, orders, torch.device("cpu"))
+    expected = 1 + 5 * 70  # "-yxz": 350 rows of 3 (z) steps; "zyx" has 15 rows of 70 = 2 segments each: 30
+    assert cuda_segment.checkpoint_slots(spatial, orders, 64) == cuda_segment._slots(geo, 64) == expected
+    assert _slots(spatial, orders, 64) == expected
 
 
 def _ptr(t):
@@ -126,3 +137,21 @@ def test_state_count_above_64_is_refused(lib):
     inputs = _inputs(1, 1, 1, 1, 65, 5, torch.float64)
     with pytest.raises(AssertionError, match="widest instantiation"):
         _host_forward(lib, inputs, (1, 1, 5), ("zyx",), 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("spatial, orders, b, d, g, n, seg", CASES[:6], ids=IDS[:6])
+def test_cuda_forward_matches_reference(spatial, orders, b, d, g, n, seg):
+    """The CUDA kernels themselves (segments of 64: one per row here), float32, NaN-poisoned buffers."""
+    if not _extension.load(build=True) or not _extension.has_op("selective_scan3d_segment_fwd_cuda"):
+        pytest.fail(f"the CUDA extension with the segment scan is unavailable ({_extension.status()})")
+    length = spatial[0] * spatial[1] * spatial[2]
+    inputs = _inputs(b, len(orders), d, g, n, length)
+    ref_out, ref_last = _reference(tuple(None if t is None else t.double() for t in inputs), spatial, orders, True)
+    cuda = tuple(None if t is None else t.cuda() for t in inputs)
+    geo = geometry_tensor(spatial, tuple(orders), torch.device("cuda"))
+    with _memory.poison_outputs():
+        out, last, _states = cuda_segment.forward(*cuda, geo, True, cuda_segment.CHUNK)
+    assert_rel_close(out, ref_out, torch.float32, "out")
+    assert_rel_close(last, ref_last, torch.float32, "last_state")
