@@ -6,9 +6,10 @@ import shutil
 import pytest
 import torch
 
-from anatoseg.checkpoint import load_checkpoint
+from anatoseg.checkpoint import encoder_checkpoint, load_checkpoint, save_checkpoint
 from anatoseg.data.phantom import generate_cohort
 from anatoseg.errors import AnatoError, ConfigError
+from anatoseg.nets import NetConfig, build_network
 from anatoseg.stage3.run import run_train
 
 SETTINGS = ["model.preset=tiny", "data.patch_size=32,32,32", "train.batch_size=2", "train.steps=4",
@@ -71,3 +72,22 @@ def test_resume_refuses_another_network(cohort, tmp_path):
                   progress=False)
     with pytest.raises(ConfigError, match="optimiser 'adamw', not 'sgd'"):
         run_train(cohort, tmp_path, overrides=SETTINGS + ["optim.name=sgd"], resume=True, progress=False)
+
+
+def test_resume_rebuilds_the_pretrained_encoder_group(cohort, tmp_path):
+    tiny = NetConfig.preset("tiny")
+    save_checkpoint(tmp_path / "enc.pt", encoder_checkpoint(build_network("anatoseg", tiny), "anatoseg", tiny))
+    scale = ["optim.pretrained_lr_scale=0.1", "optim.lr=0.01", "optim.warmup_steps=2"]
+    run_train(cohort, tmp_path / "run", overrides=SETTINGS + scale, init=tmp_path / "enc.pt", stop_at=2,
+              device="cpu", progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["meta"]["init"] == str((tmp_path / "enc.pt").resolve())
+    new, old = checkpoint["train_state"]["optimizer"]["param_groups"]
+    assert (new["initial_lr"], old["initial_lr"]) == pytest.approx((0.01, 0.001))
+    run_train(cohort, tmp_path / "run", overrides=SETTINGS + scale, resume=True, device="cpu", progress=False)
+    groups = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["train_state"]["optimizer"]["param_groups"]
+    assert [g["name"] for g in groups] == ["new", "pretrained"]
+    assert (groups[0]["initial_lr"], groups[1]["initial_lr"]) == pytest.approx((0.01, 0.001))
+    with open(tmp_path / "run" / "log.csv") as handle:  # the rate for the next step: warm-up over 2, then poly
+        rates = [float(r["lr"]) for r in csv.DictReader(handle)]
+    assert rates == pytest.approx([0.01, 0.01, 0.01 * 0.5**0.9, 0.0])
