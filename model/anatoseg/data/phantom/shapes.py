@@ -166,7 +166,27 @@ class Subtract:
         return self.a.hi
 
     def contains(self, x, y, z):
-        return self.a.contains(x, y, z) & ~self.b.contains(x, y, z)
+        inside = self.a.contains(x, y, z)
+        axes = _axis_coordinates(x, y, z)
+        if axes is None:
+            return inside & ~self.b.contains(x, y, z)
+        # On a block, ``b`` is evaluated only where its bounds overlap (a small organ cut out of a large one).
+        window = tuple(np.flatnonzero((c >= lo) & (c <= hi)) for c, lo, hi in zip(axes, self.b.lo, self.b.hi))
+        if any(w.size == 0 for w in window):
+            return inside
+        sub = tuple(slice(int(w[0]), int(w[-1]) + 1) for w in window)
+        inside = np.array(np.broadcast_to(inside, tuple(c.size for c in axes)))
+        inside[sub] &= ~self.b.contains(x[sub[0]], y[:, sub[1]], z[:, :, sub[2]])
+        return inside
+
+
+def _axis_coordinates(x, y, z):
+    """The 1-D coordinates of block coordinates shaped ``(nx, 1, 1)``, ``(1, ny, 1)``, ``(1, 1, nz)``, else None."""
+    if not all(isinstance(c, np.ndarray) and c.ndim == 3 for c in (x, y, z)):
+        return None
+    if x.shape[1:] != (1, 1) or y.shape[::2] != (1, 1) or z.shape[:2] != (1, 1):
+        return None
+    return x.ravel(), y.ravel(), z.ravel()
 
 
 @dataclass(frozen=True)
