@@ -229,3 +229,17 @@ def test_generate_cohort_checks_the_misregistration_scale(tmp_path):
 
     with pytest.raises(ConfigError, match="misregistration"):
         generate_cohort(tmp_path / "x", misregistration=float("nan"), progress=False)
+
+
+def test_subtract_on_a_block_equals_pointwise():
+    from anatoseg.data.phantom.shapes import Capsule, Ellipsoid, Subtract
+
+    grid = Grid((40, 30, 50), (2.0, 2.0, 3.0), (-40.0, -30.0, 0.0))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        a = Ellipsoid(tuple(rng.uniform(-20, 20, 3) + [0, 0, 70]), tuple(rng.uniform(5, 40, 3)))
+        b = Capsule(tuple(rng.uniform(-40, 40, 3) + [0, 0, 70]), tuple(rng.uniform(-40, 40, 3) + [0, 0, 70]),
+                    rng.uniform(2, 15))
+        slices, (x, y, z) = grid.block(a.lo, a.hi)
+        pointwise = np.broadcast_to(a.contains(x, y, z), [s.stop - s.start for s in slices]) & ~b.contains(x, y, z)
+        np.testing.assert_array_equal(Subtract(a, b).contains(x, y, z), pointwise)
