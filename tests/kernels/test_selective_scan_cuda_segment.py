@@ -133,6 +133,36 @@ def test_phases_against_float64_model(lib):
         assert_rel_close(last[:, k], H[:, :, -1], torch.float64, f"order {k}: last state")
 
 
+def _host_backward_carries(lib, inputs, spatial, orders, seg, dout, dlast, phases):
+    """gb (Bt, K, Dm, slots, N): slot j = R_j after phase 1, slot j + 1 = G_j after phase 2 (NaN-poisoned)."""
+    _u, delta, A, B, C, _D, z, bias = inputs
+    bt, k, dm, length = delta.shape
+    n, slots = A.shape[2], _slots(spatial, orders, seg)
+    gb = torch.full((bt, k, dm, slots, n), float("nan"), dtype=delta.dtype)
+    sums = torch.full((bt, k, dm, slots), float("nan"), dtype=delta.dtype)
+    geo = geometry_tensor(tuple(spatial), tuple(orders), torch.device("cpu"))
+    sizes = torch.tensor([bt, k, dm, length, n, B.shape[2], seg, slots], dtype=torch.int32)
+    fn = lib.segment_backward_carries_f64 if delta.dtype == torch.float64 else lib.segment_backward_carries_f32
+    assert fn(*(_ptr(t) for t in (delta, A, C, z, bias, geo, sizes)), 1, _ptr(dout), _ptr(dlast), phases, _ptr(gb),
+              _ptr(sums)) == 0
+    return gb
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_backward_phases_against_float64_model(lib, dtype):
+    """Backward phase 1 (reverse summaries R_j) and phase 2 (reverse carries G_j from dlast)."""
+    spatial, orders, seg = (3, 5, 7), ("zyx", "-yxz", "xzy", "-xzy"), 3
+    inputs = _inputs(2, 4, 2, 1, 5, 105, dtype)
+    dout, dlast = torch.randn(2, 2, 105, dtype=dtype), torch.randn(2, 4, 2, 5, dtype=dtype)
+    model = _model(inputs, spatial, orders, seg, dout.double(), dlast.double())
+    r_buf = _host_backward_carries(lib, inputs, spatial, orders, seg, dout, dlast, 1)
+    g_buf = _host_backward_carries(lib, inputs, spatial, orders, seg, dout, dlast, 2)
+    for k, (hend, _sd, _H, R, G) in enumerate(model):
+        count = hend.shape[2]
+        assert_rel_close(r_buf[:, k, :, :count], R, dtype, f"order {k}: reverse summaries")
+        assert_rel_close(g_buf[:, k, :, 1:count + 1], G, dtype, f"order {k}: reverse carries")
+
+
 def test_state_count_above_64_is_refused(lib):
     inputs = _inputs(1, 1, 1, 1, 65, 5, torch.float64)
     with pytest.raises(AssertionError, match="widest instantiation"):

@@ -2,6 +2,7 @@
 // here by plain loops over the same tasks the CUDA grid maps to threads. Built as a shared library by
 // tests/kernels/test_selective_scan_cuda_segment.py (g++) and called through ctypes.
 //   segment_forward_{f32,f64}(..., phases): phases 1 = summaries only, 2 = + carry, 3 = + outputs and merge.
+//   segment_backward_carries_{f32,f64}(..., phases): 1 = reverse summaries only, 2 = + reverse carry.
 // Returns 0, or 1 for a state count above the widest instantiation (64).
 #include <cstdint>
 #include <vector>
@@ -45,7 +46,41 @@ int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, cons
   }) ? 0 : 1;
 }
 
+// Backward phases 1 (and with phases >= 2 the reverse carry) into gb (Bt, K, Dm, slots, N) and sums.
+template <typename T>
+int backward_carries(const T* delta, const T* A, const T* C, const T* z, const T* bias, const int64_t* geometry,
+                     const int32_t* sizes, int softplus, const T* dout, const T* dlast, int phases, T* gb, T* sums) {
+  Args<T, T> a{nullptr, delta, nullptr, C, z, A, nullptr, bias, geometry, gb, sums, nullptr, nullptr,
+               sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6], sizes[7], softplus != 0,
+               dout, dlast};
+  const uint32_t tasks = static_cast<uint32_t>(a.slots - 1);
+  return dispatch_width(a.N, [&](auto width) {
+    constexpr int NMAX = decltype(width)::value;
+    constexpr bool FULL = decltype(width)::full;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t k = 0; k < a.K; ++k)
+        for (int32_t d = 0; d < a.Dm; ++d)
+          for (uint32_t j = 0; j < tasks; ++j) backward_summary<NMAX, FULL>(a, b, k, d, j);
+    if (phases < 2) return;
+    for (int32_t b = 0; b < a.batch; ++b)
+      for (int32_t k = 0; k < a.K; ++k)
+        for (int32_t d = 0; d < a.Dm; ++d)
+          for (int32_t n = 0; n < a.N; ++n) carry_reverse(a, b, k, d, n);
+  }) ? 0 : 1;
+}
+
 }  // namespace
+
+#define ANATO_SEGMENT_BACKWARD(SUFFIX, T)                                                                      \
+  extern "C" int segment_backward_carries_##SUFFIX(const T* delta, const T* A, const T* C, const T* z,          \
+                                                   const T* bias, const int64_t* geometry, const int32_t* sizes, \
+                                                   int softplus, const T* dout, const T* dlast, int phases,      \
+                                                   T* gb, T* sums) {                                             \
+    return backward_carries<T>(delta, A, C, z, bias, geometry, sizes, softplus, dout, dlast, phases, gb, sums); \
+  }
+
+ANATO_SEGMENT_BACKWARD(f32, float)
+ANATO_SEGMENT_BACKWARD(f64, double)
 
 #define ANATO_SEGMENT_FORWARD(SUFFIX, T)                                                                        \
   extern "C" int segment_forward_##SUFFIX(const T* u, const T* delta, const T* A, const T* B, const T* C,       \
