@@ -10,7 +10,7 @@ from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.errors import ConfigError
 from anatoseg.stage3.config import Config
 from anatoseg.training.augment import Augmentation, mirror, shift_channel
-from anatoseg.training.hard_negatives import HardNegatives
+from anatoseg.training.hard_negatives import MAX_CANDIDATES, HardNegatives
 from anatoseg.training.sampling import HardNegativeShares, PatchBatches, TrainVolume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,6 +68,15 @@ def test_hard_negative_centres_lie_in_the_listed_organs_and_on_hot_non_lesion_vo
     assert batches.centre(0, "organ", rng) is not None and batches.centre(0, "lesion", rng) is None
     centre = batches.centre(0, "organ", rng)
     assert batches.volumes[0].image[0][tuple(centre)] >= np.quantile(batches.volumes[0].image[0], 0.999)
+
+
+def test_candidate_sets_are_capped_and_the_same_in_every_process():
+    volume = _volume()  # the liver has 9600 voxels, half the volume is above the PET median
+    sets = [HardNegatives(volume.image[0], volume.label, volume.organs, (LIVER,), 0.5) for _ in range(2)]
+    (liver,) = sets[0].organ_sets
+    assert len(liver) == MAX_CANDIDATES == len(sets[0].hot) and len(np.unique(liver)) == MAX_CANDIDATES
+    assert (volume.organs.ravel()[liver] == LIVER).all() and (volume.label.ravel()[sets[0].hot] == 0).all()
+    assert np.array_equal(liver, sets[1].organ_sets[0]) and np.array_equal(sets[0].hot, sets[1].hot)
 
 
 def test_organ_patches_are_centred_on_their_organ():
