@@ -21,9 +21,11 @@ from anatoseg.data.resample import resample_to_grid
 from anatoseg.data.volumes import with_organs_from
 from anatoseg.errors import AnatoError
 from anatoseg.stage1 import build_config, load_organ_model, predict_organs, run_pseudolabel
-from anatoseg.stage1.augment import random_affine, strong_intensity
+from anatoseg.stage1.augment import random_affine, remove_contrast, strong_intensity
 from anatoseg.stage1.data import load_source, make_preprocessing
 from anatoseg.stage1.filtering import class_thresholds, trusted_voxels
+from anatoseg.stage1.inputs import body_coordinates, network_input
+from anatoseg.stage1.loop import Pool, _batch
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.stage1.report import organ_dice, summarise
@@ -127,12 +129,41 @@ def test_consistency_loss_is_zero_for_equal_outputs_and_sends_no_gradient_to_the
 
 
 def test_student_starts_as_the_teacher():
-    teacher = OrganUNet(1, 15, (4, 8, 8)).eval()
-    student = OrganUNet(2, 15, (4, 8, 8)).eval()
+    teacher = OrganUNet(4, 15, (4, 8, 8)).eval()  # 3 coordinates + CT
+    student = OrganUNet(5, 15, (4, 8, 8)).eval()  # 3 coordinates + CT + PET
     expand_input_channels(teacher.state_dict(), student)
     ct, pet = torch.randn(1, 1, 8, 8, 8), torch.randn(1, 1, 8, 8, 8)
+    coords = torch.from_numpy(body_coordinates((8, 8, 8)))[None]
+    teacher_in = torch.from_numpy(network_input(ct[0].numpy(), True))[None]
+    assert torch.equal(teacher_in, torch.cat([coords, ct], 1))
     with torch.no_grad():
-        assert torch.allclose(student(torch.cat([ct, pet], 1)), teacher(ct), atol=1e-5)
+        assert torch.allclose(student(torch.cat([teacher_in, pet], 1)), teacher(teacher_in), atol=1e-5)
+
+
+def test_body_coordinates_run_from_minus_one_to_one_along_each_axis():
+    coords = body_coordinates((3, 5, 1))
+    assert coords.shape == (3, 3, 5, 1) and coords.dtype == np.float32
+    assert coords[0, :, 0, 0].tolist() == [-1.0, 0.0, 1.0] and np.all(coords[0] == coords[0, :, :1, :1])
+    assert coords[1, 0, :, 0].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert np.all(coords[2] == 0)  # a single voxel along X sits at 0
+    image = np.ones((2, 3, 5, 1), dtype=np.float32)
+    assert network_input(image, False) is image and network_input(image, True).shape == (5, 3, 5, 1)
+
+
+def test_contrast_removal_moves_enhanced_organs_only_toward_their_unenhanced_value():
+    labels = torch.zeros(2, 4, 4, 4, dtype=torch.long)
+    labels[:, :2] = 1  # an enhanced organ: at 0.5, unenhanced value 0.1
+    labels[:, 2:, :2] = 2  # an organ at 0.3, below its unenhanced value 0.4 (listed) ...
+    labels[:, 2:, 2:] = 3  # ... and one not listed
+    ct = torch.where(labels == 1, 0.5, 0.3)[:, None].float() + 0.01 * torch.randn(2, 1, 4, 4, 4)
+    out = remove_contrast(ct, labels, {1: 0.1, 2: 0.4}, torch.Generator().manual_seed(0), probability=1.0)
+    organ = labels[:, None] == 1
+    assert torch.equal(out[~organ], ct[~organ])  # organ 2 is not brightened, organ 3 untouched
+    shift = (out - ct)[organ].reshape(2, -1)
+    assert torch.all(shift < 0) and torch.all(shift >= -0.4 - 1e-6)
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift))  # one shift per organ: texture kept
+    assert not torch.equal(remove_contrast(ct, labels, {1: 0.1}, torch.Generator(), probability=0.0)[organ],
+                           out[organ])
 
 
 def test_affine_augmentation_keeps_image_and_labels_aligned():
@@ -224,7 +255,7 @@ def test_report_has_teacher_and_student_dice(stage1_run):
 def test_saved_model_loads_weights_only_and_predicts_organ_prompts(stage1_run, cohorts):
     out, _ = stage1_run
     raw = torch.load(out / "stage1.pt", weights_only=True)
-    assert raw["kind"] == "stage1" and raw["meta"]["in_channels"] == 2
+    assert raw["kind"] == "stage1" and raw["meta"]["in_channels"] == 5 and raw["meta"]["coordinates"]
     model = load_organ_model(out / "stage1.pt")
     case = load_case(find_cases(cohorts[1])[0])
     labels, confidence = predict_organs(model, case)
@@ -293,3 +324,14 @@ def test_checkpoint_of_another_kind_is_refused(tmp_path, stage1_run):
     torch.save(checkpoint, tmp_path / "other.pt")
     with pytest.raises(AnatoError, match="expected 'stage1'"):
         load_organ_model(tmp_path / "other.pt")
+
+
+def test_student_batches_mix_source_and_target_in_the_configured_share():
+    config = build_config(overrides=["data.patch_size=8,8,8", "data.batch_size=1", "widths=4,8,8,8"])
+    target = Pool.of([np.zeros((1, 8, 8, 8), np.float32)] * 3, [np.zeros((8, 8, 8), np.uint8)] * 3, share=0.25)
+    source = Pool.of([np.ones((1, 8, 8, 8), np.float32)], [np.ones((8, 8, 8), np.uint8)], share=0.75)
+    pool = target + source
+    assert pool.weights.sum() == pytest.approx(1.0) and len(pool.labels) == 4
+    rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    from_source = [float(_batch(pool, config, rng, generator, "cpu")[0].mean()) > 0.5 for _ in range(400)]
+    assert np.mean(from_source) == pytest.approx(0.75, abs=0.06)

@@ -51,6 +51,7 @@ class TeacherConfig(PhaseConfig):
 
     lr: float | None = 5e-3
     contrast_removal: float = 0.5  # share of patches whose enhanced organs are pulled toward unenhanced HU
+    augment: bool = True  # False: no rotation/zoom/intensity/contrast augmentation (overfitting checks)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Stage1Config(ConfigBase):
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     widths: tuple[int, int, int, int] = (8, 16, 32, 64)  # OrganUNet channels per level
+    coordinates: bool = True  # body-frame coordinate input channels (inputs.py)
 
     AXIS_KEYS: ClassVar[tuple[str, ...]] = ("data.patch_size", "data.spacing")
     OPTION_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {

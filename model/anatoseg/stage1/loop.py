@@ -38,6 +38,7 @@ from anatoseg.stage1.augment import (
 )
 from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import Stage1Case, make_preprocessing
+from anatoseg.stage1.inputs import COORDINATE_CHANNELS, network_input
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.training.log import RunLog
@@ -88,10 +89,11 @@ class Pool:
                     self.masks + other.masks, np.concatenate([self.weights, other.weights]))
 
 
-def _batch(pool: Pool, config: Stage1Config, rng: np.random.Generator, generator: torch.Generator, device):
+def _batch(pool: Pool, config: Stage1Config, rng: np.random.Generator, generator: torch.Generator, device,
+           augment: bool = True):
     """Random patches of ``pool``: ``image`` (B, C, *P), ``target`` (B, *P) int64, ``mask`` (B, *P) bool.
 
-    Rotation/zoom are applied alike to all three.
+    With ``augment``, rotation/zoom are applied alike to all three.
     """
     patch = config.data.patch_size
     picked_images, picked_labels, picked_masks = [], [], []
@@ -106,8 +108,9 @@ def _batch(pool: Pool, config: Stage1Config, rng: np.random.Generator, generator
     tensors = [torch.from_numpy(np.stack(picked_images)).float(),
                torch.from_numpy(np.stack(picked_labels))[:, None].float(),
                torch.from_numpy(np.stack(picked_masks))[:, None].float()]
-    image, target, mask = (t.to(device) for t in random_affine(tensors, ["bilinear", "nearest", "nearest"],
-                                                                generator))
+    if augment:
+        tensors = random_affine(tensors, ["bilinear", "nearest", "nearest"], generator)
+    image, target, mask = (t.to(device) for t in tensors)
     return image, target[:, 0].long(), mask[:, 0] > 0.5
 
 
@@ -118,9 +121,16 @@ def _unenhanced(config: Stage1Config) -> dict[int, float]:
             if name in ORGAN_IDS}
 
 
-def _augment_ct(image: torch.Tensor, target: torch.Tensor, unenhanced: dict[int, float], probability: float,
-                generator: torch.Generator) -> torch.Tensor:
-    """:func:`remove_contrast` on the CT channel (channel 0) of ``image`` (B, C, Z, Y, X)."""
+def _on_image(x: torch.Tensor, config: Stage1Config, augment, *args) -> torch.Tensor:
+    """``augment(image, *args)`` on the image channels of a network input ``x`` (B, C, Z, Y, X) only (the
+    coordinate channels, first, are geometry: rotated and zoomed with the patch, never intensity-augmented)."""
+    first = COORDINATE_CHANNELS if config.coordinates else 0
+    return torch.cat([x[:, :first], augment(x[:, first:], *args)], 1) if first else augment(x, *args)
+
+
+def _remove_contrast(image: torch.Tensor, target: torch.Tensor, unenhanced: dict[int, float], probability: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """:func:`remove_contrast` on the CT channel (channel 0) of image channels (B, C, Z, Y, X)."""
     if probability <= 0:
         return image
     ct = remove_contrast(image[:, :1], target, unenhanced, generator, probability)
@@ -131,23 +141,28 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
                   ) -> OrganUNet:
     """Train the CT-only teacher (1 input channel) on labelled source cases; returns it in eval mode.
 
-    Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the patch; augmentation:
-    rotation/zoom, contrast removal (``teacher.contrast_removal``), mild intensity.
+    Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the patch; augmentation
+    (unless ``teacher.augment`` is off): rotation/zoom, contrast removal (``teacher.contrast_removal``),
+    mild intensity.
     """
     settings = config.teacher
     seed_everything(config.seed)
     rng = np.random.default_rng([config.seed, 1])
     generator = torch.Generator().manual_seed(config.seed + 1)
-    net = OrganUNet(1, NUM_CLASSES, config.widths).to(device)
+    net = OrganUNet(input_channels(1, config), NUM_CLASSES, config.widths).to(device)
     optimizer, scheduler = make_optimizer(net.parameters(), settings, settings.steps)
-    pool = Pool.of([c.work.image[:1] for c in cases], [c.work.organs for c in cases])
+    pool = Pool.of([network_input(c.work.image[:1], config.coordinates) for c in cases],
+                   [c.work.organs for c in cases])
     unenhanced = _unenhanced(config)
     net.train()
     log = RunLog(None, (), desc="teacher", total=settings.steps)
     for _ in range(settings.steps):
-        image, target, mask = _batch(pool, config, rng, generator, device)
-        image = _augment_ct(image, target, unenhanced, settings.contrast_removal, generator)
-        loss = masked_ce_dice(net(mild_intensity(image, generator)), target, mask)
+        image, target, mask = _batch(pool, config, rng, generator, device, settings.augment)
+        if settings.augment:
+            image = _on_image(image, config, _remove_contrast, target, unenhanced, settings.contrast_removal,
+                              generator)
+            image = _on_image(image, config, mild_intensity, generator)
+        loss = masked_ce_dice(net(image), target, mask)
         optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip, what="stage-1 teacher")
         log.advance(loss=f"{loss.item():.3f}")
     log.close()
@@ -155,19 +170,30 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
 
 
 def student_channels(image: np.ndarray, use_pet: bool) -> np.ndarray:
-    """The student's input channels of a working image ``(2, Z, Y, X)``: CT + PET, or CT only."""
+    """The student's image channels of a working image ``(2, Z, Y, X)``: CT + PET, or CT only."""
     return image if use_pet else image[:1]
 
 
+def input_channels(image_channels: int, config: Stage1Config) -> int:
+    """Network input channels for ``image_channels`` image channels (plus the coordinates, if used)."""
+    return image_channels + (COORDINATE_CHANNELS if config.coordinates else 0)
+
+
+def inputs_of(image: np.ndarray, use_pet: bool, config: Stage1Config) -> np.ndarray:
+    """The network input of a working image ``(2, Z, Y, X)`` (:func:`student_channels`, coordinates first)."""
+    return network_input(student_channels(image, use_pet), config.coordinates)
+
+
 def _student_pool(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], source: Sequence[Stage1Case],
-                  settings) -> Pool:
+                  config: Stage1Config) -> Pool:
     """Target cases with their trusted pseudo-labels, mixed with the labelled source cases
     (``student.source_fraction`` of the draws when there are any)."""
-    share = settings.source_fraction if source else 0.0
-    pool = Pool.of([student_channels(c.work.image, settings.use_pet) for c in cases], [p.labels for p in pseudo],
+    use_pet = config.student.use_pet
+    share = config.student.source_fraction if source else 0.0
+    pool = Pool.of([inputs_of(c.work.image, use_pet, config) for c in cases], [p.labels for p in pseudo],
                    [p.trusted for p in pseudo], share=1.0 - share)
     if share > 0:
-        pool = pool + Pool.of([student_channels(c.work.image, settings.use_pet) for c in source],
+        pool = pool + Pool.of([inputs_of(c.work.image, use_pet, config) for c in source],
                               [c.work.organs for c in source], share=share)
     return pool
 
@@ -186,14 +212,14 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], i
     seed_everything(config.seed + 2)
     rng = np.random.default_rng([config.seed, 2])
     generator = torch.Generator().manual_seed(config.seed + 3)
-    student = OrganUNet(2 if settings.use_pet else 1, NUM_CLASSES, config.widths).to(device)
+    student = OrganUNet(input_channels(2 if settings.use_pet else 1, config), NUM_CLASSES, config.widths).to(device)
     if init is not None:
         expand_input_channels(init.state_dict(), student)
     ema = copy.deepcopy(student)
     for p in ema.parameters():
         p.requires_grad_(False)
     optimizer, scheduler = make_optimizer(student.parameters(), settings, settings.steps)
-    pool = _student_pool(cases, pseudo, source, settings)
+    pool = _student_pool(cases, pseudo, source, config)
     unenhanced = _unenhanced(config)
     rampup = int(settings.consistency_rampup * settings.steps)
     student.train()
@@ -201,8 +227,9 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], i
     log = RunLog(None, (), desc="student", total=settings.steps)
     for step in range(settings.steps):
         weak, target, mask = _batch(pool, config, rng, generator, device)
-        weak = _augment_ct(weak, target, unenhanced, config.teacher.contrast_removal, generator)
-        strong = strong_intensity(weak, generator)
+        weak = _on_image(weak, config, _remove_contrast, target, unenhanced, config.teacher.contrast_removal,
+                         generator)
+        strong = _on_image(weak, config, strong_intensity, generator)
         logits = student(strong)
         with torch.no_grad():
             ema_logits = ema(weak)

@@ -4,7 +4,8 @@ Checkpoint (``torch.load(path, weights_only=True)`` reads it; written atomically
 
     {"format": "anatoseg", "version": 1, "kind": "stage1",
      "meta": {"axes": "zyx",                     # every size below is (Z, Y, X); required on load
-              "in_channels": 2,                  # 1: CT only, 2: CT + PET
+              "in_channels": 5,                  # network inputs: [3 coordinates +] CT [+ PET]
+              "coordinates": True,               # body-frame coordinate channels first (stage1/inputs.py)
               "num_classes": 15,                 # background + the organ label set
               "widths": [8, 16, 32, 64],         # OrganUNet levels
               "organs": {"1": "brain", ...},     # anatoseg.data.labels.organ_table()
@@ -38,6 +39,7 @@ from anatoseg.data.preprocess import Preprocessing, preprocess_case
 from anatoseg.errors import ConfigError
 from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.infer import segment
+from anatoseg.stage1.inputs import image_channels, network_input
 from anatoseg.stage1.net import OrganUNet
 
 KIND = "stage1"
@@ -45,11 +47,13 @@ KIND = "stage1"
 
 @dataclass
 class OrganModel:
-    """A loaded stage-1 network with its preprocessing. ``in_channels`` 2 means it reads CT and PET."""
+    """A loaded stage-1 network with its preprocessing. ``in_channels``: network inputs (3 coordinate
+    channels first when ``coordinates``, then CT, or CT and PET)."""
 
     net: OrganUNet
     preprocessing: Preprocessing
     in_channels: int
+    coordinates: bool
     patch_size: tuple[int, int, int]
     overlap: float
     slab: int
@@ -58,7 +62,8 @@ class OrganModel:
     def predict(self, case: Case, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """See :func:`predict_organs`."""
         work = preprocess_case(case, self.preprocessing)
-        labels, confidence = segment(self.net.to(device), work.image[: self.in_channels], patch=self.patch_size,
+        image = work.image[: image_channels(self.in_channels, self.coordinates)]
+        labels, confidence = segment(self.net.to(device), network_input(image, self.coordinates), patch=self.patch_size,
                                      overlap=self.overlap, slab=self.slab, device=device)
         return (work.restore(labels, order=0, fill=0, dtype=np.uint8),
                 np.clip(work.restore(confidence, order=1, fill=1.0, dtype=np.float32), 0.0, 1.0))
@@ -68,7 +73,8 @@ def save_organ_model(path: str | os.PathLike, net: OrganUNet, config: Stage1Conf
                      dice: dict | None = None) -> Path:
     """Write ``net`` (CT or CT + PET input) as a stage-1 checkpoint (format in the module docstring)."""
     in_channels = net.stem.conv1.in_channels
-    meta = {"axes": AXES, "in_channels": in_channels, "num_classes": net.head.out_channels,
+    meta = {"axes": AXES, "in_channels": in_channels, "coordinates": bool(config.coordinates),
+            "num_classes": net.head.out_channels,
             "widths": list(config.widths), "organs": organ_table(),
             "preprocessing": json.dumps(preprocessing.to_dict()), "patch_size": list(config.data.patch_size),
             "overlap": config.data.overlap, "slab": config.data.slab,
@@ -88,6 +94,7 @@ def load_organ_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     load_state_strict(net, checkpoint["model"], path, what="stage-1 model")
     preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
     return OrganModel(net=net.to(device).eval(), preprocessing=preprocessing, in_channels=int(meta["in_channels"]),
+                      coordinates=bool(meta.get("coordinates", False)),
                       patch_size=tuple(int(p) for p in meta["patch_size"]), overlap=float(meta["overlap"]),
                       slab=int(meta["slab"]), meta=meta)
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from anatoseg.blocks.decoder_stage import DecoderStage
+from anatoseg.blocks.norm import conv_norm
 from anatoseg.blocks.residual import ResidualBlock
 from anatoseg.blocks.sampling import Downsample
 
@@ -32,6 +33,9 @@ class OrganUNet(nn.Module):
         if len(widths) < 2 or min(widths) < 2:
             raise ValueError(f"widths needs at least two levels of >= 2 channels, got {widths}")
         self.stem = ResidualBlock(in_channels, widths[0])
+        if in_channels == widths[0]:  # always a projection shortcut: networks differing only in their
+            # input channels (CT vs CT + PET) then have the same parameters (expand_input_channels)
+            self.stem.shortcut = nn.Sequential(nn.Conv3d(in_channels, widths[0], 1, bias=False), conv_norm(widths[0]))
         self.down = nn.ModuleList(nn.Sequential(Downsample(w_in, w_out), ResidualBlock(w_out, w_out))
                                   for w_in, w_out in zip(widths[:-1], widths[1:]))
         self.up = nn.ModuleList(DecoderStage(w_in, w_out, w_out)

@@ -44,7 +44,7 @@ from anatoseg.stage1.data import Stage1Case, load_source, load_target, make_prep
 from anatoseg.stage1.external import external_labels
 from anatoseg.stage1.filtering import class_thresholds, trusted_voxels
 from anatoseg.stage1.infer import organ_confidence, segment
-from anatoseg.stage1.loop import NUM_CLASSES, PseudoLabels, student_channels, train_student, train_teacher
+from anatoseg.stage1.loop import NUM_CLASSES, PseudoLabels, inputs_of, train_student, train_teacher
 from anatoseg.stage1.model import save_organ_model
 from anatoseg.stage1.net import OrganUNet
 from anatoseg.stage1.report import format_table, organ_dice, summarise
@@ -185,7 +185,7 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
 def _segment_all(net: OrganUNet, cases: list[Stage1Case], config: Stage1Config, device, *, use_pet: bool,
                  desc: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(labels, confidence)`` of ``net`` on every case's working grid (CT, or CT + PET with ``use_pet``)."""
-    return [_segment(net, student_channels(c.work.image, use_pet), config, device)
+    return [_segment(net, inputs_of(c.work.image, use_pet, config), config, device)
             for c in tqdm(cases, desc=desc, unit="case")]
 
 
@@ -203,7 +203,7 @@ def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo
     teacher and student per case where there is ground truth (``{model: {case_id: dice}}``)."""
     per_case = {name: {} for name in MODELS}
     for case, p in zip(tqdm(cases, desc="writing", unit="case"), pseudo, strict=True):
-        labels, confidence = _segment(student, student_channels(case.work.image, config.student.use_pet),
+        labels, confidence = _segment(student, inputs_of(case.work.image, config.student.use_pet, config),
                                       config, device)
         if case.truth is not None:
             for name, pred in (("teacher", p.labels), ("student", labels)):
