@@ -45,11 +45,12 @@ class DataConfig:
     patch_size: tuple[int, int, int] = (64, 64, 64)
     spacing: tuple[float, float, float] | None = None  # target (Z, Y, X) mm; None: the fingerprint's median
     lesion_fraction: float = 1 / 3  # share of patches centred on a lesion voxel (nnU-Net's 1/3)
-    # Hard negatives: shares of patches centred on a voxel of one of hard_negative_organs (cases without organ
-    # labels take a hot voxel instead), and on a hot voxel outside the lesions: PET above the case's
-    # hot_quantile (works on real data without organ labels). The rest of the patches are placed at random.
-    organ_fraction: float = 1 / 6
-    hot_fraction: float = 1 / 6
+    # Hard negatives, as shares of the patches NOT centred on a lesion (defaults: 1/6 of all patches each): centred
+    # on a voxel of one of hard_negative_organs (cases without organ labels take a hot voxel instead), and on a hot
+    # voxel outside the lesions: PET above the case's hot_quantile (works on real data without organ labels). The
+    # rest are placed at random. lesion_fraction 1 leaves no room for them.
+    organ_fraction: float = 0.25
+    hot_fraction: float = 0.25
     hard_negative_organs: str = HIGH_UPTAKE_ORGANS  # comma-separated organ label names
     hot_quantile: float = 0.99  # of the case's PET values
     val_fraction: float = 0.2  # held-out share of cases (at least one when there are >= 2 cases)

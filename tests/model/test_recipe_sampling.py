@@ -34,7 +34,7 @@ def _volume(shape=(48, 40, 44), organs=True, lesions=True) -> TrainVolume:
     return TrainVolume("v", image, label, organ_map if organs else None)
 
 
-def _batches(volume, batch_size=6, lesion=1 / 3, organ=1 / 6, hot=1 / 6, **kwargs) -> PatchBatches:
+def _batches(volume, batch_size=6, lesion=1 / 3, organ=0.25, hot=0.25, **kwargs) -> PatchBatches:
     hard = HardNegativeShares(organ, hot, (BRAIN, KIDNEY_L, KIDNEY_R), 0.999)
     return PatchBatches([volume], (16, 16, 16), batch_size=batch_size, lesion_fraction=lesion, augment=NO_AUGMENT,
                         seed=0, use_organs=volume.organs is not None, steps=10, hard_negatives=hard, **kwargs)
@@ -48,8 +48,9 @@ def test_shares_of_patch_kinds_over_many_draws(batch_size):
     share = {k: kinds.count(k) / len(kinds) for k in ("lesion", "organ", "hot", "random")}
     lesion = {1: 1 / 3, 2: 1 / 2, 6: 1 / 3}[batch_size]  # a batch of 2 holds one lesion patch (nnU-Net)
     assert share["lesion"] == pytest.approx(lesion, abs=0.03)
-    assert share["organ"] == pytest.approx(1 / 6, abs=0.03) and share["hot"] == pytest.approx(1 / 6, abs=0.03)
-    assert share["random"] == pytest.approx(1 - lesion - 1 / 3, abs=0.03)
+    rest = 1 - lesion  # organ and hot: a quarter each of the other patches (a sixth of all at 1/3 lesions)
+    assert share["organ"] == pytest.approx(rest / 4, abs=0.03) and share["hot"] == pytest.approx(rest / 4, abs=0.03)
+    assert share["random"] == pytest.approx(rest / 2, abs=0.03)
 
 
 def test_hard_negative_centres_lie_in_the_listed_organs_and_on_hot_non_lesion_voxels():
@@ -88,9 +89,10 @@ def test_organ_patches_are_centred_on_their_organ():
 
 def test_shares_are_validated():
     with pytest.raises(ValueError, match="sum to <= 1"):
-        _batches(_volume(), lesion=0.5, organ=0.3, hot=0.3)
+        _batches(_volume(), lesion=0.5, organ=0.6, hot=0.6)
     with pytest.raises(ConfigError, match="sum to <= 1"):
-        Config.build(overrides=["data.lesion_fraction=0.8"])
+        Config.build(overrides=["data.organ_fraction=0.7", "data.hot_fraction=0.5"])
+    assert Config.build(overrides=["data.lesion_fraction=1"]).data.lesion_fraction == 1  # no room: no hard negatives
     with pytest.raises(ConfigError, match="data.hard_negative_organs: unknown organ name.*spleenn"):
         Config.build(overrides=["data.hard_negative_organs=brain,spleenn"])
     assert Config.build(overrides=["data.hard_negative_organs="]).data.hard_negative_organs == ""

@@ -20,9 +20,9 @@ top of ``model.preset``; it is checked when the network is built.
 The training recipe, for every architecture alike (each a value here, so that an experiment varies it
 with ``--set``):
 
-- ``data``: a third of the patches centred on lesions, a sixth on high-uptake organs
-  (``data.hard_negative_organs``), a sixth on hot voxels outside the lesions (PET above the case's
-  ``data.hot_quantile``), the rest at random (:mod:`anatoseg.training.sampling`);
+- ``data``: a third of the patches centred on lesions; of the others, a quarter each (a sixth of all) on
+  high-uptake organs (``data.hard_negative_organs``) and on hot voxels outside the lesions (PET above the
+  case's ``data.hot_quantile``), the rest at random (:mod:`anatoseg.training.sampling`);
 - ``augment``: nnU-Net's mirroring (left/right organ labels swapped on an X flip), rotation and scaling,
   brightness, gamma, contrast, noise, blur, simulated low resolution, and a PET-CT misregistration of up to
   ``augment.misalign_voxels`` (:mod:`anatoseg.training.augment`);
@@ -92,10 +92,11 @@ class Config(NetworkRunConfig):
 
     def _check_data(self) -> None:
         data = self.data
-        shares = (data.lesion_fraction, data.organ_fraction, data.hot_fraction)
-        if min(shares) < 0 or sum(shares) > 1 + 1e-9:
-            raise ConfigError(f"data.lesion_fraction, organ_fraction and hot_fraction must be >= 0 and sum to "
-                              f"<= 1, got {', '.join(f'{v:g}' for v in shares)}")
+        if not 0 <= data.lesion_fraction <= 1:
+            raise ConfigError(f"data.lesion_fraction must lie in [0, 1], got {data.lesion_fraction}")
+        if min(data.organ_fraction, data.hot_fraction) < 0 or data.organ_fraction + data.hot_fraction > 1:
+            raise ConfigError(f"data.organ_fraction and hot_fraction (shares of the patches not centred on a lesion) "
+                              f"must be >= 0 and sum to <= 1, got {data.organ_fraction:g}, {data.hot_fraction:g}")
         if not 0 < data.hot_quantile < 1:
             raise ConfigError(f"data.hot_quantile must lie in (0, 1), got {data.hot_quantile}")
         organ_names(data.hard_negative_organs, "data.hard_negative_organs")

@@ -1,8 +1,8 @@
 """Training patches: lesion-centred, hard-negative and random crops plus augmentation, as a pure function of
 the step.
 
-Each patch is centred on a lesion voxel (share ``lesion_fraction``), on a voxel of a high-uptake organ
-(``organ_fraction``), on a hot voxel outside the lesions (``hot_fraction``,
+Each patch is centred on a lesion voxel (share ``lesion_fraction``) or, among the others, on a voxel of a
+high-uptake organ (share ``organ_fraction`` of them), on a hot voxel outside the lesions (``hot_fraction``,
 :mod:`anatoseg.training.hard_negatives`), or placed at random (the rest); augmentation is
 :mod:`anatoseg.training.augment`.
 
@@ -110,9 +110,10 @@ def crop(volume: TrainVolume, start: Sequence[int], patch: Sequence[int]):
 
 @dataclass(frozen=True)
 class HardNegativeShares:
-    """Shares of the patches centred on a voxel of one of ``organ_ids`` (organ label ids) and on a hot
-    non-lesion voxel (PET at or above the case's ``hot_quantile``). A case without the listed organs (or
-    without organ labels) gives a hot patch instead of an organ patch; one without hot voxels a random one."""
+    """Shares of the patches not centred on a lesion that are centred on a voxel of one of ``organ_ids``
+    (organ label ids) and on a hot non-lesion voxel (PET at or above the case's ``hot_quantile``). A case
+    without the listed organs (or without organ labels) gives a hot patch instead of an organ patch; one
+    without hot voxels a random one."""
 
     organ: float = 0.0
     hot: float = 0.0
@@ -120,8 +121,9 @@ class HardNegativeShares:
     hot_quantile: float = 0.99
 
     def __post_init__(self) -> None:
-        if min(self.organ, self.hot) < 0:
-            raise ValueError(f"hard-negative shares must be >= 0, got organ {self.organ}, hot {self.hot}")
+        if min(self.organ, self.hot) < 0 or self.organ + self.hot > 1:
+            raise ValueError(f"hard-negative shares must be >= 0 and sum to <= 1, got organ {self.organ}, "
+                             f"hot {self.hot}")
         if not 0 < self.hot_quantile < 1:
             raise ValueError(f"hot_quantile must lie in (0, 1), got {self.hot_quantile}")
 
@@ -143,9 +145,8 @@ class PatchBatches(torch.utils.data.Dataset):
                  hard_negatives: HardNegativeShares = HardNegativeShares()):
         if not volumes:
             raise ValueError("no training volumes")
-        if not 0 <= lesion_fraction <= 1 - hard_negatives.organ - hard_negatives.hot + 1e-9:
-            raise ValueError(f"patch shares must lie in [0, 1] and sum to <= 1, got lesion {lesion_fraction}, "
-                             f"organ {hard_negatives.organ}, hot {hard_negatives.hot}")
+        if not 0 <= lesion_fraction <= 1:
+            raise ValueError(f"lesion_fraction must lie in [0, 1], got {lesion_fraction}")
         if use_organs and any(v.organs is None for v in volumes):
             missing = next(v.name for v in volumes if v.organs is None)
             raise ValueError(f"{missing}: the network uses organ prompts but this case has no organ labels")
@@ -181,19 +182,14 @@ class PatchBatches(torch.utils.data.Dataset):
     def kind(self, index: int, rng: np.random.Generator) -> str:
         """``"lesion"``, ``"organ"``, ``"hot"`` or ``"random"``: where sample ``index`` is centred.
 
-        Lesion slots as :meth:`lesion_centred`; the others draw organ and hot with probabilities scaled by
-        the share of non-lesion slots, so that over many batches the organ and hot shares are as configured
-        whatever the batch size (scaled down together when the non-lesion slots cannot hold them)."""
-        hard = self.hard
+        Lesion slots as :meth:`lesion_centred`; each of the others is an organ patch with probability
+        ``hard_negatives.organ``, a hot one with probability ``hard_negatives.hot``, else random."""
         if self.lesion_centred(index, rng):
             return "lesion"
-        free = 1 - self.lesion_fraction if self.batch_size == 1 \
-            else round(self.batch_size * (1 - self.lesion_fraction)) / self.batch_size
-        scale = 1 / max(free, hard.organ + hard.hot, 1e-12)
         draw = rng.random()
-        if draw < hard.organ * scale:
+        if draw < self.hard.organ:
             return "organ"
-        return "hot" if draw < (hard.organ + hard.hot) * scale else "random"
+        return "hot" if draw < self.hard.organ + self.hard.hot else "random"
 
     def negatives(self, which: int) -> HardNegatives:
         """The hard-negative candidates of volume ``which``."""
