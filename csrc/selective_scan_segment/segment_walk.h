@@ -31,8 +31,10 @@
 
 #if defined(__CUDACC__)
 #define ANATO_UNROLL _Pragma("unroll")
+#define ANATO_NO_UNROLL _Pragma("unroll 1")
 #else
 #define ANATO_UNROLL
+#define ANATO_NO_UNROLL
 #endif
 
 namespace anatokernels {
@@ -286,6 +288,7 @@ ANATO_HOST_DEVICE void carry_reverse(const Args<T, Acc>& a, int32_t b, int32_t k
 template <typename T, typename Acc>
 ANATO_HOST_DEVICE Acc merge_value(const Args<T, Acc>& a, const Acc* y_orders, int32_t b, int32_t d, int32_t l) {
   Acc out = 0;
+ANATO_NO_UNROLL
   for (int32_t k = 0; k < a.K; ++k) out += y_orders[(static_cast<int64_t>(b * a.K + k) * a.Dm + d) * a.L + l];
   if (a.z) {
     const Acc zt = static_cast<Acc>(a.z[static_cast<int64_t>(b * a.Dm + d) * a.L + l]);

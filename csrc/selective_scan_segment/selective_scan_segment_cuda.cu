@@ -3,7 +3,8 @@
 //   walk_kernel<false>  phase 1, task (b, k, d, segment j): grid (cdiv(S_max, 128), K·Dm, Bt)
 //   carry_kernel        phase 2, task (b, k, d, n): consecutive threads take consecutive states n
 //   walk_kernel<true>   phase 3, as phase 1
-//   merge_kernel        phase 4 (K > 1), one native position of (b, d) per thread: grid (cdiv(L, 256), Dm, Bt)
+//   merge_kernel        phase 4 (K > 1), kMergeItems native positions of (b, d) per thread:
+//                       grid (cdiv(L, 256·kMergeItems), Dm, Bt)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -13,6 +14,7 @@ namespace anatokernels {
 namespace {
 
 constexpr int kMergeThreads = 256;
+constexpr int kMergeItems = 4;  // positions per thread (kMergeThreads apart: coalesced)
 
 template <bool OUTPUT, int NMAX, bool FULL, typename T, typename Acc>
 __global__ void __launch_bounds__(kSegmentThreads) walk_kernel(const segment::Args<T, Acc> a) {
@@ -35,10 +37,13 @@ __global__ void __launch_bounds__(kSegmentThreads) carry_kernel(const segment::A
 
 template <typename T, typename Acc>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const segment::Args<T, Acc> a, Acc* out) {
-  const int32_t l = static_cast<int32_t>(blockIdx.x * kMergeThreads + threadIdx.x);
-  if (l >= a.L) return;
   const int32_t b = static_cast<int32_t>(blockIdx.z), d = static_cast<int32_t>(blockIdx.y);
-  out[(static_cast<int64_t>(b) * a.Dm + d) * a.L + l] = segment::merge_value(a, a.y, b, d, l);
+  Acc* row = out + (static_cast<int64_t>(b) * a.Dm + d) * a.L;
+#pragma unroll
+  for (int i = 0; i < kMergeItems; ++i) {
+    const int32_t l = static_cast<int32_t>((blockIdx.x * kMergeItems + i) * kMergeThreads + threadIdx.x);
+    if (l < a.L) row[l] = segment::merge_value(a, a.y, b, d, l);
+  }
 }
 
 }  // namespace
@@ -59,7 +64,7 @@ cudaError_t selective_scan3d_segment_fwd_cuda(const segment::Args<T, Acc>& args,
   });
   if (!known) return cudaErrorInvalidValue;
   if (a.K > 1) {
-    const dim3 merge_grid((a.L + kMergeThreads - 1) / kMergeThreads, a.Dm, a.batch);
+    const dim3 merge_grid((a.L + kMergeThreads * kMergeItems - 1) / (kMergeThreads * kMergeItems), a.Dm, a.batch);
     merge_kernel<T, Acc><<<merge_grid, kMergeThreads, 0, stream>>>(a, out);
   }
   return cudaGetLastError();
