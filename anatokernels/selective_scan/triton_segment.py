@@ -43,10 +43,9 @@ from __future__ import annotations
 
 import torch
 import triton
-from torch.utils.weak import WeakIdKeyDictionary
 
 from anatokernels import _checks, _memory
-from anatokernels._triton_common import tl_dtype
+from anatokernels._triton_common import geometry_rows, tl_dtype
 from anatokernels.selective_scan._segment_kernels import (
     _merge_kernel,
     _seg_backward_kernel,
@@ -59,7 +58,6 @@ _INTERPRETER_SEG = 4  # small, so that the interpreter tests cut rows into uneve
 _GPU_SEG = 8  # the backward holds several [SEG] columns per thread: at 16 it needs 255 registers and spills
 _GPU_WARPS = 4
 _INTERPRETER_BLOCK_SEG = 64
-_COUNTS = WeakIdKeyDictionary()  # geometry tensor -> host rows
 
 
 def chunk_length(length: int, n_state: int, device: torch.device) -> int:
@@ -68,12 +66,8 @@ def chunk_length(length: int, n_state: int, device: torch.device) -> int:
 
 
 def segment_counts(geometry: torch.Tensor, seg: int) -> list[int]:
-    """S_k = n0·n1·cdiv(n2, seg) per order; the geometry rows are read to the host once per tensor
-    (``geometry_tensor`` caches it, so a GPU run syncs once per (volume, orders))."""
-    rows = _COUNTS.get(geometry)
-    if rows is None:
-        rows = _COUNTS[geometry] = geometry.tolist()
-    return [r[0] * r[1] * triton.cdiv(r[2], seg) for r in rows]
+    """S_k = n0·n1·cdiv(n2, seg) per order (rows from :func:`geometry_rows`, read to the host once per tensor)."""
+    return [r[0] * r[1] * triton.cdiv(r[2], seg) for r in geometry_rows(geometry)]
 
 
 def _tile(device: torch.device, s_max: int) -> tuple[int, dict]:
