@@ -5,6 +5,7 @@ grid) and multi-label maps with a class list."""
 from __future__ import annotations
 
 import json
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -108,3 +109,15 @@ def test_missing_or_bad_teacher_labels_are_refused(external, tmp_path):
     with pytest.raises(AnatoError, match="not a folder"):
         run_pseudolabel(source, target, tmp_path / "out2", build_config(overrides=TINY),
                         teacher_labels=tmp_path / "nope")
+
+
+def test_cli_missing_teacher_labels_is_one_line_error(external, tmp_path, monkeypatch, capsys):
+    from anatoseg.cli import main
+    source, target, _ = external
+    monkeypatch.setattr(sys, "argv", ["anato", "pseudolabel", str(source), str(target), str(tmp_path / "out"),
+                                      "--teacher-labels", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: ") and "not a folder" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

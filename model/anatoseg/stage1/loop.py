@@ -4,15 +4,19 @@ Both draw ``batch_size`` patches per step (:func:`~anatoseg.stage1.augment.sampl
 apply one random rotation/zoom per patch, and use the optimiser and schedule of their
 config section (AdamW, cosine) through the shared training core (:mod:`anatoseg.training`).
 
-Student step (``image`` = CT, or CT + PET when ``use_pet``)::
+Inputs are the body-frame coordinates then the image channels (:mod:`.inputs`); intensity
+augmentations touch the image channels only. Student step (``image`` = CT, or CT + PET when
+``use_pet``; a patch comes from the labelled source cases with probability
+``student.source_fraction``, all its voxels trusted, else from a target case)::
 
-    weak   = affine(image)                       # geometry shared by both views
+    weak   = remove_contrast(affine(image))      # geometry shared by both views
     strong = strong_intensity(weak)               # student view
     loss   = ce_dice(student(strong), pseudo, trusted)   # trusted: filtering.trusted_voxels
            + w(t) * |softmax(student(strong)) - softmax(ema(weak))|^2
     ema   <- decay * ema + (1 - decay) * student
 
-The student and its mean teacher (EMA) start from the teacher's weights; a PET
+The student and its mean teacher (EMA) start from the teacher's (or the previous
+round's student's) weights, or from scratch with external teacher labels; a PET
 input channel starts at zero weight (:func:`~anatoseg.stage1.net.expand_input_channels`).
 """
 
