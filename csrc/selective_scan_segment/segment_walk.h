@@ -19,10 +19,7 @@
 //   3. forward_walk<true>: segment j walked again from its entering state; y_k = Σ_n C·h + D·u at every step
 //      into y (Bt, K, Dm, L), or with K = 1 gated by silu(z) straight into out (Bt, Dm, L).
 //   4. merge_value: out = Σ_k y_k, times silu(z) (K > 1).
-// Backward phases (so far; the gradient walk per segment is not written yet):
-//   1. backward_summary: task (b, k, d, j) walks segment j in reverse from a zero gradient: R_j -> states slot j,
-//      Σδ -> sums slot j (the backward's own buffers).
-//   2. carry_reverse: per (b, k, d, n), G_{j-1} = R_j + exp(A·Σδ_j)·G_j from dlast, in place: slot j + 1 = G_j.
+// The backward's per-thread functions: segment_backward.h.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -220,68 +217,6 @@ ANATO_HOST_DEVICE void carry_forward(const Args<T, Acc>& a, int32_t b, int32_t k
     x[static_cast<int64_t>(m) * N] = h;
   }
   a.last[row * N + n] = h;
-}
-
-// Backward phase 1 for task (b, k, d, j): segment j walked in reverse from a zero gradient, with g_t the gradient
-// reaching y_k at step t (dout·silu(z)): R[n] = a_t[n]·(g_t·C_t[n] + R[n]) from its last step to its first, the
-// gradient its own steps send to the state entering it -> states slot j; its Σδ -> sums slot j.
-template <int NMAX, bool FULL, typename T, typename Acc>
-ANATO_HOST_DEVICE void backward_summary(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, uint32_t j) {
-  const Order o = order_of(a.geometry + 7 * k, a.seg);
-  if (j >= o.count) return;
-  const Segment s = segment_at(o, j, a.seg);
-  const int32_t N = a.N, L = a.L;
-  const Rows r = rows_of(a, b, k, d);
-  const int32_t last = s.start + (s.length - 1) * s.step;
-  const T* delta = a.delta + r.row * L;
-  const T* dout = a.dout + static_cast<int64_t>(b * a.Dm + d) * L;
-  const T* z = a.z ? a.z + static_cast<int64_t>(b * a.Dm + d) * L : nullptr;
-  const T* Cp = a.C + r.bc + last;
-  const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
-  Acc A2[NMAX], R[NMAX];
-  load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
-ANATO_UNROLL
-  for (int n = 0; n < NMAX; ++n) R[n] = Acc(0);
-  Acc sum = 0;
-  int32_t pos = last;
-  for (int32_t i = 0; i < s.length; ++i, pos -= s.step, Cp -= s.step) {
-    const Acc dt = delta_value(static_cast<Acc>(delta[pos]), bias, a.softplus);
-    Acc g = static_cast<Acc>(dout[pos]);
-    if (z) {
-      const Acc zt = static_cast<Acc>(z[pos]);
-      g *= zt * sigmoid_acc(zt);
-    }
-ANATO_UNROLL
-    for (int n = 0; n < NMAX; ++n) {
-      if (FULL || n < N) R[n] = exp2_acc(dt * A2[n]) * (g * static_cast<Acc>(Cp[n * L]) + R[n]);
-    }
-    sum += dt;
-  }
-  Acc* slot = a.states + (r.row * a.slots + j) * N;
-ANATO_UNROLL
-  for (int n = 0; n < NMAX; ++n) {
-    if (FULL || n < N) slot[n] = R[n];
-  }
-  a.sums[r.row * a.slots + j] = sum;
-}
-
-// Backward phase 2 for (b, k, d, n): from G_{S-1} = dlast, G_{m-1} = R_m + exp(A·Σδ_m)·G_m for m = S-1..0, in
-// place: slot m becomes G_{m-1}, slot S = dlast, so slot j + 1 holds G_j, the state gradient reaching the end of
-// segment j from later steps (slot 0: the gradient of the zero initial state, unused).
-template <typename T, typename Acc>
-ANATO_HOST_DEVICE void carry_reverse(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, int32_t n) {
-  const Order o = order_of(a.geometry + 7 * k, a.seg);
-  const int64_t row = static_cast<int64_t>(b * a.K + k) * a.Dm + d;
-  const int32_t N = a.N;
-  const Acc A2 = a.A[(k * a.Dm + d) * N + n] * Acc(kLog2e);
-  Acc* x = a.states + row * a.slots * N + n;
-  const Acc* sums = a.sums + row * a.slots;
-  Acc g = a.dlast[row * N + n];
-  x[static_cast<int64_t>(o.count) * N] = g;
-  for (uint32_t m = o.count; m-- > 0;) {
-    g = exp2_acc(A2 * sums[m]) * g + x[static_cast<int64_t>(m) * N];
-    x[static_cast<int64_t>(m) * N] = g;
-  }
 }
 
 // Phase 4 (K > 1) at native position l of (b, d): Σ_k y_k, times silu(z).

@@ -4,9 +4,11 @@ The CUDA kernels are thin: each thread calls one ``__host__ __device__`` functio
 its task (b, k, d, segment) or (b, k, d, state). ``cpp/selective_scan_segment_check.cpp`` runs the same
 functions over the same tasks with plain loops, built with g++ and called through ctypes, so the arithmetic
 the GPU runs is the arithmetic checked here: outputs and last state against the float64 reference, and each
-phase's intermediate results (segment summaries, carries) against the float64 segment model of
-``test_selective_scan_segment``. Segments of 3 and 4 steps cut rows of 5 and 7 unevenly; outputs are
-NaN-poisoned (unused slots of orders with fewer segments stay NaN and are not read).
+phase's intermediate results (segment summaries, carries, reverse summaries, reverse carries) against the
+float64 segment model of ``test_selective_scan_segment``. The backward's functions (``segment_backward.h``, no
+CUDA kernels yet) are checked the same way: every gradient against float64 autograd through the reference.
+Segments of 3 and 4 steps cut rows of 5 and 7 unevenly; outputs are NaN-poisoned (unused slots of orders with
+fewer segments stay NaN and are not read).
 """
 
 import ctypes
@@ -161,6 +163,41 @@ def test_backward_phases_against_float64_model(lib, dtype):
         count = hend.shape[2]
         assert_rel_close(r_buf[:, k, :, :count], R, dtype, f"order {k}: reverse summaries")
         assert_rel_close(g_buf[:, k, :, 1:count + 1], G, dtype, f"order {k}: reverse carries")
+
+
+def _host_backward(lib, inputs, spatial, orders, seg, dout, dlast):
+    """Every gradient (du, ddelta, dA, dB, dC, dD, dz, dbias) of the host build, float64; None where no input."""
+    inputs = tuple(None if t is None else t.contiguous() for t in inputs)
+    u, _delta, A, B, _C, D, z, bias = inputs
+    _out, _last, H, _sums = _host_forward(lib, inputs, spatial, orders, seg)
+    nan = lambda t: torch.full_like(t, float("nan"))
+    grads = [nan(u), nan(u), torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(B),
+             torch.zeros_like(D) if D is not None else None, torch.zeros_like(bias) if bias is not None else None,
+             nan(u), torch.full((u.shape[0], u.shape[2], u.shape[3]), float("nan"), dtype=u.dtype)]
+    geo = geometry_tensor(tuple(spatial), tuple(orders), torch.device("cpu"))
+    sizes = torch.tensor([*u.shape[:2], u.shape[2], u.shape[3], A.shape[2], B.shape[2], seg, H.shape[3]],
+                         dtype=torch.int32)
+    pointers = lambda ts: (ctypes.c_void_p * len(ts))(*(None if t is None else t.data_ptr() for t in ts))
+    gb, sums = nan(H), nan(H[..., 0])  # the backward's state-gradient and Σδ buffers
+    rc = lib.segment_backward_f64(pointers(inputs), _ptr(geo), _ptr(sizes), 1, _ptr(dout), _ptr(dlast), _ptr(H),
+                                  _ptr(gb), _ptr(sums), pointers(grads))
+    assert rc == 0
+    du, ddelta, dA, dB, dC, dD, dbias, _y, dz = grads
+    return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias
+
+
+@pytest.mark.parametrize("spatial, orders, b, d, g, n, seg", CASES, ids=IDS)
+def test_backward_matches_reference(lib, spatial, orders, b, d, g, n, seg):
+    """Every gradient (the last state's included) against float64 autograd through the reference."""
+    length = spatial[0] * spatial[1] * spatial[2]
+    inputs = _inputs(b, len(orders), d, g, n, length, torch.float64)
+    leaves = tuple(None if t is None else t.clone().requires_grad_() for t in inputs)
+    ref_out, ref_last = _reference(leaves, spatial, orders, True)
+    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
+    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    grads = _host_backward(lib, inputs, spatial, orders, seg, dout, dlast)
+    for name, grad, leaf in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), grads, leaves):
+        assert_rel_close(grad, leaf.grad, torch.float64, f"d{name}")
 
 
 def test_state_count_above_64_is_refused(lib):

@@ -1,0 +1,229 @@
+// The backward's per-thread arithmetic of the segment-parallel selective scan (see segment_walk.h for the
+// layout, the segments and the forward), shared like the forward's by the host build the tests check
+// (tests/kernels/cpp/selective_scan_segment_check.cpp); the CUDA kernels for it are not written yet.
+//   1. backward_summary: task (b, k, d, j) walks segment j in reverse from a zero gradient: R_j -> states slot j,
+//      Σδ -> sums slot j (the backward's own buffers).
+//   2. carry_reverse: per (b, k, d, n), G_{j-1} = R_j + exp(A·Σδ_j)·G_j from dlast, in place: slot j + 1 = G_j.
+//   3. backward_walk: task (b, k, d, j) recomputes its states from the forward's H_j and walks back from G_j:
+//      du, dδ, dA, dB, dC, dD, dδ-bias and y_k (with K = 1 dz itself).
+//   4. merge_dz (K > 1): dz = dout·(Σ_k y_k)·silu'(z).
+#pragma once
+#include "selective_scan_segment/segment_walk.h"
+
+namespace anatokernels {
+namespace segment {
+
+// Backward phase 1 for task (b, k, d, j): segment j walked in reverse from a zero gradient, with g_t the gradient
+// reaching y_k at step t (dout·silu(z)): R[n] = a_t[n]·(g_t·C_t[n] + R[n]) from its last step to its first, the
+// gradient its own steps send to the state entering it -> states slot j; its Σδ -> sums slot j.
+template <int NMAX, bool FULL, typename T, typename Acc>
+ANATO_HOST_DEVICE void backward_summary(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, uint32_t j) {
+  const Order o = order_of(a.geometry + 7 * k, a.seg);
+  if (j >= o.count) return;
+  const Segment s = segment_at(o, j, a.seg);
+  const int32_t N = a.N, L = a.L;
+  const Rows r = rows_of(a, b, k, d);
+  const int32_t last = s.start + (s.length - 1) * s.step;
+  const T* delta = a.delta + r.row * L;
+  const T* dout = a.dout + static_cast<int64_t>(b * a.Dm + d) * L;
+  const T* z = a.z ? a.z + static_cast<int64_t>(b * a.Dm + d) * L : nullptr;
+  const T* Cp = a.C + r.bc + last;
+  const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
+  Acc A2[NMAX], R[NMAX];
+  load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
+ANATO_UNROLL
+  for (int n = 0; n < NMAX; ++n) R[n] = Acc(0);
+  Acc sum = 0;
+  int32_t pos = last;
+  for (int32_t i = 0; i < s.length; ++i, pos -= s.step, Cp -= s.step) {
+    const Acc dt = delta_value(static_cast<Acc>(delta[pos]), bias, a.softplus);
+    Acc g = static_cast<Acc>(dout[pos]);
+    if (z) {
+      const Acc zt = static_cast<Acc>(z[pos]);
+      g *= zt * sigmoid_acc(zt);
+    }
+ANATO_UNROLL
+    for (int n = 0; n < NMAX; ++n) {
+      if (FULL || n < N) R[n] = exp2_acc(dt * A2[n]) * (g * static_cast<Acc>(Cp[n * L]) + R[n]);
+    }
+    sum += dt;
+  }
+  Acc* slot = a.states + (r.row * a.slots + j) * N;
+ANATO_UNROLL
+  for (int n = 0; n < NMAX; ++n) {
+    if (FULL || n < N) slot[n] = R[n];
+  }
+  a.sums[r.row * a.slots + j] = sum;
+}
+
+// Backward phase 2 for (b, k, d, n): from G_{S-1} = dlast, G_{m-1} = R_m + exp(A·Σδ_m)·G_m for m = S-1..0, in
+// place: slot m becomes G_{m-1}, slot S = dlast, so slot j + 1 holds G_j, the state gradient reaching the end of
+// segment j from later steps (slot 0: the gradient of the zero initial state, unused).
+template <typename T, typename Acc>
+ANATO_HOST_DEVICE void carry_reverse(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, int32_t n) {
+  const Order o = order_of(a.geometry + 7 * k, a.seg);
+  const int64_t row = static_cast<int64_t>(b * a.K + k) * a.Dm + d;
+  const int32_t N = a.N;
+  const Acc A2 = a.A[(k * a.Dm + d) * N + n] * Acc(kLog2e);
+  Acc* x = a.states + row * a.slots * N + n;
+  const Acc* sums = a.sums + row * a.slots;
+  Acc g = a.dlast[row * N + n];
+  x[static_cast<int64_t>(o.count) * N] = g;
+  for (uint32_t m = o.count; m-- > 0;) {
+    g = exp2_acc(A2 * sums[m]) * g + x[static_cast<int64_t>(m) * N];
+    x[static_cast<int64_t>(m) * N] = g;
+  }
+}
+
+// The backward's outputs. du, ddelta (Bt, K, Dm, L) and y (Bt, K, Dm, L; dz for K = 1, then (Bt, Dm, L)) are
+// stored; dA (K, Dm, N), dB, dC (Bt, K, G, N, L), dD, dbias (K, Dm) are added to (zeroed by the caller).
+// H: the forward's entering states (Bt, K, Dm, slots, N).
+template <typename T, typename Acc>
+struct Grads {
+  const Acc* H;
+  T *du, *ddelta;
+  Acc *dA, *dB, *dC, *dD, *dbias, *y;
+};
+
+// One chunk of at most W steps of a segment: per step its position, δ before (x) and after softplus, u, the
+// gradient g reaching y_k, and the sums over states of du, dδ and y_k.
+template <int W, typename Acc>
+struct Chunk {
+  int32_t len, pos[W];
+  Acc x[W], dt[W], uu[W], g[W], du[W], dd[W], y[W];
+};
+
+template <int W, typename T, typename Acc>
+ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0, int64_t zrow,
+                                  Acc bias, Acc Dv, Chunk<W, Acc>& c) {
+  c.len = s.length - c0 < W ? s.length - c0 : W;
+  for (int32_t i = 0; i < c.len; ++i) {
+    c.pos[i] = s.start + (c0 + i) * s.step;
+    c.x[i] = static_cast<Acc>(a.delta[r.row * a.L + c.pos[i]]) + bias;
+    c.dt[i] = a.softplus ? softplus_acc(c.x[i]) : c.x[i];
+    c.uu[i] = static_cast<Acc>(a.u[r.row * a.L + c.pos[i]]);
+    c.g[i] = static_cast<Acc>(a.dout[zrow + c.pos[i]]);
+    if (a.z) {
+      const Acc zt = static_cast<Acc>(a.z[zrow + c.pos[i]]);
+      c.g[i] *= zt * sigmoid_acc(zt);
+    }
+    c.du[i] = c.dd[i] = Acc(0);
+    c.y[i] = Dv * c.uu[i];
+  }
+}
+
+// State n over one chunk (first step c0 of segment s): its states recomputed forward into a [W] column (the
+// state entering the chunk from hj, the segment's, over the c0 steps before it), then the reverse walk
+// λ_t = g_t·C_t + (gradient reaching h_t from later steps: `carry`, then a_{t+1}·λ_{t+1}), adding dB, dC, dA[n]
+// and the chunk's du, dδ, y_k sums. Returns the gradient reaching the state before the chunk.
+template <int W, typename T, typename Acc>
+ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r,
+                                         const Segment& s, int32_t c0, int32_t n, Acc hj, Acc carry,
+                                         Chunk<W, Acc>& c) {
+  const int32_t L = a.L;
+  const Acc A = a.A[r.kd * a.N + n], A2 = A * Acc(kLog2e);
+  const T* Bn = a.B + r.bc + static_cast<int64_t>(n) * L;
+  const T* Cn = a.C + r.bc + static_cast<int64_t>(n) * L;
+  const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
+  Acc hin = hj;
+  for (int32_t i = 0; i < c0; ++i) {
+    const int32_t p = s.start + i * s.step;
+    const Acc t = delta_value(static_cast<Acc>(a.delta[r.row * L + p]), bias, a.softplus);
+    hin = exp2_acc(t * A2) * hin + t * static_cast<Acc>(a.u[r.row * L + p]) * static_cast<Acc>(Bn[p]);
+  }
+  Acc h[W], bt[W];
+  Acc prev = hin;
+  for (int32_t i = 0; i < c.len; ++i) {
+    bt[i] = static_cast<Acc>(Bn[c.pos[i]]);
+    h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dt[i] * c.uu[i] * bt[i];
+  }
+  Acc dA = 0;
+  Acc* dB = q.dB + r.bc + static_cast<int64_t>(n) * L;
+  Acc* dC = q.dC + r.bc + static_cast<int64_t>(n) * L;
+  for (int32_t i = c.len - 1; i >= 0; --i) {
+    const Acc ct = static_cast<Acc>(Cn[c.pos[i]]);
+    const Acc lt = c.g[i] * ct + carry;
+    const Acc hp = i > 0 ? h[i - 1] : hin;
+    const Acc at = exp2_acc(c.dt[i] * A2);
+    dC[c.pos[i]] += c.g[i] * h[i];
+    dB[c.pos[i]] += lt * c.dt[i] * c.uu[i];
+    c.du[i] += lt * c.dt[i] * bt[i];
+    c.dd[i] += lt * (A * at * hp + c.uu[i] * bt[i]);
+    dA += lt * c.dt[i] * at * hp;
+    c.y[i] += ct * h[i];
+    carry = at * lt;
+  }
+  q.dA[r.kd * a.N + n] += dA;
+  return carry;
+}
+
+// A chunk's per-step outputs: du (+ D·g), dδ (through softplus), y_k (K = 1: dz); dD and dδ-bias sums.
+template <int W, typename T, typename Acc>
+ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int64_t zrow,
+                                   Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
+  for (int32_t i = 0; i < c.len; ++i) {
+    const int32_t p = c.pos[i];
+    q.du[r.row * a.L + p] = static_cast<T>(c.du[i] + Dv * c.g[i]);
+    const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(c.x[i]) : c.dd[i];
+    q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
+    dD += c.g[i] * c.uu[i];
+    dbias += ddt;
+    if (a.K == 1) {
+      Acc dz = static_cast<Acc>(a.dout[zrow + p]) * c.y[i];
+      if (a.z) {
+        const Acc zt = static_cast<Acc>(a.z[zrow + p]), sg = sigmoid_acc(zt);
+        dz *= sg * (Acc(1) + zt * (Acc(1) - sg));
+      }
+      q.y[zrow + p] = dz;
+    } else {
+      q.y[r.row * a.L + p] = c.y[i];
+    }
+  }
+}
+
+// Backward phase 3 for task (b, k, d, j): segment j in chunks of W steps, last chunk first, each chunk state by
+// state (state_reverse_walk), the gradient reaching the segment's end G_j (states slot j + 1) carried through.
+// A column layout: the GPU kernel still has to place these [W] columns in registers (W compile-time, loops
+// unrolled) and reduce dB/dC over a group's channels before its atomics.
+template <int W, int NMAX, bool FULL, typename T, typename Acc>
+ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, int32_t b, int32_t k, int32_t d,
+                                     uint32_t j) {
+  const Order o = order_of(a.geometry + 7 * k, a.seg);
+  if (j >= o.count) return;
+  const Segment s = segment_at(o, j, a.seg);
+  const int32_t N = a.N;
+  const Rows r = rows_of(a, b, k, d);
+  const int64_t zrow = static_cast<int64_t>(b * a.Dm + d) * a.L;
+  const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
+  const Acc Dv = a.D ? a.D[r.kd] : Acc(0);
+  const Acc* Hj = q.H + (r.row * a.slots + j) * N;
+  Acc lam[NMAX];  // the state gradient reaching the end of the current chunk from later steps
+ANATO_UNROLL
+  for (int n = 0; n < NMAX; ++n) lam[n] = (FULL || n < N) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
+  Acc dD = 0, dbias = 0;
+  for (int32_t c0 = ((s.length - 1) / W) * W; c0 >= 0; c0 -= W) {
+    Chunk<W, Acc> c;
+    load_chunk(a, r, s, c0, zrow, bias, Dv, c);
+ANATO_UNROLL
+    for (int n = 0; n < NMAX; ++n) {
+      if (FULL || n < N) lam[n] = state_reverse_walk(a, q, r, s, c0, n, Hj[n], lam[n], c);
+    }
+    store_chunk(a, q, r, zrow, Dv, c, dD, dbias);
+  }
+  if (q.dD) q.dD[r.kd] += dD;
+  if (q.dbias) q.dbias[r.kd] += dbias;
+}
+
+// dz (K > 1) at native position l of (b, d): dout·(Σ_k y_k)·silu'(z).
+template <typename T, typename Acc>
+ANATO_HOST_DEVICE Acc merge_dz(const Args<T, Acc>& a, const Acc* y_orders, int32_t b, int32_t d, int32_t l) {
+  Acc y = 0;
+ANATO_NO_UNROLL
+  for (int32_t k = 0; k < a.K; ++k) y += y_orders[(static_cast<int64_t>(b * a.K + k) * a.Dm + d) * a.L + l];
+  const int64_t at = static_cast<int64_t>(b * a.Dm + d) * a.L + l;
+  const Acc zt = static_cast<Acc>(a.z[at]), sg = sigmoid_acc(zt);
+  return static_cast<Acc>(a.dout[at]) * y * sg * (Acc(1) + zt * (Acc(1) - sg));
+}
+
+}  // namespace segment
+}  // namespace anatokernels
