@@ -13,6 +13,16 @@
 namespace anatokernels {
 namespace segment {
 
+// *p += v where several threads add to one address: on the GPU a relaxed atomic (a plain reduction).
+template <typename Acc>
+ANATO_HOST_DEVICE void accumulate(Acc* p, Acc v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(p, v);
+#else
+  *p += v;
+#endif
+}
+
 // Backward phase 1 for task (b, k, d, j): segment j walked in reverse from a zero gradient, with g_t the gradient
 // reaching y_k at step t (dout·silu(z)): R[n] = a_t[n]·(g_t·C_t[n] + R[n]) from its last step to its first, the
 // gradient its own steps send to the state entering it -> states slot j; its Σδ -> sums slot j.
@@ -75,8 +85,8 @@ ANATO_HOST_DEVICE void carry_reverse(const Args<T, Acc>& a, int32_t b, int32_t k
   }
 }
 
-// The backward's outputs. du, ddelta (Bt, K, Dm, L) and y (Bt, K, Dm, L; dz for K = 1, then (Bt, Dm, L)) are
-// stored; dA (K, Dm, N), dB, dC (Bt, K, G, N, L), dD, dbias (K, Dm) are added to (zeroed by the caller).
+// The backward's outputs. du, ddelta (Bt, K, Dm, L) and, with z, y (Bt, K, Dm, L; dz for K = 1, then (Bt, Dm, L))
+// are stored; dA (K, Dm, N), dB, dC (Bt, K, G, N, L), dD, dbias (K, Dm) are added to (zeroed by the caller).
 // H: the forward's entering states (Bt, K, Dm, slots, N).
 template <typename T, typename Acc>
 struct Grads {
@@ -97,7 +107,9 @@ template <int W, typename T, typename Acc>
 ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0, int64_t zrow,
                                   Acc bias, Acc Dv, Chunk<W, Acc>& c) {
   c.len = s.length - c0 < W ? s.length - c0 : W;
-  for (int32_t i = 0; i < c.len; ++i) {
+ANATO_UNROLL
+  for (int32_t i = 0; i < W; ++i) {
+    if (i >= c.len) break;
     c.pos[i] = s.start + (c0 + i) * s.step;
     c.x[i] = static_cast<Acc>(a.delta[r.row * a.L + c.pos[i]]) + bias;
     c.dt[i] = a.softplus ? softplus_acc(c.x[i]) : c.x[i];
@@ -133,49 +145,51 @@ ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, A
   }
   Acc h[W], bt[W];
   Acc prev = hin;
-  for (int32_t i = 0; i < c.len; ++i) {
+ANATO_UNROLL
+  for (int32_t i = 0; i < W; ++i) {
+    if (i >= c.len) break;
     bt[i] = static_cast<Acc>(Bn[c.pos[i]]);
     h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dt[i] * c.uu[i] * bt[i];
   }
   Acc dA = 0;
   Acc* dB = q.dB + r.bc + static_cast<int64_t>(n) * L;
   Acc* dC = q.dC + r.bc + static_cast<int64_t>(n) * L;
-  for (int32_t i = c.len - 1; i >= 0; --i) {
+ANATO_UNROLL
+  for (int32_t i = W - 1; i >= 0; --i) {
+    if (i >= c.len) continue;
     const Acc ct = static_cast<Acc>(Cn[c.pos[i]]);
     const Acc lt = c.g[i] * ct + carry;
     const Acc hp = i > 0 ? h[i - 1] : hin;
     const Acc at = exp2_acc(c.dt[i] * A2);
-    dC[c.pos[i]] += c.g[i] * h[i];
-    dB[c.pos[i]] += lt * c.dt[i] * c.uu[i];
+    accumulate(dC + c.pos[i], c.g[i] * h[i]);
+    accumulate(dB + c.pos[i], lt * c.dt[i] * c.uu[i]);
     c.du[i] += lt * c.dt[i] * bt[i];
     c.dd[i] += lt * (A * at * hp + c.uu[i] * bt[i]);
     dA += lt * c.dt[i] * at * hp;
     c.y[i] += ct * h[i];
     carry = at * lt;
   }
-  q.dA[r.kd * a.N + n] += dA;
+  accumulate(q.dA + r.kd * a.N + n, dA);
   return carry;
 }
 
-// A chunk's per-step outputs: du (+ D·g), dδ (through softplus), y_k (K = 1: dz); dD and dδ-bias sums.
+// A chunk's per-step outputs: du (+ D·g), dδ (through softplus), with z y_k (K = 1: dz); dD and dδ-bias sums.
 template <int W, typename T, typename Acc>
 ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int64_t zrow,
                                    Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
-  for (int32_t i = 0; i < c.len; ++i) {
+ANATO_UNROLL
+  for (int32_t i = 0; i < W; ++i) {
+    if (i >= c.len) break;
     const int32_t p = c.pos[i];
     q.du[r.row * a.L + p] = static_cast<T>(c.du[i] + Dv * c.g[i]);
     const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(c.x[i]) : c.dd[i];
     q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
     dD += c.g[i] * c.uu[i];
     dbias += ddt;
-    if (a.K == 1) {
-      Acc dz = static_cast<Acc>(a.dout[zrow + p]) * c.y[i];
-      if (a.z) {
-        const Acc zt = static_cast<Acc>(a.z[zrow + p]), sg = sigmoid_acc(zt);
-        dz *= sg * (Acc(1) + zt * (Acc(1) - sg));
-      }
-      q.y[zrow + p] = dz;
-    } else {
+    if (a.z && a.K == 1) {
+      const Acc zt = static_cast<Acc>(a.z[zrow + p]), sg = sigmoid_acc(zt);
+      q.y[zrow + p] = static_cast<Acc>(a.dout[zrow + p]) * c.y[i] * sg * (Acc(1) + zt * (Acc(1) - sg));
+    } else if (a.z) {
       q.y[r.row * a.L + p] = c.y[i];
     }
   }
@@ -183,8 +197,8 @@ ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q
 
 // Backward phase 3 for task (b, k, d, j): segment j in chunks of W steps, last chunk first, each chunk state by
 // state (state_reverse_walk), the gradient reaching the segment's end G_j (states slot j + 1) carried through.
-// A column layout: the GPU kernel still has to place these [W] columns in registers (W compile-time, loops
-// unrolled) and reduce dB/dC over a group's channels before its atomics.
+// The [W] columns are unrolled loops over a compile-time W (registers on the GPU); dB, dC, dA, dD, dδ-bias are
+// added with `accumulate` (relaxed atomics on the GPU: not yet reduced over a group's channels first).
 template <int W, int NMAX, bool FULL, typename T, typename Acc>
 ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, int32_t b, int32_t k, int32_t d,
                                      uint32_t j) {
@@ -210,8 +224,8 @@ ANATO_UNROLL
     }
     store_chunk(a, q, r, zrow, Dv, c, dD, dbias);
   }
-  if (q.dD) q.dD[r.kd] += dD;
-  if (q.dbias) q.dbias[r.kd] += dbias;
+  if (q.dD) accumulate(q.dD + r.kd, dD);
+  if (q.dbias) accumulate(q.dbias + r.kd, dbias);
 }
 
 // dz (K > 1) at native position l of (b, d): dout·(Σ_k y_k)·silu'(z).

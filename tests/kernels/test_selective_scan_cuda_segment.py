@@ -165,11 +165,11 @@ def test_backward_phases_against_float64_model(lib, dtype):
         assert_rel_close(g_buf[:, k, :, 1:count + 1], G, dtype, f"order {k}: reverse carries")
 
 
-def _host_backward(lib, inputs, spatial, orders, seg, dout, dlast):
+def _host_backward(lib, inputs, spatial, orders, seg, dout, dlast, softplus=True):
     """Every gradient (du, ddelta, dA, dB, dC, dD, dz, dbias) of the host build, float64; None where no input."""
     inputs = tuple(None if t is None else t.contiguous() for t in inputs)
     u, _delta, A, B, _C, D, z, bias = inputs
-    _out, _last, H, _sums = _host_forward(lib, inputs, spatial, orders, seg)
+    _out, _last, H, _sums = _host_forward(lib, inputs, spatial, orders, seg, softplus)
     nan = lambda t: torch.full_like(t, float("nan"))
     grads = [nan(u), nan(u), torch.zeros_like(A), torch.zeros_like(B), torch.zeros_like(B),
              torch.zeros_like(D) if D is not None else None, torch.zeros_like(bias) if bias is not None else None,
@@ -179,25 +179,37 @@ def _host_backward(lib, inputs, spatial, orders, seg, dout, dlast):
                          dtype=torch.int32)
     pointers = lambda ts: (ctypes.c_void_p * len(ts))(*(None if t is None else t.data_ptr() for t in ts))
     gb, sums = nan(H), nan(H[..., 0])  # the backward's state-gradient and Σδ buffers
-    rc = lib.segment_backward_f64(pointers(inputs), _ptr(geo), _ptr(sizes), 1, _ptr(dout), _ptr(dlast), _ptr(H),
-                                  _ptr(gb), _ptr(sums), pointers(grads))
+    rc = lib.segment_backward_f64(pointers(inputs), _ptr(geo), _ptr(sizes), int(softplus), _ptr(dout), _ptr(dlast),
+                                  _ptr(H), _ptr(gb), _ptr(sums), pointers(grads))
     assert rc == 0
     du, ddelta, dA, dB, dC, dD, dbias, _y, dz = grads
     return du, ddelta, dA, dB, dC, dD, dz if z is not None else None, dbias
 
 
+def _check_backward(lib, spatial, orders, b, d, g, n, seg, softplus=True, optional=True):
+    length = spatial[0] * spatial[1] * spatial[2]
+    inputs = _inputs(b, len(orders), d, g, n, length, torch.float64, optional)
+    leaves = tuple(None if t is None else t.clone().requires_grad_() for t in inputs)
+    ref_out, ref_last = _reference(leaves, spatial, orders, softplus)
+    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
+    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    grads = _host_backward(lib, inputs, spatial, orders, seg, dout, dlast, softplus)
+    for name, grad, leaf in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), grads, leaves):
+        if leaf is None:
+            assert grad is None, name
+        else:
+            assert_rel_close(grad, leaf.grad, torch.float64, f"d{name}")
+
+
 @pytest.mark.parametrize("spatial, orders, b, d, g, n, seg", CASES, ids=IDS)
 def test_backward_matches_reference(lib, spatial, orders, b, d, g, n, seg):
     """Every gradient (the last state's included) against float64 autograd through the reference."""
-    length = spatial[0] * spatial[1] * spatial[2]
-    inputs = _inputs(b, len(orders), d, g, n, length, torch.float64)
-    leaves = tuple(None if t is None else t.clone().requires_grad_() for t in inputs)
-    ref_out, ref_last = _reference(leaves, spatial, orders, True)
-    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
-    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
-    grads = _host_backward(lib, inputs, spatial, orders, seg, dout, dlast)
-    for name, grad, leaf in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), grads, leaves):
-        assert_rel_close(grad, leaf.grad, torch.float64, f"d{name}")
+    _check_backward(lib, spatial, orders, b, d, g, n, seg)
+
+
+def test_backward_without_optional_inputs(lib):
+    _check_backward(lib, (2, 3, 5), ("-xzy", "yzx"), 1, 2, 1, 3, 4, softplus=False, optional=False)
+    _check_backward(lib, (1, 1, 11), ("zyx",), 2, 2, 2, 5, 4, softplus=False, optional=False)
 
 
 def test_state_count_above_64_is_refused(lib):
