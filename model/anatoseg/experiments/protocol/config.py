@@ -43,6 +43,7 @@ class Scale:
     val_every: int
     seeds: int  # training seeds per variant: 0 .. seeds-1
     stage1_set: dict = field(default_factory=dict)  # extra stage-1 overrides (``anato pseudolabel --set``)
+    stage2_set: dict = field(default_factory=dict)  # extra stage-2 overrides (``anato pretrain --set``)
     stage3_set: dict = field(default_factory=dict)  # extra stage-3 overrides for every variant
 
     def check(self) -> Scale:
@@ -56,26 +57,33 @@ class Scale:
         return asdict(self)
 
 
-# CPU (2 cores, the ≤150-minute table; measurements in benchmarks/results/protocol-budget.md):
-# - 6 mm phantom: a whole-body test case is ~0.6 M voxels instead of 3 M at 4 mm, so predicting the
-#   40 test cases of a unit costs well under a minute; lesions of 5-40 mm still span 1-7 voxels.
+# CPU (2 cores, the ≤150-minute table; measurements and the estimate in benchmarks/results/protocol-budget.md):
+# - 6 mm phantom: a whole-body case is ~0.9 M voxels (3 M at 4 mm); lesions of 5-40 mm still span
+#   1-7 voxels.
 # - 40 test cases, 16 lesion-free (40 %): the floor for a paired comparison (sd of Dice
-#   differences ~0.11, a 0.05 difference needs ~40 cases), with FPV measured on negatives.
-# - patch 32×64×64 (19×38×38 cm at 6 mm: most of a trunk cross-section), batch 2, tiny preset: the
-#   largest that SwinUNETR/UNETR take at this budget.
-# - steps: see the plateau measurement in protocol-budget.md (the full method's held-out Dice leaves 0
-#   well before this many steps at the stage-3 defaults).
+#   differences ~0.11: a 0.05 difference needs ~40 cases); FPV is measured on the negatives too.
+# - patch 32×64×64 (19×38×38 cm at 6 mm), batch 2, tiny preset: divisible by 32 (SwinUNETR).
+# - 400 steps: measured 0.57 CPU-s per anatoseg step and 0.17 per UNet step (1 thread); the whole table
+#   (24 units plus stages) comes to ~150 CPU-minutes, ~90 minutes wall on 2 idle cores. Leaving the
+#   all-background plateau was NOT measured at this scale (the shared machine gave each job ~0.2 cores);
+#   the demo's runs left it at ~300 steps (4 mm, lesion share 1.0, lr 2e-3): results.md says when no
+#   network left it ("did not leave the all-background plateau"), then raise --set steps=...
+# - no test-time mirroring (8 flips are 8 times the prediction work of 40 cases in each of 24 units) and
+#   sliding windows overlapping by 1/4 instead of 1/2 (~2.4x fewer windows): scoring the test cases would
+#   otherwise cost more than training (SegResNet: 11 CPU-s per case at overlap 1/2).
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
-            pretrain_crop=(32, 32, 32), steps=300, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=150,
-            seeds=3)
+            pretrain_crop=(32, 64, 64), steps=400, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
+            seeds=3, stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
 
-# GPU (one H100/H200, an estimate, not measured here): nnU-Net-like patch at 3 mm and the base preset,
-# 48 test cases, 24 training cases. Per unit ~1500 steps at ~0.1 s plus 48 whole-body predictions;
-# about 8 minutes of device time for the ablation group, more for the whole table.
-GPU = Scale(name="gpu", spacing=3.0, organ_cases=8, train_cases=24, val_cases=4, pretrain_cases=24, test_cases=48,
-            test_negatives=0.4, train_negatives=0.0, teacher_steps=2000, student_steps=500, pretrain_steps=1000,
-            pretrain_crop=(64, 64, 64), steps=1500, batch_size=2, patch=(64, 128, 128), preset="base",
+# GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at
+# the phantom's 4 mm (3 mm cases take ~4x the CPU to generate and preprocess, which the GPU does not speed up),
+# 48 test cases. Guessed costs: ~0.1 s per base-preset step at batch 2 in bf16, ~1.5 s per test case
+# (CPU preprocessing dominates), stages ~2 min: a unit ~2.5 min, so ≤8 minutes of device time holds the
+# stages plus about two units (e.g. --variants "no prompts" --seeds 1), not the whole table (~60 min).
+GPU = Scale(name="gpu", spacing=4.0, organ_cases=8, train_cases=24, val_cases=4, pretrain_cases=16, test_cases=48,
+            test_negatives=0.4, train_negatives=0.0, teacher_steps=1500, student_steps=300, pretrain_steps=500,
+            pretrain_crop=(64, 128, 128), steps=1000, batch_size=2, patch=(64, 128, 128), preset="base",
             val_every=500, seeds=3)
 
 SCALES = {"cpu": CPU, "gpu": GPU}

@@ -3,8 +3,8 @@ stage 1 (organ pseudo-labels and the stage-1 model) and stage 2 (pretrained enco
 
 Layout under the run folder ``OUT``: ``data/<cohort>/manifest.json`` (:data:`.config.COHORT_SEEDS`),
 ``stage1/`` (:func:`anatoseg.stage1.run_pseudolabel`), ``stage2/`` (:func:`anatoseg.stage2.run.run_pretrain`),
-``gt_organs_test/<case_id>.nii.gz`` (links to the test cases' true organ maps, the ``--organs``
-layout of the GT-organs variant).
+``stage1_test/<case_id>.nii.gz`` (the stage-1 model's organ maps of the test cases, the prompts of
+the pseudo-label variants at test).
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from anatoseg.experiments.protocol.variants import overrides
 
 @dataclass(frozen=True)
 class Shared:
-    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, GT organs."""
+    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, and the
+    stage-1 organ maps of the test cases."""
 
     manifests: dict[str, Path]
     stage1: dict
     stage1_dir: Path
     encoders: Path
     fingerprint: Path
-    gt_organs: Path
+    test_organs: Path
 
 
 def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True) -> dict[str, Path]:
@@ -72,27 +73,42 @@ def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, tim
     encoders = out / "stage2" / ENCODERS_NAME
     if not encoders.exists():
         settings = {"train.steps": scale.pretrain_steps, "model.preset": scale.preset,
-                    "crop.size": list(scale.pretrain_crop), "mask.patch_size": [8, 8, 8]}
+                    "crop.size": list(scale.pretrain_crop), **scale.stage2_set}
         with times.measure("stage2"):
             encoders = Path(run_pretrain(manifests["pretrain"], out / "stage2", device=device, progress=progress,
                                          overrides=overrides(settings)).checkpoint)
     return encoders
 
 
-def gt_organ_folder(manifest: Path, folder: Path) -> Path:
-    """``folder/<case_id>.nii.gz`` links to each case's true organ map (the layout ``--organs`` reads)."""
-    from anatoseg.data import find_cases
+def pseudo_organs(report: dict, manifest: Path, folder: Path, device: str, times: Times) -> Path:
+    """The stage-1 model's organ maps of the test cases, ``folder/<case_id>.nii.gz`` (the ``--organs``
+    layout), each unless it exists: what ``anato predict`` would compute from the model the checkpoint
+    names, made once for every pseudo-prompt unit instead of once per unit."""
+    import dataclasses
 
-    folder.mkdir(parents=True, exist_ok=True)
+    import nibabel as nib
+    import numpy as np
+
+    from anatoseg.data import find_cases
+    from anatoseg.data.case import load_case
+    from anatoseg.data.nifti import save_nifti, zyx_to_file
+    from anatoseg.stage1.model import load_organ_model
+
+    model = None
     for files in find_cases(manifest):
-        link = folder / f"{files.case_id}.nii.gz"
-        if not link.exists():
-            link.symlink_to(Path(files.organs).resolve())
+        target = folder / f"{files.case_id}.nii.gz"
+        if target.exists():
+            continue
+        with times.measure("stage1 test organs"):
+            model = model or load_organ_model(report["model"], device)
+            labels = model.predict(load_case(dataclasses.replace(files, organs=None)), device)[0]
+            affine = nib.load(str(files.pet)).affine
+            save_nifti(target, zyx_to_file(labels, affine), affine, dtype=np.uint8)
     return folder
 
 
 def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool = True) -> Shared:
-    """Cohorts, stage 1, stage 2 and the GT organ folder, each unless it exists (module docstring)."""
+    """Cohorts, stage 1, stage 2 and the test cases' stage-1 organ maps, each unless it exists."""
     from anatoseg.training.fingerprint import FINGERPRINT_NAME
 
     manifests = cohorts(scale, out / "data", times, progress)
@@ -100,4 +116,4 @@ def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool =
     encoders = stage2(scale, out, manifests, device, times, progress)
     return Shared(manifests=manifests, stage1=report, stage1_dir=out / "stage1", encoders=encoders,
                   fingerprint=out / "stage2" / FINGERPRINT_NAME,
-                  gt_organs=gt_organ_folder(manifests["test"], out / "gt_organs_test"))
+                  test_organs=pseudo_organs(report, manifests["test"], out / "stage1_test", device, times))

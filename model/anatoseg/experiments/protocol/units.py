@@ -90,17 +90,17 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
     return Path(result.model), result.val_dice
 
 
-def predict_unit(model: Path, manifest: Path, device: str) -> tuple[list[dict], dict]:
+def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: str) -> tuple[list[dict], dict]:
     """Score every test case with ``model``: ``(case records, the model's stage-3 config)``.
 
-    Prompts as ``anato predict`` chooses them (:class:`anatoseg.inference.predict.OrganSource`): the
-    stage-1 model the checkpoint names, else the dataset's own (true) organ maps."""
+    Prompts as ``anato predict --organs organs_dir`` takes them (:class:`anatoseg.inference.predict.OrganSource`);
+    without ``organs_dir`` the stage-1 model the checkpoint names, else the dataset's own (true) organ maps."""
     from anatoseg.data.case import load_case
     from anatoseg.experiments.protocol.scoring import network_probability, score_case
     from anatoseg.inference.predict import OrganSource, Predictor
 
     predictor = Predictor.from_checkpoint(model, device=device)
-    source = OrganSource(predictor, None)
+    source = OrganSource(predictor, organs_dir)
     records = []
     for files, lesion_list in scored_cases(manifest):
         prob = network_probability(predictor, source.for_case(source.files_for(files)))
@@ -115,7 +115,8 @@ def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Sha
     model, val_dice = train_unit(spec, seed, scale, shared, unit_path(out, name, seed).with_suffix("") / "train",
                                  device, progress)
     train_s, train_cpu = clock.lap()
-    cases, config = predict_unit(model, shared.manifests["test"], device)
+    organs_dir = shared.test_organs if spec["prompts"] == "pseudo" else None
+    cases, config = predict_unit(model, shared.manifests["test"], organs_dir, device)
     total_s, total_cpu = clock.lap()
     return save_unit(out, {"variant": name, "seed": seed, "kind": "network", "spec": spec, "scale": scale.name,
                            "config": config, "val_dice": val_dice, "cases": cases,

@@ -47,12 +47,19 @@ GROUPS: dict[str, list[str]] = {
 }
 """Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
 
+UPTAKE_ORGANS = ("brain", "heart", "kidney_left", "kidney_right", "urinary_bladder", "ureters", "bowel", "thyroid",
+                 "brown_fat", "salivary_glands", "uterus_ovaries")
+"""Organs of physiological FDG uptake that the sanity rows remove (the phantom's false-positive sources
+with an organ label, muscle excepted: it is everywhere and would remove lesions next to it)."""
+
 SANITY: dict[str, dict] = {
-    "SUV ≥ 2.5": {"method": "fixed", "suv_threshold": 2.5},
-    "SUV ≥ 40 % SUVmax": {"method": "relative", "fraction": 0.4, "suvmax_region": "outside_organs"},
+    "SUV ≥ 2.5": {"method": "fixed", "suv_threshold": 2.5, "exclude": UPTAKE_ORGANS},
+    "SUV ≥ 40 % SUVmax": {"method": "relative", "fraction": 0.4, "suvmax_region": "outside_organs",
+                          "exclude": UPTAKE_ORGANS},
 }
 """No-learning rows: keyword arguments of :func:`anatoseg.experiments.sanity.sanity_baseline` (the
-organ mask removed is the case's true organ map; components under 0.1 ml dropped)."""
+organ mask removed is the case's true organ map, :data:`UPTAKE_ORGANS`; components under 0.1 ml
+dropped)."""
 
 
 def check_variant(name: str, spec: Mapping) -> None:

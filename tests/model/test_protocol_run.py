@@ -1,0 +1,101 @@
+"""The experiment protocol end to end in miniature (2 variants, 2 seeds, 4 test cases, a few steps),
+interrupted after its first unit and continued: only the rest runs (anatoseg.experiments.protocol)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import anatoseg.stage1
+import anatoseg.stage2.run
+from anatoseg.errors import ConfigError
+from anatoseg.experiments.protocol import SCALES, make_plan, run, units
+from anatoseg.experiments.protocol.__main__ import main
+from anatoseg.metrics.breakdown import FP_ORGAN_GROUPS
+
+MINI = dataclasses.replace(
+    SCALES["cpu"], name="mini", spacing=8.0, organ_cases=2, train_cases=3, val_cases=1, pretrain_cases=2,
+    test_cases=4, test_negatives=0.5, teacher_steps=2, student_steps=2, pretrain_steps=2, pretrain_crop=(32, 32, 32),
+    steps=2, patch=(32, 32, 32), val_every=2, seeds=2,
+    stage1_set={"data.patch_size": [32, 32, 32], "data.batch_size": 1, "data.overlap": 0.25})
+
+
+class Interrupt(BaseException):
+    """Stands for Ctrl-C (BaseException, as KeyboardInterrupt: the driver does not catch it)."""
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("protocol")
+    plan = make_plan(MINI, ["UNet"], command="mini protocol")
+    assert plan.variants == ["full method", "UNet"]
+    real, calls = units.run_network_unit, []
+
+    def stop_after_first(name, *args, **kwargs):
+        if calls:
+            raise Interrupt
+        calls.append((name, args[1]))
+        return real(name, *args, **kwargs)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(units, "run_network_unit", stop_after_first)
+    with pytest.raises(Interrupt):
+        run(out, plan, device="cpu", progress=False)
+    first = sorted((out / units.UNITS).glob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+
+    def recorded(name, *args, **kwargs):
+        calls.append((name, args[1]))
+        return real(name, *args, **kwargs)
+
+    patch.setattr(units, "run_network_unit", recorded)
+    patch.setattr(anatoseg.stage1, "run_pseudolabel", lambda *a, **k: pytest.fail("stage 1 ran again"))
+    patch.setattr(anatoseg.stage2.run, "run_pretrain", lambda *a, **k: pytest.fail("stage 2 ran again"))
+    results = run(out, plan, device="cpu", progress=False)
+    patch.undo()
+    return out, results, calls, stamps
+
+
+def test_rerun_runs_only_the_units_left_and_keeps_the_finished_one(interrupted_then_finished):
+    out, _, calls, stamps = interrupted_then_finished
+    assert len(stamps) == 1  # the interrupt came after the first unit was saved
+    assert calls == [("full method", 0), ("full method", 1), ("UNet", 0), ("UNet", 1)]
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    names = sorted(p.name for p in (out / units.UNITS).glob("*.json"))
+    assert names == ["full_method__seed0.json", "full_method__seed1.json", "suv_2_5__seed0.json",
+                     "suv_40_suvmax__seed0.json", "unet__seed0.json", "unet__seed1.json"]
+
+
+def test_units_hold_per_case_records_and_their_provenance(interrupted_then_finished):
+    out, _, _, _ = interrupted_then_finished
+    unit = json.loads((out / units.UNITS / "unet__seed1.json").read_text())
+    assert len(unit["commit"]) == 40 and unit["seed"] == 1 and unit["config"]["seed"] == 1
+    assert unit["config"]["model"]["arch"] == "unet" and unit["config"]["train"]["steps"] == 2
+    cases = unit["cases"]
+    assert len(cases) == 4 and sum(c["positive"] for c in cases) == 2  # half the test cases lesion-free
+    assert all(set(c["fp_by_organ"]) == {*FP_ORGAN_GROUPS, "other"} for c in cases)
+    lesions = [r for c in cases for r in c["lesions"]]
+    assert lesions and all("site" in r and "detected" in r for r in lesions)
+    assert all(len(c["froc"]["lesion_scores"]) == c["tp"] + c["fn"] for c in cases)
+    assert unit["cpu_seconds"]["train"] > 0
+
+
+def test_results_md_has_every_section(interrupted_then_finished):
+    out, results, _, _ = interrupted_then_finished
+    text = results.read_text()
+    for heading in ("Paired differences against the full method", "Lesion sensitivity", "by organ",
+                    "Sensitivity by lesion site", "Sanity baseline", "Command: `mini protocol`"):
+        assert heading in text
+    assert "| UNet | 2 |" in text and "| SUV ≥ 2.5 | 1 |" in text
+    assert text.index("| full method | 2 |") < text.index("| UNet | 2 |") < text.index("| SUV ≥ 2.5 | 1 |")
+    assert len(list((out / "stage1_test").glob("*.nii.gz"))) == 4  # the pseudo-prompt units' test organ maps
+
+
+def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished, capsys):
+    out, _, _, _ = interrupted_then_finished
+    with pytest.raises(ConfigError, match="another design .*steps"):
+        run(out, make_plan(dataclasses.replace(MINI, steps=3)), device="cpu", progress=False)
+    assert main([str(out), "--variants", "nope"]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown variant or group 'nope'")
