@@ -45,6 +45,14 @@ BYTES.update({
     "selective_scan.triton_segment.backward_summary": _UD + _BC + 2 * _ZL + _SEGS,
     "selective_scan.triton_segment.backward": 4 * _UD + 4 * _BC + 2 * _ZL + 2 * _SEGS + _YK,
 })
+# the CUDA segment scan forward: segments of 64 steps, so 8x fewer segment states than the Triton one
+_SEGS64 = contracts.SCAN_UPDATES / 64 * 4
+BYTES.update({
+    "selective_scan.cuda_segment.forward_summary": 2 * _UD + _BC + _SEGS64,
+    "selective_scan.cuda_segment.carry": 2 * _SEGS64,
+    "selective_scan.cuda_segment.forward_output": 2 * _UD + 2 * _BC + _SEGS64 + _YK,
+    "selective_scan.cuda_segment.merge": _YK + 2 * _ZL,
+})
 
 # FACTS.md "Hardware floors of the 3D scan" (H100) and the turn-1 measurement, per op and mode, in ms
 FLOORS = {
@@ -70,6 +78,7 @@ def estimate(record: dict, gpu: dict = H100) -> dict:
 
 # the segment scan's phases (the carry and merge kernels run in both directions)
 _SEGMENT_STEPS = {("triton_segment", "forward"): ("forward_summary", "carry", "forward_output", "merge"),
+                  ("cuda_segment", "forward"): ("forward_summary", "carry", "forward_output", "merge"),
                   ("triton_segment", "backward"): ("backward_summary", "carry", "backward", "merge")}
 
 
@@ -82,7 +91,7 @@ def op_rows(estimates: dict[str, dict]) -> list[dict]:
               ("masked_patch", "gather+scatter_add", ("gather", "scatter_add")),
               ("hyper_attention", "forward+backward", ("forward", "backward"))]
     for op, mode, steps in combos:
-        for backend in ("triton", "cuda", "triton_segment"):
+        for backend in ("triton", "cuda", "triton_segment", "cuda_segment"):
             names = [f"{op}.{backend}.{p}" for s in steps for p in _SEGMENT_STEPS.get((backend, s), (s,))]
             if not all(n in estimates for n in names):
                 continue
