@@ -63,17 +63,17 @@ class Scale:
 # - 40 test cases, 16 lesion-free (40 %): the floor for a paired comparison (sd of Dice
 #   differences ~0.11: a 0.05 difference needs ~40 cases); FPV is measured on the negatives too.
 # - patch 32×64×64 (19×38×38 cm at 6 mm), batch 2, tiny preset: divisible by 32 (SwinUNETR).
-# - 400 steps: measured 0.57 CPU-s per anatoseg step and 0.17 per UNet step (1 thread); the whole table
-#   (24 units plus stages) comes to ~150 CPU-minutes, ~90 minutes wall on 2 idle cores. Leaving the
-#   all-background plateau was NOT measured at this scale (the shared machine gave each job ~0.2 cores);
-#   the demo's runs left it at ~300 steps (4 mm, lesion share 1.0, lr 2e-3): results.md says when no
-#   network left it ("did not leave the all-background plateau"), then raise --set steps=...
+# - 300 steps: measured per stage-3 step 0.57 CPU-s for anatoseg, 0.17 UNet, 0.79 SegResNet, 4.1 SwinUNETR,
+#   0.54 UNETR (1 thread); the whole table (24 units plus stages) comes to ~190 CPU-minutes, ~120 minutes
+#   wall on 2 idle cores; 400 steps would be ~145. Leaving the all-background plateau was NOT measured at
+#   this scale (the shared machine gave each job ~0.2 cores); the demo's runs left it at ~300 steps (4 mm,
+#   lesion share 1.0, lr 2e-3): results.md says when no network left it, then rerun with --set steps=...
 # - no test-time mirroring (8 flips are 8 times the prediction work of 40 cases in each of 24 units) and
 #   sliding windows overlapping by 1/4 instead of 1/2 (~2.4x fewer windows): scoring the test cases would
 #   otherwise cost more than training (SegResNet: 11 CPU-s per case at overlap 1/2).
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
-            pretrain_crop=(32, 64, 64), steps=400, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
+            pretrain_crop=(32, 64, 64), steps=300, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=150,
             seeds=3, stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
 
 # GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at
