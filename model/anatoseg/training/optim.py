@@ -48,7 +48,7 @@ class DeepSupervisedDiceCE(nn.Module):
     ``loss(logits, label)``: logits ``(B, 2, Z, Y, X)`` or a deep-supervision list of them at strides
     1, 2, 4, ... (weights 1, 1/2, 1/4, ..., floor 1/16); label ``(B, 1, Z, Y, X)`` float {0, 1}. Each head is
     compared with :func:`supervision_target` (soft targets); heads coarser than ``max_stride`` get no loss
-    (None: every head). Logits are cast to float32 first, so the loss is exact under bf16 autocast.
+    (None: every head), only a zero gradient so that DDP sees their parameters used. Logits are cast to float32 first, so the loss is exact under bf16 autocast.
     """
 
     def __init__(self, config: LossConfig):
@@ -63,6 +63,8 @@ class DeepSupervisedDiceCE(nn.Module):
         for level, head in enumerate(heads):
             target, stride = supervision_target(label, head.shape[2:])
             if level and self.max_stride is not None and stride > self.max_stride:
+                # no loss, but a zero gradient: DDP requires every parameter to take part in each step
+                total = total + 0.0 * head.float().sum()
                 continue
             total = total + max(0.5**level, 1 / 16) * self.dice_ce(head.float(), target)
         return total
