@@ -33,7 +33,9 @@ from bench_utils import bench, record
 
 BASE_PATCH = (112, 160, 128)
 BATCH = 2
-FULL = AugmentConfig(flip_prob=1.0, affine_prob=1.0, intensity_prob=1.0)
+FULL = AugmentConfig(**{name: 1.0 for name in ("flip_prob", "affine_prob", "intensity_prob", "gamma_prob",
+                                               "contrast_prob", "noise_prob", "blur_prob", "lowres_prob",
+                                               "misalign_prob")})
 
 
 @pytest.fixture(scope="module")

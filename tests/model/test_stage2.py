@@ -40,7 +40,8 @@ from anatoseg.training.sampling import TrainVolume
 SMALL_NET = {"widths": [4, 8], "stem_width": 4, "res_depths": [1, 1], "mamba_depths": [0, 1], "d_state": 4,
              "hcca_stages": [1], "num_heads": 2, "prompt_dim": 8, "hyper_hidden": 8, "rank": 2}
 CROP, PATCH = (16, 16, 16), (4, 4, 4)
-NO_AUGMENT = {"flip_prob": 0.0, "affine_prob": 0.0, "intensity_prob": 0.0}
+NO_AUGMENT = {name: 0.0 for name in ("flip_prob", "affine_prob", "intensity_prob", "gamma_prob", "contrast_prob",
+                                     "noise_prob", "blur_prob", "lowres_prob", "misalign_prob")}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
