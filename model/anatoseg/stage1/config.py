@@ -76,6 +76,7 @@ class Stage1Config(ConfigBase):
     student: StudentConfig = field(default_factory=StudentConfig)
     widths: tuple[int, int, int, int] = (8, 16, 32, 64)  # OrganUNet channels per level
     coordinates: bool = True  # body-frame coordinate input channels (inputs.py)
+    ct_window: bool = True  # the networks also read the CT through a soft-tissue window (net.py)
 
     AXIS_KEYS: ClassVar[tuple[str, ...]] = ("data.patch_size", "data.spacing")
     OPTION_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {

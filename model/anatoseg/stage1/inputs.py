@@ -16,6 +16,19 @@ from __future__ import annotations
 import numpy as np
 
 COORDINATE_CHANNELS = 3
+SOFT_TISSUE_HU = (-160.0, 240.0)  # the CT window the networks also read (net.windowed)
+
+
+def ct_window(config) -> tuple[float, float, int] | None:
+    """The ``window`` of :class:`~anatoseg.stage1.net.OrganUNet` for ``config`` (soft-tissue window
+    in the working CT normalisation, CT channel index), or None when ``config.ct_window`` is off."""
+    if not config.ct_window:
+        return None
+    from anatoseg.stage1.data import make_preprocessing
+
+    params = make_preprocessing(config.data.spacing)
+    low, high = ((hu - params.ct_mean) / params.ct_std for hu in SOFT_TISSUE_HU)
+    return low, high, COORDINATE_CHANNELS if config.coordinates else 0
 
 
 def body_coordinates(shape) -> np.ndarray:

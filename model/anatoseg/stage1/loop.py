@@ -42,7 +42,7 @@ from anatoseg.stage1.augment import (
 )
 from anatoseg.stage1.config import Stage1Config
 from anatoseg.stage1.data import Stage1Case, make_preprocessing
-from anatoseg.stage1.inputs import COORDINATE_CHANNELS, network_input
+from anatoseg.stage1.inputs import COORDINATE_CHANNELS, ct_window, network_input
 from anatoseg.stage1.losses import consistency_loss, ema_update, masked_ce_dice, sigmoid_rampup
 from anatoseg.stage1.net import OrganUNet, expand_input_channels
 from anatoseg.training.log import RunLog
@@ -153,7 +153,7 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
     seed_everything(config.seed)
     rng = np.random.default_rng([config.seed, 1])
     generator = torch.Generator().manual_seed(config.seed + 1)
-    net = OrganUNet(input_channels(1, config), NUM_CLASSES, config.widths).to(device)
+    net = OrganUNet(input_channels(1, config), NUM_CLASSES, config.widths, ct_window(config)).to(device)
     optimizer, scheduler = make_optimizer(net.parameters(), settings, settings.steps)
     pool = Pool.of([network_input(c.work.image[:1], config.coordinates) for c in cases],
                    [c.work.organs for c in cases])
@@ -216,7 +216,8 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], i
     seed_everything(config.seed + 2)
     rng = np.random.default_rng([config.seed, 2])
     generator = torch.Generator().manual_seed(config.seed + 3)
-    student = OrganUNet(input_channels(2 if settings.use_pet else 1, config), NUM_CLASSES, config.widths).to(device)
+    student = OrganUNet(input_channels(2 if settings.use_pet else 1, config), NUM_CLASSES, config.widths,
+                        ct_window(config)).to(device)
     if init is not None:
         expand_input_channels(init.state_dict(), student)
     ema = copy.deepcopy(student)

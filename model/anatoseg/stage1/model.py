@@ -6,6 +6,7 @@ Checkpoint (``torch.load(path, weights_only=True)`` reads it; written atomically
      "meta": {"axes": "zyx",                     # every size below is (Z, Y, X); required on load
               "in_channels": 5,                  # network inputs: [3 coordinates +] CT [+ PET]
               "coordinates": True,               # body-frame coordinate channels first (stage1/inputs.py)
+              "window": [-0.53, 0.8, 3],         # soft-tissue CT window (low, high, CT channel) or None
               "num_classes": 15,                 # background + the organ label set
               "widths": [8, 16, 32, 64],         # OrganUNet levels
               "organs": {"1": "brain", ...},     # anatoseg.data.labels.organ_table()
@@ -72,8 +73,9 @@ class OrganModel:
 def save_organ_model(path: str | os.PathLike, net: OrganUNet, config: Stage1Config, preprocessing: Preprocessing,
                      dice: dict | None = None) -> Path:
     """Write ``net`` (CT or CT + PET input) as a stage-1 checkpoint (format in the module docstring)."""
-    in_channels = net.stem.conv1.in_channels
+    in_channels = net.stem.conv1.in_channels - (net.window is not None)
     meta = {"axes": AXES, "in_channels": in_channels, "coordinates": bool(config.coordinates),
+            "window": None if net.window is None else list(net.window),
             "num_classes": net.head.out_channels,
             "widths": list(config.widths), "organs": organ_table(),
             "preprocessing": json.dumps(preprocessing.to_dict()), "patch_size": list(config.data.patch_size),
@@ -90,7 +92,7 @@ def load_organ_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     meta = checkpoint["meta"]
     if meta.get("organs") != organ_table():
         raise ConfigError("stage-1 model was trained with another organ label set", path)
-    net = OrganUNet(int(meta["in_channels"]), int(meta["num_classes"]), meta["widths"])
+    net = OrganUNet(int(meta["in_channels"]), int(meta["num_classes"]), meta["widths"], meta.get("window"))
     load_state_strict(net, checkpoint["model"], path, what="stage-1 model")
     preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
     return OrganModel(net=net.to(device).eval(), preprocessing=preprocessing, in_channels=int(meta["in_channels"]),

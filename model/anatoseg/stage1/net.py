@@ -1,5 +1,10 @@
 """The stage-1 organ network: a small residual 3D UNet built from :mod:`anatoseg.blocks`.
 
+With a ``window`` the network also reads its CT channel through a soft-tissue window,
+as an extra first input channel computed inside the network (after any augmentation of
+the CT): with CT scaled for lungs and bone (HU / 300), urine, muscle and enhanced organs
+differ by a few hundredths, and a soft-tissue window spreads them over [-1, 1].
+
 Teacher (CT only, 1 input channel) and student (CT + PET, 2 channels) share this
 architecture; the student starts from the teacher's weights with
 :func:`expand_input_channels` (the PET input weights start at zero, so the
@@ -27,11 +32,14 @@ class OrganUNet(nn.Module):
     residual block on the way down and one on the way up.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (8, 16, 32)):
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (8, 16, 32),
+                 window: Sequence[float] | None = None):
         super().__init__()
         widths = [int(w) for w in widths]
         if len(widths) < 2 or min(widths) < 2:
             raise ValueError(f"widths needs at least two levels of >= 2 channels, got {widths}")
+        self.window = None if window is None else tuple(float(v) for v in window)
+        in_channels += self.window is not None
         self.stem = ResidualBlock(in_channels, widths[0])
         if in_channels == widths[0]:  # always a projection shortcut: networks differing only in their
             # input channels (CT vs CT + PET) then have the same parameters (expand_input_channels)
@@ -43,6 +51,8 @@ class OrganUNet(nn.Module):
         self.head = nn.Conv3d(widths[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window is not None:
+            x = torch.cat([windowed(x, self.window), x], 1)
         skips = [self.stem(x)]
         for stage in self.down:
             skips.append(stage(skips[-1]))
@@ -50,6 +60,14 @@ class OrganUNet(nn.Module):
         for stage in self.up:
             h = stage(h, skips.pop())
         return self.head(h)
+
+
+def windowed(x: torch.Tensor, window: Sequence[float]) -> torch.Tensor:
+    """Channel ``c`` of ``x`` (B, C, Z, Y, X) seen through the window ``(low, high, c)``: clipped to
+    [low, high] and mapped onto [-1, 1]; (B, 1, Z, Y, X)."""
+    low, high, channel = window
+    ct = x[:, int(channel):int(channel) + 1]
+    return (ct.clamp(low, high) - (low + high) / 2) * (2 / (high - low))
 
 
 def expand_input_channels(source: dict[str, torch.Tensor], target: nn.Module) -> None:
