@@ -8,11 +8,13 @@ import pytest
 
 from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.errors import ConfigError
-from anatoseg.experiments.protocol import report, variants
+from anatoseg.experiments.protocol import report, units, variants
 from anatoseg.experiments.protocol.__main__ import scale_overrides
 from anatoseg.experiments.protocol.config import CPU
+from anatoseg.experiments.protocol.scoring import suppressed
+from anatoseg.metrics.autopet import evaluate_case
 from anatoseg.metrics.breakdown import grouped_organs, tags_by_centre
-from anatoseg.metrics.froc import CaseScores
+from anatoseg.metrics.froc import CaseScores, case_scores
 
 
 def _case(name: str, dice, fp: int, tp: int, fn: int, site: str = "bone", fp_organ: str = "bowel") -> dict:
@@ -57,6 +59,33 @@ def test_report_reads_each_difference_and_flags_stale_units():
     assert "| variant | bone |" in text and "| full method | 0.50 (48) |" in text  # sensitivity by site
 
 
+def _scored(name: str, truth_boxes, pred_boxes) -> dict:
+    """A case record with real autoPET metrics and FROC scores (FP by organ and lesion tags left empty)."""
+    truth, pred = np.zeros((20, 20, 20), bool), np.zeros((20, 20, 20), bool)
+    for box in truth_boxes:
+        truth[box] = True
+    for box in pred_boxes:
+        pred[box] = True
+    return {**evaluate_case(pred, truth, (2.0, 2.0, 2.0), case=name).to_dict(), "fp_by_organ": {}, "lesions": [],
+            "froc": case_scores(pred.astype(np.float32), truth).to_dict()}
+
+
+def test_main_table_means_each_column_over_the_cases_where_it_applies():
+    lesion_a, lesion_b = np.s_[2:6, 2:6, 2:6], np.s_[12:16, 12:16, 12:16]
+    cases = [_scored("hit", [lesion_a, lesion_b], [lesion_a]),  # Dice 2/3, one of two lesions found
+             _scored("perfect", [lesion_a], [lesion_a]),
+             _scored("negative", [], [lesion_b])]  # no lesion: only its false-positive volume counts
+    unit = {"variant": "full method", "seed": 0, "kind": "network", "cases": cases, "seconds": {"train": 90.0}}
+    row = report.main_table(report.by_variant([unit]))[2].split(" | ")
+    fpv = 64 * 8 / 1000 / 3  # the negative case's 64 voxels of 8 mm³, in ml, over 3 cases
+    assert row[2] == f"{(2 / 3 + 1) / 2:.3f} ± 0.000"  # Dice over the 2 cases with lesions; sd over 1 seed
+    assert row[3] == f"{fpv:.3f} ± 0.000" and row[5] == f"{1 / 3:.3f} ± 0.000"  # FPV, FP components: all 3
+    assert row[6] == f"{2 / 3:.3f} ± 0.000"  # pooled: 2 of 3 lesions over all cases
+    assert row[-1] == "1.5 |"  # training minutes
+    two = report.main_table(report.by_variant([unit, {**unit, "seed": 1, "cases": cases[1:]}]))[2].split(" | ")
+    assert two[2] == f"{((2 / 3 + 1) / 2 + 1) / 2:.3f} ± {np.std([(2 / 3 + 1) / 2, 1], ddof=1):.3f}"  # over seeds
+
+
 def test_sanity_row_that_rivals_the_networks_says_the_phantom_is_too_easy():
     units = [_unit("full method", s, 0.0) for s in range(2)] + [_unit("SUV ≥ 2.5", 0, -0.02, kind="sanity")]
     assert "The phantom is too easy" in report.sanity_reading(report.by_variant(units))
@@ -71,13 +100,50 @@ def test_froc_of_a_unit_reads_the_stored_candidates():
 def test_registry_resolves_groups_and_always_keeps_the_reference():
     assert variants.resolve(["UNet"]) == ["full method", "UNet"]
     assert variants.resolve(["ablations"]) == variants.GROUPS["ablations"]
-    assert variants.resolve(None) == list(variants.VARIANTS)
+    assert variants.resolve(None) == variants.GROUPS[variants.DEFAULT_GROUP]
     with pytest.raises(ConfigError, match="unknown variant or group 'nope'"):
         variants.resolve(["nope"])
     with pytest.raises(ConfigError, match="prompts must be one of"):
         variants.check_variant("x", {"arch": "unet", "prompts": "organs", "init": None, "set": {}})
     assert variants.overrides({"model.net.use_prompts": False, "data.patch_size": [32, 64, 64]}) == [
         "model.net.use_prompts=false", "data.patch_size=[32, 64, 64]"]
+
+
+@pytest.mark.parametrize("name", list(variants.VARIANTS))
+def test_every_variant_is_a_valid_stage3_config_of_a_buildable_network(name):
+    from anatoseg.nets import build_network
+    from anatoseg.stage3.config import Config
+    from anatoseg.training.network import net_config
+
+    spec = variants.VARIANTS[name]
+    config = Config.build(None, units.stage3_overrides(CPU, spec, 0))
+    assert config.model.arch == spec["arch"] and list(config.data.patch_size) == list(CPU.patch)
+    if spec["arch"].startswith("anatoseg"):  # the MONAI baselines take the protocol's settings only
+        build_network(spec["arch"], net_config(config.model), CPU.patch)
+    if "infer.suppress_organs" in spec["set"]:
+        assert all(o in ORGAN_IDS for o in config.infer.suppress_organs.split(","))
+
+
+def test_groups_name_registered_variants_and_the_default_stays_the_budgeted_table():
+    assert all(n in variants.VARIANTS for group in variants.GROUPS.values() for n in group)
+    assert variants.resolve(None) == ["full method", "no prompts", "no pretraining", "GT organs", "UNet",
+                                      "SegResNet", "SwinUNETR", "UNETR"]
+    assert "organ-mask post-processing" in variants.resolve(["anatomy"])
+
+
+def test_suppressed_zeroes_the_components_the_postprocessing_removes():
+    prob = np.zeros((8, 8, 8), np.float32)
+    prob[1:4, 1:4, 1:4], prob[0, 1:4, 1:4] = 0.9, 0.3  # a component in the brain, with a rim below 0.5
+    prob[5:7, 5:7, 5:7] = 0.8  # one outside every organ
+    organs = np.zeros((8, 8, 8), np.uint8)
+    organs[1:4, 1:4, 1:3] = ORGAN_IDS["brain"]  # 2/3 of the first component's voxels
+    out = suppressed(prob, organs, (ORGAN_IDS["brain"],))
+    assert (out[1:4, 1:4, 1:4] == 0).all() and (out[0, 1:4, 1:4] == np.float32(0.3)).all()
+    assert (out[5:7, 5:7, 5:7] == np.float32(0.8)).all() and (prob[1:4, 1:4, 1:4] == np.float32(0.9)).all()
+    assert (suppressed(prob, organs, (ORGAN_IDS["brain"],), fraction=0.7) == prob).all()  # 2/3 is not > 0.7
+    assert suppressed(prob, None, ()) is prob
+    with pytest.raises(ValueError, match="needs the case's organ map"):
+        suppressed(prob, None, (ORGAN_IDS["brain"],))
 
 
 def test_scale_overrides_change_fields_and_refuse_unknown_ones():

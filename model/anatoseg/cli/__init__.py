@@ -15,6 +15,7 @@ from anatoseg.cli import (
     backends_command,  # noqa: F401  (registers `anato backends`)
     demo_command,  # noqa: F401  (registers `anato demo`)
     evaluate_command,  # noqa: F401  (registers `anato evaluate`)
+    experiment_command,  # noqa: F401  (registers `anato experiment`)
     phantom_command,  # noqa: F401  (registers `anato phantom`)
     predict_command,  # noqa: F401  (registers `anato predict`)
     pretrain_command,  # noqa: F401  (registers `anato pretrain`)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from anatoseg.experiments.table import _machine
+from anatoseg.experiments.protocol.run import machine
 
 SEED = 4404
 ARCHS = ("anatoseg", "unet", "segresnet", "swinunetr", "unetr")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     z, y, x = args.patch
     results["meta"] = {"command": " ".join(["python -m anatoseg.experiments.lr_sweep",
                                             *(shlex.quote(a) for a in sys.argv[1:])]),
-                       "machine": _machine(choose_device(args.device).type), "steps": args.steps,
+                       "machine": machine(choose_device(args.device).type), "steps": args.steps,
                        "patch": f"{z}×{y}×{x}", "cases": args.cases, "spacing": args.spacing, "tail": args.tail,
                        "archs": list(args.archs)}
     manifest = out / "data" / "manifest.json"

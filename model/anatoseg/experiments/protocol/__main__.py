@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
+from pathlib import Path
 
 import yaml
 
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol.config import SCALES, Scale
 from anatoseg.experiments.protocol.run import make_plan, run
-from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
+from anatoseg.experiments.protocol.variants import DEFAULT_GROUP, GROUPS, VARIANTS
 
 
 def scale_overrides(scale: Scale, items: list[str]) -> Scale:
@@ -32,13 +34,24 @@ def scale_overrides(scale: Scale, items: list[str]) -> Scale:
     return dataclasses.replace(scale, **changes)
 
 
+def execute(out: str | os.PathLike, scale: str, variants: list[str] | None, seeds: int | None,
+            settings: list[str], *, sanity: bool, device: str | None, progress: bool, command: str) -> Path:
+    """Run (or continue) the protocol in ``out`` and return its ``results.md``: what
+    ``python -m anatoseg.experiments.protocol`` and ``anato experiment`` both call. ``scale``: a name of
+    :data:`SCALES`, changed by the ``field=value`` ``settings``; ConfigError for a bad one."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    plan = make_plan(scale_overrides(SCALES[scale], settings), variants, seeds, sanity=sanity, command=command)
+    return run(out, plan, device=device, progress=progress)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m anatoseg.experiments.protocol", description=__doc__.split("\n")[0])
     parser.add_argument("out", help="run folder (created; an existing one is continued)")
     parser.add_argument("--scale", choices=tuple(SCALES), default="cpu", help="budget (experiments/protocol/config.py)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
-                        help=f"variants or groups (default: all); variants: {', '.join(VARIANTS)}; "
-                             f"groups: {', '.join(GROUPS)}")
+                        help=f"variants or groups (default: the group {DEFAULT_GROUP!r}); "
+                             f"variants: {', '.join(VARIANTS)}; groups: {', '.join(GROUPS)}")
     parser.add_argument("--seeds", type=int, help="training seeds per variant (default: the scale's)")
     parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="change a field of the scale, e.g. steps=500 (a run folder keeps its design)")
@@ -53,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = " ".join(["python -m anatoseg.experiments.protocol", *(shlex.quote(a) for a in argv)])
     try:
-        plan = make_plan(scale_overrides(SCALES[args.scale], args.settings), args.variants, args.seeds,
-                         sanity=not args.no_sanity, command=command)
-        results = run(args.out, plan, device=args.device, progress=not args.no_progress)
+        results = execute(args.out, args.scale, args.variants, args.seeds, args.settings, sanity=not args.no_sanity,
+                          device=args.device, progress=not args.no_progress, command=command)
     except (AnatoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

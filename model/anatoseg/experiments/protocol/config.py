@@ -68,12 +68,15 @@ class Scale:
 #   wall on 2 idle cores; 400 steps would be ~145. Leaving the all-background plateau was NOT measured at
 #   this scale (the shared machine gave each job ~0.2 cores); the demo's runs left it at ~300 steps (4 mm,
 #   lesion share 1.0, lr 2e-3): results.md says when no network left it, then rerun with --set steps=...
+# - stage 2 on 64×64×64 crops with mask patches of the tiny preset's deepest stride, 16³
+#   (stages.mask_patch): 64 patches per crop, ~6 tokens per crop visible in both views at mask ratio 0.7 for
+#   the alignment term (a 32×64×64 crop left ~3; a finer mask patch leaves none and the term dead).
 # - no test-time mirroring (8 flips are 8 times the prediction work of 40 cases in each of 24 units) and
 #   sliding windows overlapping by 1/4 instead of 1/2 (~2.4x fewer windows): scoring the test cases would
 #   otherwise cost more than training (SegResNet: 11 CPU-s per case at overlap 1/2).
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
-            pretrain_crop=(32, 64, 64), steps=300, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=150,
+            pretrain_crop=(64, 64, 64), steps=300, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=150,
             seeds=3, stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
 
 # GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at

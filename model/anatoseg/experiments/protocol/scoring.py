@@ -20,6 +20,7 @@ import numpy as np
 
 from anatoseg.data.case import Case
 from anatoseg.experiments.sanity import sanity_baseline
+from anatoseg.inference.postprocess import suppress_in_organs
 from anatoseg.inference.predict import Predictor, quantise
 from anatoseg.metrics.autopet import evaluate_case
 from anatoseg.metrics.breakdown import false_positives_by_organ, grouped_organs, lesion_records, tags_by_centre
@@ -30,8 +31,10 @@ def network_probability(predictor: Predictor, case: Case) -> np.ndarray:
     """Lesion probability ``(Z, Y, X)`` float32 in [0, 1] on ``case``'s grid.
 
     The same path as :meth:`Predictor.predict_case` (preprocessing, sliding window, uint8
-    quantisation, trilinear restore), so ``prob >= 0.5`` is exactly the mask ``anato predict`` writes.
-    ``case.organs`` holds the prompts when the network uses them.
+    quantisation, trilinear restore, then the organ-mask post-processing of ``infer.suppress_organs``:
+    :func:`suppressed`), so ``prob >= 0.5`` is exactly the mask ``anato predict`` writes.
+    ``case.organs`` holds the prompts when the network uses them and the organ map the
+    post-processing reads.
     """
     from anatoseg.data.preprocess import preprocess_case
     from anatoseg.data.volumes import pet_ct_channels
@@ -39,7 +42,24 @@ def network_probability(predictor: Predictor, case: Case) -> np.ndarray:
     pre = preprocess_case(case, predictor.preprocessing)
     image, pre.image = pre.image, None
     prob = predictor.probability(pet_ct_channels(image), pre.organs, description=case.case_id)
-    return pre.restore(quantise(prob), order=1, fill=0.0, dtype=np.float32) / np.float32(255.0)
+    prob = pre.restore(quantise(prob), order=1, fill=0.0, dtype=np.float32) / np.float32(255.0)
+    return suppressed(prob, case.organs, predictor.suppress, predictor.suppress_fraction)
+
+
+def suppressed(prob: np.ndarray, organs: np.ndarray | None, organ_ids: tuple[int, ...],
+               fraction: float = 0.5) -> np.ndarray:
+    """``prob`` ``(Z, Y, X)`` with 0 on the components of ``prob >= 0.5`` that
+    :func:`~anatoseg.inference.postprocess.suppress_in_organs` removes (those lying mostly inside
+    ``organ_ids`` of ``organs``, the same grid): the thresholded mask is then the post-processed
+    one. Below 0.5 nothing changes, so the FROC keeps such a component's rim as a low-score
+    candidate. ``prob`` itself when ``organ_ids`` is empty."""
+    if not organ_ids:
+        return prob
+    if organs is None:
+        raise ValueError("suppressed: the organ-mask post-processing needs the case's organ map")
+    mask = prob >= 0.5
+    removed = mask & (suppress_in_organs(mask, organs, organ_ids, fraction) == 0)
+    return np.where(removed, np.float32(0.0), prob)
 
 
 def score_case(prob: np.ndarray, truth: Case, lesion_list: list[dict]) -> dict:

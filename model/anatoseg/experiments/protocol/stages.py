@@ -64,6 +64,15 @@ def stage1(scale: Scale, out: Path, manifests: dict[str, Path], device: str, tim
     return json.loads(report.read_text())
 
 
+def mask_patch(scale: Scale) -> int:
+    """Stage 2's mask patch edge: the deepest stride of the scale's preset. The alignment term compares PET
+    and CT tokens of that grid at positions visible in both views; a finer mask patch leaves almost no
+    such token (each would need every patch it covers shown) and the term dead."""
+    from anatoseg.nets.config import NetConfig
+
+    return NetConfig.preset(scale.preset).divisor
+
+
 def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, times: Times,
            progress: bool = True) -> Path:
     """Stage 2 on the pretraining cohort unless its encoders exist; returns the encoders checkpoint."""
@@ -73,7 +82,8 @@ def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, tim
     encoders = out / "stage2" / ENCODERS_NAME
     if not encoders.exists():
         settings = {"train.steps": scale.pretrain_steps, "model.preset": scale.preset,
-                    "crop.size": list(scale.pretrain_crop), **scale.stage2_set}
+                    "crop.size": list(scale.pretrain_crop), "mask.patch_size": [mask_patch(scale)] * 3,
+                    **scale.stage2_set}
         with times.measure("stage2"):
             encoders = Path(run_pretrain(manifests["pretrain"], out / "stage2", device=device, progress=progress,
                                          overrides=overrides(settings)).checkpoint)

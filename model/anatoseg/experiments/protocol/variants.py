@@ -4,8 +4,10 @@ no-learning sanity rows.
 A network variant is ``{"arch", "prompts", "init", "set"}``:
 
 - ``arch``: a stage-3 ``model.arch`` (:func:`anatoseg.nets.build_network`);
-- ``prompts``: ``"pseudo"`` (stage-1 pseudo-labels in training, the stage-1 model at test),
-  ``"gt"`` (the phantom's true organ maps in training and at test) or None (no organ input);
+- ``prompts``: where the organ maps come from, for whatever the variant reads them for (prompts,
+  organ input channels, an auxiliary organ target, post-processing): ``"pseudo"`` (stage-1
+  pseudo-labels in training, the stage-1 model's maps at test), ``"gt"`` (the phantom's true organ
+  maps in training and at test) or None (no organ input);
 - ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
 - ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
   protocol's own (so a variant can change anything ``anato train --set`` can).
@@ -28,8 +30,13 @@ REFERENCE = "full method"
 PROMPTS = ("pseudo", "gt", None)
 INITS = ("stage2", None)
 
+SUPPRESSED_ORGANS = "brain,urinary_bladder,kidney_left,kidney_right,ureters,heart"
+"""``infer.suppress_organs`` of the organ-mask post-processing variant (issue 17): predicted components
+lying mostly inside these organs are removed as physiological uptake."""
+
+_PSEUDO = {"prompts": "pseudo", "init": "stage2"}
 VARIANTS: dict[str, dict] = {
-    "full method": {"arch": "anatoseg", "prompts": "pseudo", "init": "stage2", "set": {}},
+    "full method": {"arch": "anatoseg", **_PSEUDO, "set": {}},
     "no prompts": {"arch": "anatoseg", "prompts": None, "init": "stage2", "set": {"model.net.use_prompts": False}},
     "no pretraining": {"arch": "anatoseg", "prompts": "pseudo", "init": None, "set": {}},
     "GT organs": {"arch": "anatoseg", "prompts": "gt", "init": "stage2", "set": {}},
@@ -37,15 +44,34 @@ VARIANTS: dict[str, dict] = {
     "SegResNet": {"arch": "segresnet", "prompts": None, "init": None, "set": {}},
     "SwinUNETR": {"arch": "swinunetr", "prompts": None, "init": None, "set": {}},
     "UNETR": {"arch": "unetr", "prompts": None, "init": None, "set": {}},
+    # the network's ablation switches (issue 17, item 5): what each part of the prompting adds
+    "pooled tokens only": {"arch": "anatoseg", **_PSEUDO,
+                           "set": {"model.net.occupancy_bias": False, "model.net.dense_prompts": False}},
+    "+ occupancy bias": {"arch": "anatoseg", **_PSEUDO, "set": {"model.net.dense_prompts": False}},
+    "+ dense injection": {"arch": "anatoseg", **_PSEUDO, "set": {"model.net.occupancy_bias": False}},
+    "no hypernetwork": {"arch": "anatoseg", **_PSEUDO, "set": {"model.net.hypernet": False}},
+    # the simple ways of using the same stage-1 organ maps (issue 17, item 4)
+    "organ channels (one-hot)": {"arch": "anatoseg_organ_onehot", **_PSEUDO, "set": {}},
+    "organ channels (embedded)": {"arch": "anatoseg_organ_embed", **_PSEUDO, "set": {}},
+    "organ auxiliary head": {"arch": "anatoseg_organ_aux", **_PSEUDO, "set": {}},
+    # the no-prompt network; "pseudo" only gives it the stage-1 organ maps that the post-processing reads at test
+    "organ-mask post-processing": {"arch": "anatoseg", **_PSEUDO,
+                                   "set": {"model.net.use_prompts": False, "infer.suppress_organs": SUPPRESSED_ORGANS}},
 }
 """Network variants by name (module docstring)."""
 
+TABLE = ["full method", "no prompts", "no pretraining", "GT organs", "UNet", "SegResNet", "SwinUNETR", "UNETR"]
 GROUPS: dict[str, list[str]] = {
-    "table": list(VARIANTS),
-    "ablations": ["full method", "no prompts", "no pretraining", "GT organs"],
+    "table": TABLE,
+    "ablations": ["full method", "no prompts", "no pretraining", "GT organs", "pooled tokens only",
+                  "+ occupancy bias", "+ dense injection", "no hypernetwork"],
+    "anatomy": ["full method", "no prompts", "organ channels (one-hot)", "organ channels (embedded)",
+                "organ auxiliary head", "organ-mask post-processing"],
     "baselines": ["full method", "UNet", "SegResNet", "SwinUNETR", "UNETR"],
 }
 """Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
+DEFAULT_GROUP = "table"
+"""What runs without ``--variants``: the table whose CPU budget is measured (config.py)."""
 
 UPTAKE_ORGANS = ("brain", "heart", "kidney_left", "kidney_right", "urinary_bladder", "ureters", "bowel", "thyroid",
                  "brown_fat", "salivary_glands", "uterus_ovaries")
@@ -74,9 +100,9 @@ def check_variant(name: str, spec: Mapping) -> None:
 
 def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIANTS,
             groups: Mapping[str, Sequence[str]] = GROUPS) -> list[str]:
-    """Variant names from names and group names (None: every variant), in registry order, without
-    repeats; the reference variant is always included (the comparisons need it)."""
-    wanted = set(registry) if not names else set()
+    """Variant names from names and group names (None: the :data:`DEFAULT_GROUP`), in registry order,
+    without repeats; the reference variant is always included (the comparisons need it)."""
+    wanted = set(groups.get(DEFAULT_GROUP, registry)) if not names else set()
     for name in names or ():
         if name in groups:
             wanted.update(groups[name])
