@@ -16,6 +16,7 @@ from anatoseg.configbase import (
 )
 from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.errors import ConfigError
+from anatoseg.training.organ_corruption import OrganCorruptionConfig
 
 #: Organs whose physiological FDG uptake most often looks like a lesion: where hard-negative patches are
 #: centred (``data.hard_negative_organs``).
@@ -88,6 +89,10 @@ class AugmentConfig:
     lowres_zoom: tuple[float, float] = (0.5, 1.0)  # ... at this zoom
     misalign_prob: float = 0.2  # PET-CT misregistration: the PET channel shifted ...
     misalign_voxels: int = 2  # ... by up to this many voxels along each axis (edge-padded)
+    # Random errors in the organ map of each patch (dropped, dilated/eroded, shifted organs), applied only where
+    # the map is the network's prompt (stage 3, networks that read organ maps), so that it tolerates stage 1's
+    # labels; all probabilities 0: off
+    organ_corruption: OrganCorruptionConfig = field(default_factory=OrganCorruptionConfig)
 
 
 @dataclass
@@ -106,6 +111,9 @@ class LossConfig:
     # 8-12 mm, about the smallest lesion counted; a 1 cm lesion fills at most 1/8 of a stride-8 cell.
     # None: every head.
     max_supervised_stride: int | None = 4
+    # anatoseg_organ_aux: weight of the auxiliary organ head's cross-entropy against the organ map, added to the
+    # lesion loss
+    organ_aux_weight: float = 1.0
 
 
 @dataclass

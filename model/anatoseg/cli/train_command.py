@@ -10,6 +10,11 @@ import typer
 from anatoseg.cli import options as opt
 from anatoseg.cli.app import app
 
+#: Every name of :data:`anatoseg.nets.ARCHITECTURES` (written out: the CLI imports no torch; a test compares).
+ARCH_HELP = ("anatoseg, anatoseg_noprompt; the anatomy baselines anatoseg_organ_onehot, anatoseg_organ_embed "
+             "(organ maps as input channels) and anatoseg_organ_aux (an auxiliary organ head); unet, segresnet, "
+             "swinunetr or unetr (model.arch).")
+
 
 @app.command("train")
 def train(
@@ -18,8 +23,7 @@ def train(
     out: Annotated[Path, typer.Argument(help="Run folder: checkpoint.pt, model.pt, log.csv, config.yaml.")],
     config: opt.ConfigFile = None,
     overrides: opt.Overrides = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="anatoseg, anatoseg_noprompt, unet, segresnet, "
-                                             "swinunetr or unetr (model.arch).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help=ARCH_HELP)] = None,
     preset: Annotated[str | None, typer.Option("--preset", help="Network size: tiny or base (model.preset).")
                       ] = None,
     steps: opt.Steps = None,

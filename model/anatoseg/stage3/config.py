@@ -25,9 +25,11 @@ with ``--set``):
   case's ``data.hot_quantile``), the rest at random (:mod:`anatoseg.training.sampling`);
 - ``augment``: nnU-Net's mirroring (left/right organ labels swapped on an X flip), rotation and scaling,
   brightness, gamma, contrast, noise, blur, simulated low resolution, and a PET-CT misregistration of up to
-  ``augment.misalign_voxels`` (:mod:`anatoseg.training.augment`);
+  ``augment.misalign_voxels`` (:mod:`anatoseg.training.augment`); where the network reads organ maps, their
+  corruption (``augment.organ_corruption``, :mod:`anatoseg.training.organ_corruption`);
 - ``loss``: deep supervision against average-pooled (soft) targets, no loss at heads coarser than
-  ``loss.max_supervised_stride``;
+  ``loss.max_supervised_stride``; ``anatoseg_organ_aux`` adds ``loss.organ_aux_weight`` times its organ head's
+  cross-entropy;
 - ``optim``: ``lr`` and ``warmup_steps`` null take the architecture's defaults
   (:data:`anatoseg.training.optim.ARCH_OPTIM`); stage-2 encoders (``--init``) train at
   ``optim.pretrained_lr_scale`` times the rate of the new layers;
@@ -55,6 +57,9 @@ PATCH_VOXEL_BUDGET = {"tiny": 64**3, "base": 112 * 160 * 128}
 @dataclass
 class TrainRunConfig(RunConfig):
     val_every: int = 250
+    # --init with a stage-2 checkpoint preprocessed otherwise (spacing, normalisation) than this run: a warning
+    # instead of a ConfigError
+    allow_preprocessing_mismatch: bool = False
 
 
 @dataclass
@@ -107,8 +112,10 @@ class Config(NetworkRunConfig):
                               f"{data.val_fraction}, {data.val_cases}")
         if data.num_workers is not None and data.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 or null (auto), got {data.num_workers}")
-        if self.loss.dice_weight < 0 or self.loss.ce_weight < 0:
-            raise ConfigError(f"loss weights must be >= 0, got {self.loss.dice_weight}, {self.loss.ce_weight}")
+        loss = self.loss
+        if min(loss.dice_weight, loss.ce_weight, loss.organ_aux_weight) < 0:
+            raise ConfigError(f"loss weights must be >= 0, got dice_weight {loss.dice_weight}, ce_weight "
+                              f"{loss.ce_weight}, organ_aux_weight {loss.organ_aux_weight}")
         if self.loss.max_supervised_stride is not None and self.loss.max_supervised_stride < 1:
             raise ConfigError(f"loss.max_supervised_stride must be >= 1 or null, got "
                               f"{self.loss.max_supervised_stride}")
@@ -128,6 +135,7 @@ class Config(NetworkRunConfig):
         if augment.noise_std < 0 or augment.misalign_voxels < 0:
             raise ConfigError(f"augment.noise_std and misalign_voxels must be >= 0, got {augment.noise_std}, "
                               f"{augment.misalign_voxels}")
+        augment.organ_corruption.validate("augment.organ_corruption")
 
 
 def defaults_from_fingerprint(fingerprint: Mapping[str, Any], preset: str = "tiny",

@@ -21,13 +21,15 @@ deterministic make GPU runs merely equivalent.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from anatoseg.checkpoint import load_encoders, make_checkpoint, save_checkpoint
@@ -36,6 +38,7 @@ from anatoseg.data.case import CaseFiles
 from anatoseg.data.labels import ORGAN_IDS
 from anatoseg.errors import ConfigError
 from anatoseg.nets import ENCODER_NAMES
+from anatoseg.stage2.compat import check_pretrained_preprocessing
 from anatoseg.stage3.config import Config
 from anatoseg.stage3.validate import validate
 from anatoseg.training import distributed as D
@@ -90,7 +93,7 @@ class _Run:
     out: Path
     net: nn.Module  # the bare network
     model: nn.Module  # ``net``, or its DDP wrapper
-    use_organs: bool
+    use_organs: bool  # batches carry organ maps: the network's prompts (``net.uses_prompts``) or aux target
     train_volumes: list[TrainVolume]
     val_volumes: list[TrainVolume]
     meta: dict[str, Any]
@@ -144,18 +147,13 @@ def _set_up(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, 
     patch = tuple(config.data.patch_size)
     rng.seed_everything(config.seed)
     net, net_cfg = build_model(config.model, patch)
-    if resume is not None:
-        init = resume["meta"].get("init")  # the encoders a resumed run started from: the same groups
-    else:
-        init = None if inputs.init is None else str(Path(inputs.init).resolve())
-        if init is not None:
-            load_encoders(net, inputs.init)
+    params = preprocessing_for(inputs.fingerprint, config.data.spacing)
+    init = _init_encoders(net, config, inputs, params, resume=resume, main=ctx.is_main)
     rng.seed_everything(config.seed + 1 + ctx.rank)
     net.to(ctx.device)
     model = DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
         if ctx.distributed else net
-    use_organs = bool(net.uses_prompts)
-    params = preprocessing_for(inputs.fingerprint, config.data.spacing)
+    use_organs = bool(net.uses_prompts or net.organ_aux)
     train_ids, val_ids = _prepare_data(config, inputs, out, ctx, params, use_organs, progress)
     meta = {"arch": config.model.arch, "net": net_dict(net_cfg), "patch_size": list(patch),
             "config": config.to_dict(), "preprocessing": jsonable(params.to_dict()),
@@ -166,6 +164,29 @@ def _set_up(config: Config, inputs: TrainInputs, out: Path, ctx: D.DistContext, 
     state.optimizer, state.scheduler = _optimizer(net, config, pretrained=init is not None)
     state.loss_fn = make_loss(config.loss)
     return state
+
+
+def _init_encoders(net: nn.Module, config: Config, inputs: TrainInputs, params, *, resume: dict | None,
+                   main: bool) -> str | None:
+    """The stage-2 checkpoint the encoders start from, as an absolute path (None: none); a resumed run's is the
+    one it started from (the same optimiser groups). A fresh run loads its encoders into ``net`` and checks
+    that they were pretrained on inputs preprocessed like ``params``: ConfigError listing the differences,
+    unless ``train.allow_preprocessing_mismatch``, then a warning on stderr (as for a checkpoint that records
+    no preprocessing, which cannot be checked)."""
+    if resume is not None:
+        return resume["meta"].get("init")
+    if inputs.init is None:
+        return None
+    meta = load_encoders(net, inputs.init)
+    problems = check_pretrained_preprocessing(meta, jsonable(params.to_dict()))
+    unchecked = not isinstance(meta.get("preprocessing"), Mapping)
+    if problems and not unchecked and not config.train.allow_preprocessing_mismatch:
+        raise ConfigError(f"--init {inputs.init}: the stage-2 encoders were pretrained on inputs preprocessed "
+                          f"otherwise than this run's: {'; '.join(problems)}. Pretrain again with this run's "
+                          f"preprocessing, or set train.allow_preprocessing_mismatch=true to go on anyway")
+    if problems and main:
+        print(f"warning: --init {inputs.init}: {'; '.join(problems)}", file=sys.stderr)
+    return str(Path(inputs.init).resolve())
 
 
 def _optimizer(net: nn.Module, config: Config, *, pretrained: bool):
@@ -216,7 +237,7 @@ def _loader(run: _Run) -> torch.utils.data.DataLoader:
     batches = PatchBatches(run.train_volumes, data.patch_size, batch_size=config.train.batch_size,
                            lesion_fraction=data.lesion_fraction, augment=config.augment, seed=config.seed,
                            use_organs=run.use_organs, rank=run.ctx.rank, world_size=run.ctx.world_size,
-                           steps=config.train.steps, hard_negatives=hard)
+                           steps=config.train.steps, hard_negatives=hard, organ_prompts=bool(run.net.uses_prompts))
     cuda = run.ctx.device.type == "cuda"
     workers = config.data.num_workers
     if workers is None:
@@ -228,14 +249,20 @@ def _loader(run: _Run) -> torch.utils.data.DataLoader:
 
 
 def _step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
-    """One optimiser step on ``batch``; returns its loss."""
+    """One optimiser step on ``batch``; returns its loss. A network with an auxiliary organ head
+    (``net.organ_aux``) returns ``{"lesion", "organs"}``: its loss adds ``loss.organ_aux_weight`` times the
+    cross-entropy of the organ logits (B, num_organs + 1, Z, Y, X) against the organ map (B, Z, Y, X)."""
     device = run.ctx.device
     image = batch["image"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     organs = batch["organs"].to(device, non_blocking=True) if run.use_organs else None
     with autocast(device, run.config.train.amp):
-        logits = run.model(image, organs)
-    loss = run.loss_fn(logits, label)
+        out = run.model(image, organs if run.net.uses_prompts else None)
+    if isinstance(out, dict):
+        loss = run.loss_fn(out["lesion"], label) + \
+            run.config.loss.organ_aux_weight * F.cross_entropy(out["organs"].float(), organs)
+    else:
+        loss = run.loss_fn(out, label)
     optimizer_step(loss, run.optimizer, run.scheduler, run.net.parameters(), run.config.optim.grad_clip)
     return float(loss.detach())
 
@@ -251,7 +278,7 @@ def _log_and_validate(run: _Run, done: int) -> None:
         run.last_loss, run.losses = total / count, []
     if validated:
         run.val_dice = validate(run.net, run.val_volumes, tuple(run.config.data.patch_size), run.config.infer,
-                                run.ctx, amp=run.amp, use_organs=run.use_organs, progress=run.progress)
+                                run.ctx, amp=run.amp, use_organs=bool(run.net.uses_prompts), progress=run.progress)
     if logged or validated:
         run.log.write(done, loss=run.last_loss if logged else None, lr=run.scheduler.get_last_lr()[0],
                       val_dice=run.val_dice if validated else None)

@@ -10,7 +10,11 @@ Sample ``i`` of the global batch at step ``s`` is drawn with
 ``numpy.random.default_rng([seed, s, i])`` — case, crop position and every
 augmentation parameter. Batches therefore do not depend on how many DDP
 processes share them, on DataLoader workers, or on whether the run was resumed:
-restoring ``step`` restores the data stream exactly.
+restoring ``step`` restores the data stream exactly. Where the organ maps are the
+network's prompts (``organ_prompts``) and ``augment.organ_corruption`` is on, each
+crop's map is corrupted (:mod:`anatoseg.training.organ_corruption`) before the
+augmentation, drawn from its own ``default_rng([seed, s, i, 1])`` so that every
+other draw is the same with corruption on or off.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scipy import ndimage
 from anatoseg.config import AugmentConfig
 from anatoseg.training.augment import Augmentation
 from anatoseg.training.hard_negatives import HardNegatives
+from anatoseg.training.organ_corruption import corrupt_organs
 
 #: Seconds of a ``base`` training step (batch 2, 112×160×128, bf16) on an H100: the rate the loader must keep.
 BASE_STEP_S = 0.46
@@ -136,17 +141,20 @@ class PatchBatches(torch.utils.data.Dataset):
     ``b = batch_size // world_size`` and this rank holds samples
     ``[rank * b, (rank + 1) * b)`` of the global batch. Patches are centred on a lesion voxel (share
     ``lesion_fraction``; a random patch in a case without lesions), on hard negatives (``hard_negatives``,
-    :class:`HardNegativeShares`) or placed at random (the rest).
+    :class:`HardNegativeShares`) or placed at random (the rest). ``organ_prompts``: the organ maps are
+    the network's prompts (not an auxiliary head's target), corrupted as ``augment.organ_corruption`` says.
     """
 
     def __init__(self, volumes: Sequence[TrainVolume], patch_size: Sequence[int], *, batch_size: int,
                  lesion_fraction: float, augment: AugmentConfig, seed: int, use_organs: bool,
                  rank: int = 0, world_size: int = 1, steps: int,
-                 hard_negatives: HardNegativeShares = HardNegativeShares()):
+                 hard_negatives: HardNegativeShares = HardNegativeShares(), organ_prompts: bool = False):
         if not volumes:
             raise ValueError("no training volumes")
         if not 0 <= lesion_fraction <= 1:
             raise ValueError(f"lesion_fraction must lie in [0, 1], got {lesion_fraction}")
+        if organ_prompts and not use_organs:
+            raise ValueError("organ_prompts needs use_organs: the batches carry no organ maps to corrupt")
         if use_organs and any(v.organs is None for v in volumes):
             missing = next(v.name for v in volumes if v.organs is None)
             raise ValueError(f"{missing}: the network uses organ prompts but this case has no organ labels")
@@ -161,6 +169,7 @@ class PatchBatches(torch.utils.data.Dataset):
         self.use_organs = use_organs
         self.steps = steps
         self.augment = Augmentation(augment, use_organs)
+        self.corruption = augment.organ_corruption if organ_prompts and augment.organ_corruption.enabled else None
         self._negatives: dict[int, HardNegatives] = {}  # by volume index, built on first use
 
     def __len__(self) -> int:
@@ -225,6 +234,9 @@ class PatchBatches(torch.utils.data.Dataset):
         else:
             start = [int(rng.integers(max(s - p, 0) + 1)) for s, p in zip(shape, self.patch, strict=True)]
         image, label, organs = crop(volume, start, self.patch)
+        if self.corruption is not None:
+            own = np.random.default_rng([self.seed, step, index, 1])  # leaves rng's draws as they are
+            organs = corrupt_organs(organs[0], self.corruption, own)[None]
         item = {"image": image, "label": label.astype(np.float32)}
         if self.use_organs:
             item["organs"] = organs.astype(np.float32)
