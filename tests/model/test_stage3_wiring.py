@@ -145,6 +145,10 @@ def test_init_refuses_encoders_pretrained_at_another_spacing(cohort, aux_run, tm
     same = _encoders(tmp_path / "same.pt", ours)
     run_train(cohort, tmp_path / "same", overrides=SETTINGS, init=same, stop_at=1, **kwargs)
     assert "warning" not in capsys.readouterr().err
+    # Encoders pretrained on volumes given directly record no preprocessing: not checkable, a warning.
+    unknown = _encoders(tmp_path / "unknown.pt", None)
+    run_train(cohort, tmp_path / "unknown", overrides=SETTINGS, init=unknown, stop_at=1, **kwargs)
+    assert "records no preprocessing" in capsys.readouterr().err
 
 
 def test_arch_help_names_every_architecture():

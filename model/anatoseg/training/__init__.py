@@ -9,7 +9,8 @@
 - :mod:`.run_folder`: the config copy and case-cache names of a run folder;
 - :mod:`.cache`: train/validation split and the preprocessed-case cache;
 - :mod:`.sampling`: lesion-centred, hard-negative (:mod:`.hard_negatives`) and random patches, augmented by
-  :mod:`.augment` (nnU-Net's transforms, left-right flips that swap organ labels, PET-CT misregistration);
+  :mod:`.augment` (nnU-Net's transforms, left-right flips that swap organ labels, PET-CT misregistration), organ
+  prompts corrupted by :mod:`.organ_corruption` (dropped, dilated/eroded, shifted organs);
 - :mod:`.network`: the segmentation network of a run config and its checkpoint description;
 - :mod:`.distributed`: DDP under torchrun.
 """
