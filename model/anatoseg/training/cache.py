@@ -74,7 +74,8 @@ def prepare_cache(files: Sequence[CaseFiles], params: Preprocessing, cache: Path
             raise DataError(f"training case {case_files.case_id!r} has no lesion mask", case_files.pet)
         if need_organs and case_files.organs is None:
             raise DataError(f"case {case_files.case_id!r} has no organ label map; give --organs DIR "
-                            f"(stage-1 labels) or train with --no-prompts", case_files.pet)
+                            f"(stage-1 labels), or train a network that reads no organ maps (e.g. --no-prompts)",
+                            case_files.pet)
         key = _case_key(case_files, params)
         folder = inside(cache, case_files.case_id)  # replaced below: never a folder outside the cache
         key_file = folder / "key.json"
