@@ -1,5 +1,6 @@
-"""The experiment protocol end to end in miniature (2 variants, 2 seeds, 4 test cases, a few steps),
-interrupted after its first unit and continued: only the rest runs (anatoseg.experiments.protocol)."""
+"""The experiment protocol end to end in miniature (2 variants, 2 seeds, 4 test cases, a few steps, a 10 mm
+phantom: ~27 CPU-s in all, 1 thread), interrupted after its first unit and continued: only the rest runs
+(anatoseg.experiments.protocol)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from anatoseg.experiments.protocol.__main__ import main
 from anatoseg.metrics.breakdown import FP_ORGAN_GROUPS
 
 MINI = dataclasses.replace(
-    SCALES["cpu"], name="mini", spacing=8.0, organ_cases=2, train_cases=3, val_cases=1, pretrain_cases=2,
+    SCALES["cpu"], name="mini", spacing=10.0, organ_cases=2, train_cases=3, val_cases=1, pretrain_cases=2,
     test_cases=4, test_negatives=0.5, teacher_steps=2, student_steps=2, pretrain_steps=2, pretrain_crop=(32, 32, 32),
     steps=2, patch=(32, 32, 32), val_every=2, seeds=2,
     stage1_set={"data.patch_size": [32, 32, 32], "data.batch_size": 1, "data.overlap": 0.25})
