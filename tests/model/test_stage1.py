@@ -100,6 +100,22 @@ def test_filtered_voxels_are_ignored_by_the_loss():
     assert not torch.allclose(masked_ce_dice(logits.detach(), target, torch.ones_like(mask)), loss.detach())
 
 
+def test_class_balanced_cross_entropy_weighs_every_present_class_alike():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5, 3, dtype=torch.float64)
+    target = torch.zeros(2, 6, 5, 3, dtype=torch.long)
+    target[0, :2], target[1, 0, :2] = 2, 3  # class 2: 30 voxels, class 3: 6; class 1 absent
+    mask = torch.rand(2, 6, 5, 3) > 0.2
+    voxel = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    plain = voxel[mask].mean()
+    balanced = torch.stack([voxel[mask & (target == k)].mean() for k in (0, 2, 3)]).mean()
+    dice_only = masked_ce_dice(logits, target, mask) - plain
+    for share in (0.0, 0.3, 1.0):
+        expected = (1 - share) * plain + share * balanced + dice_only
+        assert torch.allclose(masked_ce_dice(logits, target, mask, share), expected, rtol=1e-12), share
+    assert not torch.allclose(balanced, plain)
+
+
 def test_loss_with_no_trusted_voxel_is_zero_and_differentiable():
     logits = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
     loss = masked_ce_dice(logits, torch.zeros(1, 4, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4, 4, dtype=torch.bool))
@@ -313,6 +329,8 @@ def test_bad_settings_are_config_errors():
         build_config(overrides=["data.patch_size=12,16,16"])
     with pytest.raises(AnatoError, match="threshold"):
         build_config(overrides=["student.threshold=1.5"])
+    with pytest.raises(AnatoError, match="teacher.class_balance"):
+        build_config(overrides=["teacher.class_balance=-0.1"])
     with pytest.raises(AnatoError, match="unknown config key"):
         build_config(overrides=["student.nope=1"])
 

@@ -43,6 +43,7 @@ class PhaseConfig(OptimConfig):
     schedule: str = "cosine"
     grad_clip: float | None = None
     steps: int = 300
+    class_balance: float = 0.0  # share of the cross-entropy where every present class weighs the same (losses.py)
 
 
 @dataclass
@@ -100,6 +101,8 @@ class Stage1Config(ConfigBase):
         if not 0 <= student.class_fraction <= 1:
             raise ConfigError(f"student.class_fraction must lie in [0, 1], got {student.class_fraction}")
         for key, value in (("teacher.contrast_removal", self.teacher.contrast_removal),
+                           ("teacher.class_balance", self.teacher.class_balance),
+                           ("student.class_balance", student.class_balance),
                            ("student.source_fraction", student.source_fraction)):
             if not 0 <= value <= 1:
                 raise ConfigError(f"{key} must lie in [0, 1], got {value}")

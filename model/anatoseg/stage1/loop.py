@@ -145,7 +145,8 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
                   ) -> OrganUNet:
     """Train the CT-only teacher (1 input channel) on labelled source cases; returns it in eval mode.
 
-    Every case must have ``work.organs``. Loss: CE + Dice on all voxels of the patch; augmentation
+    Every case must have ``work.organs``. Loss: CE (``teacher.class_balance``) + Dice on all voxels of the
+    patch; augmentation
     (unless ``teacher.augment`` is off): rotation/zoom, contrast removal (``teacher.contrast_removal``),
     mild intensity.
     """
@@ -166,7 +167,7 @@ def train_teacher(cases: Sequence[Stage1Case], config: Stage1Config, device: str
             image = _on_image(image, config, _remove_contrast, target, unenhanced, settings.contrast_removal,
                               generator)
             image = _on_image(image, config, mild_intensity, generator)
-        loss = masked_ce_dice(net(image), target, mask)
+        loss = masked_ce_dice(net(image), target, mask, settings.class_balance)
         optimizer_step(loss, optimizer, scheduler, net.parameters(), settings.grad_clip, what="stage-1 teacher")
         log.advance(loss=f"{loss.item():.3f}")
     log.close()
@@ -238,7 +239,7 @@ def train_student(cases: Sequence[Stage1Case], pseudo: Sequence[PseudoLabels], i
         logits = student(strong)
         with torch.no_grad():
             ema_logits = ema(weak)
-        supervised = masked_ce_dice(logits, target, mask)
+        supervised = masked_ce_dice(logits, target, mask, settings.class_balance)
         weight = settings.consistency_weight * sigmoid_rampup(step, rampup)
         consistency = consistency_loss(logits, ema_logits)
         loss = supervised + weight * consistency
