@@ -21,8 +21,9 @@ def experiment(
     scale: Annotated[str, typer.Option("--scale", help="Budget: cpu (2 cores, ~2 h) or gpu "
                                        "(anatoseg/experiments/protocol/config.py).")] = "cpu",
     variants: Annotated[list[str] | None, typer.Option(
-        "--variants", help="A variant or group (repeatable; default: the group 'table'), e.g. UNet, ablations, "
-        "anatomy, baselines (anatoseg/experiments/protocol/variants.py).")] = None,
+        "--variants", help="A variant or group (repeatable; default: the scale's group, 'table-cpu' at --scale "
+        "cpu, 'table' at --scale gpu), e.g. UNet, ablations, anatomy, baselines "
+        "(anatoseg/experiments/protocol/variants.py).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="Training seeds per variant (default: the "
                                               "scale's).")] = None,
     settings: Annotated[list[str] | None, typer.Option(

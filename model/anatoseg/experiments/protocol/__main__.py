@@ -18,7 +18,7 @@ import yaml
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol.config import SCALES, Scale
 from anatoseg.experiments.protocol.run import make_plan, run
-from anatoseg.experiments.protocol.variants import DEFAULT_GROUP, GROUPS, VARIANTS
+from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
 
 
 def scale_overrides(scale: Scale, items: list[str]) -> Scale:
@@ -50,7 +50,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("out", help="run folder (created; an existing one is continued)")
     parser.add_argument("--scale", choices=tuple(SCALES), default="cpu", help="budget (experiments/protocol/config.py)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
-                        help=f"variants or groups (default: the group {DEFAULT_GROUP!r}); "
+                        help="variants or groups (default: the scale's group: " +
+                             ", ".join(f"{name} {scale.group!r}" for name, scale in SCALES.items()) + "); " +
                              f"variants: {', '.join(VARIANTS)}; groups: {', '.join(GROUPS)}")
     parser.add_argument("--seeds", type=int, help="training seeds per variant (default: the scale's)")
     parser.add_argument("--set", dest="settings", nargs="+", default=[], metavar="FIELD=VALUE",

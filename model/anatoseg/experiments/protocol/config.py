@@ -42,6 +42,7 @@ class Scale:
     preset: str
     val_every: int
     seeds: int  # training seeds per variant: 0 .. seeds-1
+    group: str = "table"  # the variant group run without --variants (variants.GROUPS)
     stage1_set: dict = field(default_factory=dict)  # extra stage-1 overrides (``anato pseudolabel --set``)
     stage2_set: dict = field(default_factory=dict)  # extra stage-2 overrides (``anato pretrain --set``)
     stage3_set: dict = field(default_factory=dict)  # extra stage-3 overrides for every variant
@@ -63,11 +64,18 @@ class Scale:
 # - 40 test cases, 16 lesion-free (40 %): the floor for a paired comparison (sd of Dice
 #   differences ~0.11: a 0.05 difference needs ~40 cases); FPV is measured on the negatives too.
 # - patch 32×64×64 (19×38×38 cm at 6 mm), batch 2, tiny preset: divisible by 32 (SwinUNETR).
-# - 300 steps: measured per stage-3 step 0.57 CPU-s for anatoseg, 0.17 UNet, 0.79 SegResNet, 4.1 SwinUNETR,
-#   0.54 UNETR (1 thread); the whole table (24 units plus stages) comes to ~190 CPU-minutes, ~120 minutes
-#   wall on 2 idle cores; 400 steps would be ~145. Leaving the all-background plateau was NOT measured at
-#   this scale (the shared machine gave each job ~0.2 cores); the demo's runs left it at ~300 steps (4 mm,
-#   lesion share 1.0, lr 2e-3): results.md says when no network left it, then rerun with --set steps=...
+# - 600 steps, because 300 do not leave the all-background plateau. Measured (UNet, this scale's training
+#   cohort, patch 32x64x64, batch 2, the stage-3 recipe of 2026-12-05: lesion share 1/3, hard negatives,
+#   lr 2e-3 poly; `anato train` with train.val_every, validation Dice on the 2 validation cases): 300 steps ->
+#   val Dice 0.000 at 100, 200 and 0.003 at 300 even with lesion share 1.0 (the poly schedule has decayed by
+#   then); 900 steps with share 1/3 -> 0.000 at 150, 0.005 at 300, 0.038 at 450 (loss 1.007 -> 0.96): the
+#   plateau is left between 300 and 450 steps while the learning rate is still high, so 600 is the least
+#   that leaves it with room. Per stage-3 step (1 thread): 0.57 CPU-s anatoseg, 0.17 UNet, 0.79 SegResNet,
+#   4.1 SwinUNETR, 0.54 UNETR.
+# - SwinUNETR is left out of the CPU table (group "table-cpu"): at 4.1 CPU-s per step its 3 units alone would
+#   take ~125 CPU-minutes at 600 steps. It stays in the registry and in the GPU table (--variants SwinUNETR
+#   runs it here too). The CPU table (21 units plus stages) is estimated at ~170 CPU-minutes, ~105 minutes
+#   wall on 2 idle cores if the second thread gives 1.6x (not measured; benchmarks/results/protocol-budget.md).
 # - stage 2 on 64×64×64 crops with mask patches of the tiny preset's deepest stride, 16³
 #   (stages.mask_patch): 64 patches per crop, ~6 tokens per crop visible in both views at mask ratio 0.7 for
 #   the alignment term (a 32×64×64 crop left ~3; a finer mask patch leaves none and the term dead).
@@ -76,8 +84,8 @@ class Scale:
 #   otherwise cost more than training (SegResNet: 11 CPU-s per case at overlap 1/2).
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
-            pretrain_crop=(64, 64, 64), steps=300, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=150,
-            seeds=3, stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
+            pretrain_crop=(64, 64, 64), steps=600, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
+            seeds=3, group="table-cpu", stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
 
 # GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at
 # the phantom's 4 mm (3 mm cases take ~4x the CPU to generate and preprocess, which the GPU does not speed up),

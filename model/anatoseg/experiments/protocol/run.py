@@ -120,4 +120,4 @@ def make_plan(scale: Scale, variants: Sequence[str] | None = None, seeds: int | 
         if seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {seeds}")
         scale = dataclasses.replace(scale, seeds=seeds)
-    return Plan(scale=scale.check(), variants=resolve(variants), sanity=sanity, command=command)
+    return Plan(scale=scale.check(), variants=resolve(variants, default=scale.group), sanity=sanity, command=command)

@@ -63,6 +63,7 @@ VARIANTS: dict[str, dict] = {
 TABLE = ["full method", "no prompts", "no pretraining", "GT organs", "UNet", "SegResNet", "SwinUNETR", "UNETR"]
 GROUPS: dict[str, list[str]] = {
     "table": TABLE,
+    "table-cpu": [name for name in TABLE if name != "SwinUNETR"],  # config.py: SwinUNETR is 4.1 CPU-s per step
     "ablations": ["full method", "no prompts", "no pretraining", "GT organs", "pooled tokens only",
                   "+ occupancy bias", "+ dense injection", "no hypernetwork"],
     "anatomy": ["full method", "no prompts", "organ channels (one-hot)", "organ channels (embedded)",
@@ -71,7 +72,8 @@ GROUPS: dict[str, list[str]] = {
 }
 """Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
 DEFAULT_GROUP = "table"
-"""What runs without ``--variants``: the table whose CPU budget is measured (config.py)."""
+"""The default of :func:`resolve`; a run without ``--variants`` takes its scale's ``group`` (``table`` on a
+GPU, ``table-cpu`` at ``--scale cpu``, config.py)."""
 
 UPTAKE_ORGANS = ("brain", "heart", "kidney_left", "kidney_right", "urinary_bladder", "ureters", "bowel", "thyroid",
                  "brown_fat", "salivary_glands", "uterus_ovaries")
@@ -99,10 +101,10 @@ def check_variant(name: str, spec: Mapping) -> None:
 
 
 def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIANTS,
-            groups: Mapping[str, Sequence[str]] = GROUPS) -> list[str]:
-    """Variant names from names and group names (None: the :data:`DEFAULT_GROUP`), in registry order,
-    without repeats; the reference variant is always included (the comparisons need it)."""
-    wanted = set(groups.get(DEFAULT_GROUP, registry)) if not names else set()
+            groups: Mapping[str, Sequence[str]] = GROUPS, default: str = DEFAULT_GROUP) -> list[str]:
+    """Variant names from names and group names (None: the group ``default``, e.g. a scale's ``group``), in
+    registry order, without repeats; the reference variant is always included (the comparisons need it)."""
+    wanted = set(groups.get(default, registry)) if not names else set()
     for name in names or ():
         if name in groups:
             wanted.update(groups[name])
