@@ -47,9 +47,10 @@ def _train_step(arch, config, patch, device, amp_dtype=None):
         aux = outputs.pop("organs") if isinstance(outputs, dict) else None  # anatoseg_organ_aux
         outputs = outputs["lesion"] if isinstance(outputs, dict) else outputs
         outputs = outputs if isinstance(outputs, list) else [outputs]
-        loss = (0.0 if aux is None else F.cross_entropy(aux.float(), organs)) + sum(F.cross_entropy(out.float(), lesions[:, ::patch[0] // out.shape[2], ::patch[1] // out.shape[3],
-                                                         ::patch[2] // out.shape[4]])
+        loss = sum(F.cross_entropy(out.float(), lesions[:, ::patch[0] // out.shape[2], ::patch[1] // out.shape[3],
+                                                        ::patch[2] // out.shape[4]])
                    for out in outputs)
+        loss = loss if aux is None else loss + F.cross_entropy(aux.float(), organs)
         loss.backward()
         optimizer.step()
 

@@ -48,7 +48,8 @@ class DeepSupervisedDiceCE(nn.Module):
     ``loss(logits, label)``: logits ``(B, 2, Z, Y, X)`` or a deep-supervision list of them at strides
     1, 2, 4, ... (weights 1, 1/2, 1/4, ..., floor 1/16); label ``(B, 1, Z, Y, X)`` float {0, 1}. Each head is
     compared with :func:`supervision_target` (soft targets); heads coarser than ``max_stride`` get no loss
-    (None: every head), only a zero gradient so that DDP sees their parameters used. Logits are cast to float32 first, so the loss is exact under bf16 autocast.
+    (None: every head), only a zero gradient so that DDP sees their parameters used. Logits are cast to
+    float32 first, so the loss is exact under bf16 autocast.
     """
 
     def __init__(self, config: LossConfig):
