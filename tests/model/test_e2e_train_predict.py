@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from anatoseg.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from anatoseg.cli import app, main
-from anatoseg.data.labels import ORGAN_IDS
+from anatoseg.data.labels import NUM_ORGANS, ORGAN_IDS
 from anatoseg.data.layouts import find_cases
 from anatoseg.data.nifti import save_nifti
 from anatoseg.data.phantom import generate_cohort
@@ -70,7 +70,11 @@ def _check_organ_sources(run, data, study, flipped, masks, tmp_path, monkeypatch
 
     # Without --organs the stage-1 model named in the checkpoint makes the prompts (an untrained one here).
     stage1 = Stage1Config(widths=(4, 4, 4, 4))
-    save_organ_model(tmp_path / "stage1.pt", OrganUNet(2, 15, stage1.widths), stage1, make_preprocessing((20, 20, 20)))
+    with pytest.raises(ValueError, match="neither CT nor CT"):  # 2 inputs cannot hold 3 coordinates + the image
+        save_organ_model(tmp_path / "bad1.pt", OrganUNet(2, NUM_ORGANS + 1, stage1.widths), stage1,
+                         make_preprocessing((20, 20, 20)))
+    save_organ_model(tmp_path / "stage1.pt", OrganUNet(5, NUM_ORGANS + 1, stage1.widths), stage1,
+                     make_preprocessing((20, 20, 20)))
     checkpoint = load_checkpoint(run / "model.pt")
     meta = {**checkpoint["meta"], "organ_model": str(tmp_path / "stage1.pt")}
     save_checkpoint(tmp_path / "with_stage1.pt", make_checkpoint("stage3", meta, model=checkpoint["model"]))
@@ -115,9 +119,11 @@ def _check_post_processing(run, data, study, masks, tmp_path, monkeypatch, capsy
 def test_train_then_predict_on_the_pet_grid(tmp_path, monkeypatch, capsys):
     data = generate_cohort(tmp_path / "data", cases=2, seed=1, spacing=10.0, progress=False)
     run = tmp_path / "run"
+    # --lr 3e-4: three AdamW steps at anatoseg's default 2e-3 push every voxel below 0.5, and the checks below
+    # need a mask that is neither empty nor full
     result = _invoke("train", data, run, "--steps", 3, "--patch-size", "32,32,32", "--batch-size", 2,
                      "--set", "data.val_cases=1", "--set", "infer.overlap=0.25", "--set", "train.log_every=1",
-                     "--no-progress")
+                     "--lr", "3e-4", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "model written to" in result.output
     with open(run / "log.csv") as handle:

@@ -74,6 +74,9 @@ def save_organ_model(path: str | os.PathLike, net: OrganUNet, config: Stage1Conf
                      dice: dict | None = None) -> Path:
     """Write ``net`` (CT or CT + PET input) as a stage-1 checkpoint (format in the module docstring)."""
     in_channels = net.stem.conv1.in_channels - (net.window is not None)
+    if image_channels(in_channels, config.coordinates) not in (1, 2):
+        raise ValueError(f"save_organ_model: a network with {in_channels} inputs is neither CT nor CT + PET"
+                         f"{' after the 3 coordinate channels (config.coordinates)' if config.coordinates else ''}")
     meta = {"axes": AXES, "in_channels": in_channels, "coordinates": bool(config.coordinates),
             "window": None if net.window is None else list(net.window),
             "num_classes": net.head.out_channels,
