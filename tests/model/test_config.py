@@ -86,12 +86,13 @@ def test_checkpoints_without_the_axis_order_are_refused(kind, tmp_path):
 
 
 def test_stage1_models_without_the_axis_order_are_refused(tmp_path):
+    from anatoseg.data.labels import NUM_ORGANS
     from anatoseg.stage1.data import make_preprocessing
     from anatoseg.stage1.model import load_organ_model, save_organ_model
     from anatoseg.stage1.net import OrganUNet
 
     config = Stage1Config.build(overrides=["widths=4,4,4,4"])
-    path = save_organ_model(tmp_path / "stage1.pt", OrganUNet(2, 15, config.widths), config,
+    path = save_organ_model(tmp_path / "stage1.pt", OrganUNet(5, NUM_ORGANS + 1, config.widths), config,
                             make_preprocessing(config.data.spacing))
     assert load_organ_model(path).patch_size == (48, 48, 48)
     checkpoint = torch.load(path, weights_only=True)
