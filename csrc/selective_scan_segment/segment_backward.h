@@ -71,17 +71,13 @@ ANATO_UNROLL
 // segment j from later steps (slot 0: the gradient of the zero initial state, unused).
 template <typename T, typename Acc>
 ANATO_HOST_DEVICE void carry_reverse(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, int32_t n) {
-  const Order o = order_of(a.geometry + 7 * k, a.seg);
-  const int64_t row = static_cast<int64_t>(b * a.K + k) * a.Dm + d;
+  const CarryLane<Acc> c = carry_lane(a, b, k, d, n);
   const int32_t N = a.N;
-  const Acc A2 = a.A[(k * a.Dm + d) * N + n] * Acc(kLog2e);
-  Acc* x = a.states + row * a.slots * N + n;
-  const Acc* sums = a.sums + row * a.slots;
-  Acc g = a.dlast[row * N + n];
-  x[static_cast<int64_t>(o.count) * N] = g;
-  for (uint32_t m = o.count; m-- > 0;) {
-    g = exp2_acc(A2 * sums[m]) * g + x[static_cast<int64_t>(m) * N];
-    x[static_cast<int64_t>(m) * N] = g;
+  Acc g = a.dlast[c.row * N + n];
+  c.x[static_cast<int64_t>(c.count) * N] = g;
+  for (uint32_t m = c.count; m-- > 0;) {
+    g = exp2_acc(c.A2 * c.sums[m]) * g + c.x[static_cast<int64_t>(m) * N];
+    c.x[static_cast<int64_t>(m) * N] = g;
   }
 }
 

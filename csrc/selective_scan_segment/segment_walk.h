@@ -200,23 +200,37 @@ ANATO_UNROLL
   }
 }
 
+// One (b, k, d, n) lane of the carry passes (phase 2 forward and backward): the order's segment count S_k, the
+// (Bt, K, Dm) row index, A·log2 e, the lane's slots of `states` (stride N) and the row's Σδ in `sums`.
+template <typename Acc>
+struct CarryLane {
+  uint32_t count;
+  int64_t row;
+  Acc A2;
+  Acc* x;
+  const Acc* sums;
+};
+
+template <typename T, typename Acc>
+ANATO_HOST_DEVICE CarryLane<Acc> carry_lane(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, int32_t n) {
+  const int64_t row = static_cast<int64_t>(b * a.K + k) * a.Dm + d;
+  return {order_of(a.geometry + 7 * k, a.seg).count, row, a.A[(k * a.Dm + d) * a.N + n] * Acc(kLog2e),
+          a.states + row * a.slots * a.N + n, a.sums + row * a.slots};
+}
+
 // Phase 2 for (b, k, d, n): slot j of `states` (slot 1..S_k holding segment j - 1's zero-start end state)
 // becomes the state entering segment j; slot 0 = 0; last (Bt, K, Dm, N) = slot S_k.
 template <typename T, typename Acc>
 ANATO_HOST_DEVICE void carry_forward(const Args<T, Acc>& a, int32_t b, int32_t k, int32_t d, int32_t n) {
-  const Order o = order_of(a.geometry + 7 * k, a.seg);
-  const int64_t row = static_cast<int64_t>(b * a.K + k) * a.Dm + d;
+  const CarryLane<Acc> c = carry_lane(a, b, k, d, n);
   const int32_t N = a.N;
-  const Acc A2 = a.A[(k * a.Dm + d) * N + n] * Acc(kLog2e);
-  Acc* x = a.states + row * a.slots * N + n;
-  const Acc* sums = a.sums + row * a.slots;
   Acc h = 0;
-  x[0] = h;
-  for (uint32_t m = 1; m <= o.count; ++m) {
-    h = exp2_acc(A2 * sums[m]) * h + x[static_cast<int64_t>(m) * N];
-    x[static_cast<int64_t>(m) * N] = h;
+  c.x[0] = h;
+  for (uint32_t m = 1; m <= c.count; ++m) {
+    h = exp2_acc(c.A2 * c.sums[m]) * h + c.x[static_cast<int64_t>(m) * N];
+    c.x[static_cast<int64_t>(m) * N] = h;
   }
-  a.last[row * N + n] = h;
+  a.last[c.row * N + n] = h;
 }
 
 // Phase 4 (K > 1) at native position l of (b, d): Σ_k y_k, times silu(z).

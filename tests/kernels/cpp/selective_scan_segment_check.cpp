@@ -14,6 +14,16 @@ using namespace anatokernels::segment;
 
 namespace {
 
+// The CUDA grid of one phase as plain loops: f(b, k, d, i) for every (b, k, d) row and i < count (a segment j or
+// a state n).
+template <typename T, typename Count, typename F>
+void each_lane(const Args<T, T>& a, Count count, F f) {
+  for (int32_t b = 0; b < a.batch; ++b)
+    for (int32_t k = 0; k < a.K; ++k)
+      for (int32_t d = 0; d < a.Dm; ++d)
+        for (Count i = 0; i < count; ++i) f(b, k, d, i);
+}
+
 template <typename T>
 int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, const T* D, const T* z, const T* bias,
             const int64_t* geometry, const int32_t* sizes, int softplus, int phases, T* states, T* sums, T* y,
@@ -26,20 +36,15 @@ int forward(const T* u, const T* delta, const T* A, const T* B, const T* C, cons
   return dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
     constexpr bool FULL = decltype(width)::full;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) forward_walk<false, NMAX, FULL>(a, b, k, d, j);
+    each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) {
+      forward_walk<false, NMAX, FULL>(a, b, k, d, j);
+    });
     if (phases < 2) return;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (int32_t n = 0; n < a.N; ++n) carry_forward(a, b, k, d, n);
+    each_lane(a, a.N, [&](int32_t b, int32_t k, int32_t d, auto n) { carry_forward(a, b, k, d, n); });
     if (phases < 3) return;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) forward_walk<true, NMAX, FULL>(a, b, k, d, j);
+    each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) {
+      forward_walk<true, NMAX, FULL>(a, b, k, d, j);
+    });
     if (a.K == 1) return;
     for (int32_t b = 0; b < a.batch; ++b)
       for (int32_t d = 0; d < a.Dm; ++d)
@@ -59,15 +64,9 @@ int backward_carries(const T* delta, const T* A, const T* C, const T* z, const T
   return dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
     constexpr bool FULL = decltype(width)::full;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) backward_summary<NMAX, FULL>(a, b, k, d, j);
+    each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) { backward_summary<NMAX, FULL>(a, b, k, d, j); });
     if (phases < 2) return;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (int32_t n = 0; n < a.N; ++n) carry_reverse(a, b, k, d, n);
+    each_lane(a, a.N, [&](int32_t b, int32_t k, int32_t d, auto n) { carry_reverse(a, b, k, d, n); });
   }) ? 0 : 1;
 }
 
@@ -88,10 +87,9 @@ int backward(const T* const* in, const int64_t* geometry, const int32_t* sizes, 
   dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
     constexpr bool FULL = decltype(width)::full;
-    for (int32_t b = 0; b < a.batch; ++b)
-      for (int32_t k = 0; k < a.K; ++k)
-        for (int32_t d = 0; d < a.Dm; ++d)
-          for (uint32_t j = 0; j < tasks; ++j) backward_walk<2, NMAX, FULL>(a, q, b, k, d, j);
+    each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) {
+      backward_walk<2, NMAX, FULL>(a, q, b, k, d, j);
+    });
   });
   if (a.K > 1 && a.z) {
     for (int32_t b = 0; b < a.batch; ++b)
