@@ -179,3 +179,30 @@ def test_grouped_organs_pools_left_and_right_and_skips_absent_names():
     organs = np.array([[[ORGAN_IDS["kidney_left"], ORGAN_IDS["kidney_right"], ORGAN_IDS["liver"], 0]]])
     groups, names = grouped_organs(organs, {"kidney": ("kidney_left", "kidney_right"), "gone": ("no_such_organ",)})
     assert names == {1: "kidney", 2: "gone"} and groups.tolist() == [[[1, 1, 0, 0]]]
+
+
+def test_teacher_only_prompts_read_the_stage1_teacher_and_are_refused_without_one(tmp_path):
+    from anatoseg.experiments.protocol.stages import organ_inputs
+
+    report = {"model": str(tmp_path / "stage1" / "stage1.pt"), "teacher_model": str(tmp_path / "stage1" / "teacher.pt")}
+    inputs = organ_inputs(report, tmp_path, {"pseudo", "teacher", None})
+    assert inputs["pseudo"].train_dir == tmp_path / "stage1" and inputs["pseudo"].test_dir == tmp_path / "stage1_test"
+    assert inputs["teacher"].train_dir == tmp_path / "stage1" / "teacher"
+    assert inputs["teacher"].model == tmp_path / "stage1" / "teacher.pt"
+    assert inputs["teacher"].test_dir == tmp_path / "stage1_test_teacher"
+    assert set(organ_inputs(report, tmp_path, {None, "gt"})) == {"pseudo"}
+    with pytest.raises(ConfigError, match="teacher-only prompts need the stage-1 teacher"):
+        organ_inputs({"model": report["model"], "teacher_model": None}, tmp_path, {"teacher"})
+    assert variants.VARIANTS["teacher-only prompts"]["prompts"] == "teacher"
+    assert "teacher-only prompts" in variants.GROUPS["ablations"]
+
+
+def test_pending_units_go_seed_by_seed_so_an_early_stop_still_pairs_every_variant(tmp_path):
+    from anatoseg.experiments.protocol.run import make_plan, pending
+
+    plan = make_plan(CPU, ["full method", "UNet"], seeds=2, sanity=False)
+    assert pending(tmp_path, plan) == [("full method", 0), ("UNet", 0), ("full method", 1), ("UNet", 1)]
+    done = units.unit_path(tmp_path, "UNet", 0)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text("{}")
+    assert pending(tmp_path, plan) == [("full method", 0), ("full method", 1), ("UNet", 1)]

@@ -282,6 +282,29 @@ def test_saved_model_loads_weights_only_and_predicts_organ_prompts(stage1_run, c
     assert np.array_equal(labels, again)
 
 
+def test_teacher_maps_and_model_are_kept_for_teacher_only_prompts(stage1_run, cohorts):
+    """The teacher's own organ maps (the unfiltered pseudo-labels) and the CT-only teacher are saved beside the
+    student's, in the layouts stage 3 reads (``--organs OUT/teacher``, a stage-1 checkpoint)."""
+    out, report = stage1_run
+    assert report["teacher_model"] == str(out / "teacher.pt") and report["teacher_labels"] == str(out / "teacher")
+    raw = torch.load(out / "teacher.pt", weights_only=True)
+    assert raw["kind"] == "stage1" and raw["meta"]["in_channels"] == 4  # 3 coordinates + CT, no PET
+    teacher = load_organ_model(out / "teacher.pt")
+    for files in find_cases(cohorts[1]):
+        written = nib.load(out / "teacher" / f"{files.case_id}.nii.gz")
+        assert written.shape == nib.load(files.pet).shape
+        assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= set(ORGAN_LABEL_VALUES)
+        truth = load_case(files).organs
+        mapped = load_case(with_organs_from(files, out / "teacher")).organs  # as stage 3 reads it
+        # the map is the teacher's: its Dice against the truth is the report's teacher column for this case
+        expected = report["dice_per_case"]["teacher"][files.case_id]
+        for organ, dice in organ_dice(mapped, truth).items():
+            assert (dice is None) == (expected[organ] is None)
+            assert dice is None or dice == pytest.approx(expected[organ], abs=0.02)
+    predicted, _ = predict_organs(teacher, load_case(find_cases(cohorts[1])[0]))
+    assert predicted.dtype == np.uint8
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 

@@ -91,6 +91,8 @@ def test_pseudolabel_trains_the_student_from_external_labels(external, tmp_path)
     assert report["teacher"].startswith("external labels")
     assert report["dice"]["teacher"]["mean_dice"] > 0.85  # the teacher column is the external labels
     assert (tmp_path / "out" / "stage1.pt").is_file()
+    assert report["teacher_model"] is None and not (tmp_path / "out" / "teacher.pt").exists()
+    assert len(list((tmp_path / "out" / "teacher").glob("*.nii.gz"))) == len(find_cases(target))
 
 
 def test_missing_or_bad_teacher_labels_are_refused(external, tmp_path):

@@ -16,7 +16,13 @@ complete or not at all):
   pseudo-label statistics (per-class thresholds, share kept, accuracy of kept
   and dropped voxels), timings, the config;
 - ``stage1.pt``: the student (see :mod:`anatoseg.stage1.model`), unless another
-  path is given.
+  path is given;
+- ``teacher/<case_id>.nii.gz``: the teacher's organ map of each target case (the
+  unfiltered pseudo-labels the first student round learned from; with external teacher
+  labels, those), on the same PET grid: ``anato train --organs OUT/teacher`` trains
+  stage 3 on teacher-only prompts;
+- ``teacher.pt``: the CT-only teacher in the same checkpoint format (not written with
+  external teacher labels), which labels new cases for such a model.
 
 "The student" is always the mean-teacher (EMA) weights of the student network:
 they are what is evaluated, written and saved.
@@ -53,6 +59,8 @@ from anatoseg.training.run_folder import RUN_FILES, hold
 
 MODEL_NAME = "stage1.pt"
 REPORT_NAME = "report.json"
+TEACHER_DIR = "teacher"  # the teacher's organ maps of the target cases
+TEACHER_MODEL = "teacher.pt"
 MODELS = ("teacher", "student")
 
 
@@ -177,6 +185,12 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
         summary = None if dice is None else {name: dice[name]["mean_dice"] for name in MODELS}
         save_organ_model(tmp / MODEL_NAME if model_path is None else model, student, config, params, summary)
         report["model"] = str(model)
+        report["teacher_labels"] = str(out / TEACHER_DIR)
+        report["teacher_model"] = None
+        if teacher is not None:
+            save_organ_model(tmp / TEACHER_MODEL, teacher, config, params,
+                             None if summary is None else {"teacher": summary["teacher"]})
+            report["teacher_model"] = str(out / TEACHER_MODEL)
         report["seconds"] = clock.total()
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -210,6 +224,9 @@ def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo
                 per_case[name][case.case_id] = organ_dice(case.work.restore(pred, order=0), case.truth)
         final = resample_to_grid(labels, case.work.affine, case.output_shape, case.output_affine, order=0,
                                  dtype=np.uint8)
+        taught = resample_to_grid(p.labels, case.work.affine, case.output_shape, case.output_affine, order=0,
+                                  dtype=np.uint8)
+        save_nifti(inside(tmp / TEACHER_DIR, f"{case.case_id}.nii.gz"), taught, case.output_affine, dtype=np.uint8)
         final_conf = resample_to_grid(confidence, case.work.affine, case.output_shape, case.output_affine,
                                       order=0, fill=1.0)
         save_nifti(inside(tmp, f"{case.case_id}.nii.gz"), final, case.output_affine, dtype=np.uint8)

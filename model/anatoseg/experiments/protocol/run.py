@@ -73,8 +73,9 @@ def _save(out: Path, meta: dict, times: Times) -> None:
 
 
 def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:
-    """``(variant, seed)`` of every unit without a JSON yet; sanity rows have seed None."""
-    todo = [(name, seed) for name in plan.variants for seed in range(plan.scale.seeds)
+    """``(variant, seed)`` of every unit without a JSON yet, seed by seed (every variant's seed 0 first, so a
+    run stopped early still holds a paired comparison of every variant); sanity rows have seed None."""
+    todo = [(name, seed) for seed in range(plan.scale.seeds) for name in plan.variants
             if not units.unit_path(out, name, seed).exists()]
     if plan.sanity:
         todo += [(name, None) for name in SANITY if not units.unit_path(out, name, 0).exists()]
@@ -92,7 +93,8 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
         meta = _meta(out, plan, device)
         times = Times(meta["times"])
         with times.measure("total"):
-            shared = prepare(plan.scale, out, device, times, progress)
+            shared = prepare(plan.scale, out, device, times, progress,
+                             prompts={plan.registry[name]["prompts"] for name in plan.variants})
         todo = pending(out, plan)
         _save(out, meta, times)
         for name, seed in tqdm(todo, desc="units", unit="unit", disable=not progress):

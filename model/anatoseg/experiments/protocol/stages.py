@@ -4,7 +4,8 @@ stage 1 (organ pseudo-labels and the stage-1 model) and stage 2 (pretrained enco
 Layout under the run folder ``OUT``: ``data/<cohort>/manifest.json`` (:data:`.config.COHORT_SEEDS`),
 ``stage1/`` (:func:`anatoseg.stage1.run_pseudolabel`), ``stage2/`` (:func:`anatoseg.stage2.run.run_pretrain`),
 ``stage1_test/<case_id>.nii.gz`` (the stage-1 model's organ maps of the test cases, the prompts of
-the pseudo-label variants at test).
+the pseudo-label variants at test) and, when a teacher-only variant runs, ``stage1_test_teacher/`` (the
+stage-1 teacher's maps of them).
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ from anatoseg.experiments.protocol.variants import overrides
 
 
 @dataclass(frozen=True)
+class OrganInputs:
+    """Where the organ maps of one stage-1 model come from: the training cases' maps (an ``--organs``
+    folder), the model that labels other cases, and its maps of the test cases."""
+
+    train_dir: Path
+    model: Path
+    test_dir: Path
+
+
+@dataclass(frozen=True)
 class Shared:
-    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, and the
-    stage-1 organ maps of the test cases."""
+    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, and the organ
+    maps of each stage-1 model in use by variant ``prompts`` value (``"pseudo"``: the student,
+    ``"teacher"``: the teacher)."""
 
     manifests: dict[str, Path]
     stage1: dict
-    stage1_dir: Path
     encoders: Path
     fingerprint: Path
-    test_organs: Path
+    organs: dict[str, OrganInputs]
 
 
 def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True) -> dict[str, Path]:
@@ -90,7 +101,7 @@ def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, tim
     return encoders
 
 
-def pseudo_organs(report: dict, manifest: Path, folder: Path, device: str, times: Times) -> Path:
+def pseudo_organs(model_path: Path, manifest: Path, folder: Path, device: str, times: Times) -> Path:
     """The stage-1 model's organ maps of the test cases, ``folder/<case_id>.nii.gz`` (the ``--organs``
     layout), each unless it exists: what ``anato predict`` would compute from the model the checkpoint
     names, made once for every pseudo-prompt unit instead of once per unit."""
@@ -110,20 +121,41 @@ def pseudo_organs(report: dict, manifest: Path, folder: Path, device: str, times
         if target.exists():
             continue
         with times.measure("stage1 test organs"):
-            model = model or load_organ_model(report["model"], device)
+            model = model or load_organ_model(model_path, device)
             labels = model.predict(load_case(dataclasses.replace(files, organs=None)), device)[0]
             affine = nib.load(str(files.pet)).affine
             save_nifti(target, zyx_to_file(labels, affine), affine, dtype=np.uint8)
     return folder
 
 
-def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool = True) -> Shared:
-    """Cohorts, stage 1, stage 2 and the test cases' stage-1 organ maps, each unless it exists."""
+def organ_inputs(report: dict, out: Path, prompts: set) -> dict[str, OrganInputs]:
+    """The stage-1 models' organ inputs the variants' ``prompts`` values need (``"pseudo"`` always).
+    ConfigError for ``"teacher"`` when stage 1 of ``out`` kept no teacher model."""
+    from anatoseg.errors import ConfigError
+    from anatoseg.stage1.run import TEACHER_DIR
+
+    inputs = {"pseudo": OrganInputs(out / "stage1", Path(report["model"]), out / "stage1_test")}
+    if "teacher" in prompts:
+        if not report.get("teacher_model"):
+            raise ConfigError("teacher-only prompts need the stage-1 teacher, which this run's stage 1 did not keep "
+                              "(it ran before teachers were saved, or from external teacher labels); remove "
+                              "stage1/ and stage1_test/ to rerun stage 1", out)
+        inputs["teacher"] = OrganInputs(out / "stage1" / TEACHER_DIR, Path(report["teacher_model"]),
+                                        out / "stage1_test_teacher")
+    return inputs
+
+
+def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool = True,
+            prompts: set = frozenset({"pseudo"})) -> Shared:
+    """Cohorts, stage 1, stage 2 and the test cases' organ maps of each stage-1 model the ``prompts`` values
+    of the variants need, each unless it exists."""
     from anatoseg.training.fingerprint import FINGERPRINT_NAME
 
     manifests = cohorts(scale, out / "data", times, progress)
     report = stage1(scale, out, manifests, device, times)
     encoders = stage2(scale, out, manifests, device, times, progress)
-    return Shared(manifests=manifests, stage1=report, stage1_dir=out / "stage1", encoders=encoders,
-                  fingerprint=out / "stage2" / FINGERPRINT_NAME,
-                  test_organs=pseudo_organs(report, manifests["test"], out / "stage1_test", device, times))
+    organs = organ_inputs(report, out, set(prompts))
+    for source in organs.values():
+        pseudo_organs(source.model, manifests["test"], source.test_dir, device, times)
+    return Shared(manifests=manifests, stage1=report, encoders=encoders,
+                  fingerprint=out / "stage2" / FINGERPRINT_NAME, organs=organs)

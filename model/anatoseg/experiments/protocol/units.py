@@ -81,11 +81,11 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
 
     if (folder / MODEL_NAME).exists():
         return folder / MODEL_NAME, None
-    pseudo = spec["prompts"] == "pseudo"
+    organs = shared.organs.get(spec["prompts"])  # None: true organ maps ("gt") or none at all
     result = run_train(shared.manifests["train"], folder, overrides=stage3_overrides(scale, spec, seed),
                        init=shared.encoders if spec["init"] == "stage2" else None,
-                       organs_dir=shared.stage1_dir if pseudo else None,
-                       organ_model=shared.stage1["model"] if pseudo else None, fingerprint=shared.fingerprint,
+                       organs_dir=organs and organs.train_dir, organ_model=organs and organs.model,
+                       fingerprint=shared.fingerprint,
                        resume=(folder / CHECKPOINT_NAME).exists(), device=device, progress=progress)
     return Path(result.model), result.val_dice
 
@@ -115,8 +115,8 @@ def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Sha
     model, val_dice = train_unit(spec, seed, scale, shared, unit_path(out, name, seed).with_suffix("") / "train",
                                  device, progress)
     train_s, train_cpu = clock.lap()
-    organs_dir = shared.test_organs if spec["prompts"] == "pseudo" else None
-    cases, config = predict_unit(model, shared.manifests["test"], organs_dir, device)
+    organs = shared.organs.get(spec["prompts"])
+    cases, config = predict_unit(model, shared.manifests["test"], organs and organs.test_dir, device)
     total_s, total_cpu = clock.lap()
     return save_unit(out, {"variant": name, "seed": seed, "kind": "network", "spec": spec, "scale": scale.name,
                            "config": config, "val_dice": val_dice, "cases": cases,

@@ -6,7 +6,8 @@ A network variant is ``{"arch", "prompts", "init", "set"}``:
 - ``arch``: a stage-3 ``model.arch`` (:func:`anatoseg.nets.build_network`);
 - ``prompts``: where the organ maps come from, for whatever the variant reads them for (prompts,
   organ input channels, an auxiliary organ target, post-processing): ``"pseudo"`` (stage-1
-  pseudo-labels in training, the stage-1 model's maps at test), ``"gt"`` (the phantom's true organ
+  pseudo-labels in training, the stage-1 model's maps at test), ``"teacher"`` (the stage-1 teacher's
+  maps in training and at test: no student), ``"gt"`` (the phantom's true organ
   maps in training and at test) or None (no organ input);
 - ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
 - ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
@@ -27,7 +28,7 @@ from anatoseg.errors import ConfigError
 REFERENCE = "full method"
 """The variant every other is compared with (:data:`anatoseg.experiments.stats.REFERENCE`)."""
 
-PROMPTS = ("pseudo", "gt", None)
+PROMPTS = ("pseudo", "teacher", "gt", None)
 INITS = ("stage2", None)
 
 SUPPRESSED_ORGANS = "brain,urinary_bladder,kidney_left,kidney_right,ureters,heart"
@@ -40,6 +41,7 @@ VARIANTS: dict[str, dict] = {
     "no prompts": {"arch": "anatoseg", "prompts": None, "init": "stage2", "set": {"model.net.use_prompts": False}},
     "no pretraining": {"arch": "anatoseg", "prompts": "pseudo", "init": None, "set": {}},
     "GT organs": {"arch": "anatoseg", "prompts": "gt", "init": "stage2", "set": {}},
+    "teacher-only prompts": {"arch": "anatoseg", "prompts": "teacher", "init": "stage2", "set": {}},
     "UNet": {"arch": "unet", "prompts": None, "init": None, "set": {}},
     "SegResNet": {"arch": "segresnet", "prompts": None, "init": None, "set": {}},
     "SwinUNETR": {"arch": "swinunetr", "prompts": None, "init": None, "set": {}},
@@ -64,7 +66,8 @@ TABLE = ["full method", "no prompts", "no pretraining", "GT organs", "UNet", "Se
 GROUPS: dict[str, list[str]] = {
     "table": TABLE,
     "table-cpu": [name for name in TABLE if name != "SwinUNETR"],  # config.py: SwinUNETR is 4.1 CPU-s per step
-    "ablations": ["full method", "no prompts", "no pretraining", "GT organs", "pooled tokens only",
+    "ablations": ["full method", "no prompts", "no pretraining", "GT organs", "teacher-only prompts",
+                  "pooled tokens only",
                   "+ occupancy bias", "+ dense injection", "no hypernetwork"],
     "anatomy": ["full method", "no prompts", "organ channels (one-hot)", "organ channels (embedded)",
                 "organ auxiliary head", "organ-mask post-processing"],
