@@ -3,8 +3,9 @@
 Backends: ``reference`` (the plain PyTorch definition), ``chunked`` (an
 optimised PyTorch evaluation, where an op has one), ``triton`` (Triton kernels;
 on CPU tensors only under ``TRITON_INTERPRET=1``), ``cpu`` (C++/OpenMP
-extension) and ``cuda`` (CUDA extension) and ``causal_conv1d`` (the external ``causal-conv1d`` package, for
-``order_conv1d`` in native raster order only; imported lazily, never picked by ``auto``).
+extension), ``cuda`` (CUDA extension; ``cuda_segment``: the segment-parallel scan's CUDA kernels, by name only)
+and ``causal_conv1d`` (the external ``causal-conv1d`` package, for ``order_conv1d`` in native raster order only;
+imported lazily, never picked by ``auto``).
 
 ``auto`` on CPU tensors picks ``cpu`` when the extension is already built,
 else the op's PyTorch fallback (``OpSpec.fallback``: ``reference``, or
@@ -34,8 +35,11 @@ import torch
 from anatokernels import _extension
 from anatokernels._availability import AVAILABLE, Availability, unavailable
 
-BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu", "triton_segment", "causal_conv1d")
+BACKENDS = ("reference", "chunked", "triton", "cuda", "cpu", "triton_segment", "cuda_segment", "causal_conv1d")
 TRITON_BACKENDS = ("triton", "triton_segment")  # Triton kernels (triton_segment: the segment-parallel scan)
+# csrc CUDA kernels: backend cuda<variant> of the op in anatokernels/<op>/ is built from csrc/<op><variant>/
+# (cuda_segment of selective_scan: csrc/selective_scan_segment/), verified per folder (CUDA_TESTED_SOURCES).
+CUDA_BACKENDS = ("cuda", "cuda_segment")
 PYTORCH_BACKENDS = ("reference", "chunked")  # plain PyTorch: run on any device, always available
 # Third-party packages run as a backend: backend name -> (import name, pip name). By name only, never ``auto``.
 EXTERNAL_BACKENDS = {"causal_conv1d": ("causal_conv1d", "causal-conv1d")}
@@ -66,8 +70,8 @@ class OpSpec:
     backends: the backends implemented, in ``BACKENDS`` names.
     extension_ops: per compiled backend, the ``torch.ops.anatokernels`` names it needs.
     unverified: per backend, why it is not yet trusted (e.g. never run on a GPU).
-    cuda_verified_on: compute capabilities (e.g. ``(9, 0)``) on which the ``cuda``
-        backend passed the GPU test suite; on any other GPU it is unverified.
+    cuda_verified_on: compute capabilities (e.g. ``(9, 0)``) on which the ``CUDA_BACKENDS``
+        passed the GPU test suite; on any other GPU they are unverified.
     gpu_preference: order in which ``auto`` tries backends on CUDA tensors.
     fallback: the PyTorch backend ``auto`` runs where no fast backend is
         available, and the one a failing Triton kernel falls back to.
@@ -131,13 +135,13 @@ def availability(spec: OpSpec, backend: str, device: torch.device | None = None)
     elif not torch.cuda.is_available():
         return unavailable("no CUDA device")
     else:
-        status = _extension_availability(spec, "cuda")
+        status = _extension_availability(spec, backend)
     if not status.is_available:
         return status
     if backend in spec.unverified:
         return Availability("unverified", spec.unverified[backend])
-    if backend == "cuda":
-        return _cuda_verification(spec, device)
+    if backend in CUDA_BACKENDS:
+        return _cuda_verification(spec, backend, device)
     return status
 
 
@@ -155,18 +159,28 @@ def _external_availability(backend: str) -> Availability:
     return AVAILABLE
 
 
-def _cuda_verification(spec: OpSpec, device: torch.device | None) -> Availability:
-    """Available only if the op's CUDA sources are the ones that passed the GPU suite
+def cuda_folder(spec: OpSpec, backend: str) -> str:
+    """The csrc folder of a ``CUDA_BACKENDS`` backend of ``spec``: ``selective_scan`` for ``cuda``,
+    ``selective_scan_segment`` for ``cuda_segment``."""
+    return spec.package.rsplit(".", 1)[-1] + backend.removeprefix("cuda")
+
+
+def _cuda_verification(spec: OpSpec, backend: str, device: torch.device | None) -> Availability:
+    """Available only if the backend's CUDA sources are the ones that passed the GPU suite
     (``CUDA_TESTED_SOURCES``) and this GPU's architecture is one it passed on."""
-    folder = spec.package.rsplit(".", 1)[-1]
+    folder = cuda_folder(spec, backend)
     verified = CUDA_TESTED_SOURCES.get(folder)
     try:
         current = _extension.cuda_source_digest(folder)
     except (FileNotFoundError, OSError) as exc:
         return Availability("unverified", f"cannot read its CUDA sources csrc/{folder}/ to check them ({exc})")
+    if verified is None:
+        return Availability("unverified", f"its CUDA kernel sources csrc/{folder}/ never passed the GPU tests "
+                                          f"(digest {current}); run `pytest -m gpu` on a GPU and record the digest "
+                                          f"in CUDA_TESTED_SOURCES")
     if current != verified:
         return Availability("unverified", f"its CUDA kernel sources csrc/{folder}/ changed since they passed the "
-                                          f"GPU tests (digest {current}, verified {verified or 'none'}); rerun "
+                                          f"GPU tests (digest {current}, verified {verified}); rerun "
                                           f"`pytest -m gpu` and record the digest in CUDA_TESTED_SOURCES")
     arch = torch.cuda.get_device_capability(device)
     if arch not in spec.cuda_verified_on:
@@ -180,7 +194,7 @@ def _extension_availability(spec: OpSpec, backend: str) -> Availability:
     status = _extension.status()
     if not status.is_available:
         return status
-    if backend == "cuda" and not _extension.has_cuda():
+    if backend in CUDA_BACKENDS and not _extension.has_cuda():
         return unavailable("extension not built with CUDA")
     missing = [name for name in spec.extension_ops.get(backend, ()) if not _extension.has_op(name)]
     if missing:
@@ -267,8 +281,9 @@ def _resolve(spec: OpSpec, backend: str, device: torch.device) -> str:
             raise RuntimeError(f"{name}: backend='triton' needs CUDA tensors, got {device.type}")
         status = _triton_availability()
     else:
-        if device.type != backend:
-            raise RuntimeError(f"{name}: backend={backend!r} needs {backend.upper()} tensors, got {device.type} "
+        needed = "cuda" if backend in CUDA_BACKENDS else backend
+        if device.type != needed:
+            raise RuntimeError(f"{name}: backend={backend!r} needs {needed.upper()} tensors, got {device.type} "
                                "tensors")
         if backend == "cpu":
             _extension.load(build=True)
@@ -310,11 +325,11 @@ def prepare(owner: str, backend: str, ops: tuple[str, ...]) -> dict[str, str]:
     A backend name one of the ops does not implement (e.g. ``"cpu"`` for ``hyper_cross_attention``,
     which has no C++ kernel) means ``"auto"`` for that op: on CPU tensors its PyTorch fallback. An
     unknown name is a ValueError here, at construction. Loads the C++ extension if it is built (builds
-    it for ``"cpu"``/``"cuda"``), so that ``auto`` sees it and ``torch.compile`` never has to load it.
+    it for ``"cpu"`` or a CUDA backend), so that ``auto`` sees it and ``torch.compile`` never has to load it.
     """
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"{owner}: unknown backend {backend!r}; choose 'auto' or one of {BACKENDS}")
-    _extension.load(build=backend in ("cpu", "cuda"))
+    _extension.load(build=backend == "cpu" or backend in CUDA_BACKENDS)
     return {op: backend if backend == "auto" or backend in _REGISTRY[op].backends else "auto" for op in ops}
 
 

@@ -24,12 +24,16 @@ from anatokernels.selective_scan import reference
 from anatokernels.selective_scan.function import selective_scan3d_forward
 
 _COMMON = dict(package="anatokernels.selective_scan",
-               backends=("reference", "triton", "cuda", "cpu", "triton_segment"),
+               backends=("reference", "triton", "cuda", "cpu", "triton_segment", "cuda_segment"),
                # triton_segment is by name only until a GPU run: its static figures are 2x lower than the chunked
                # Triton scan's, but it keeps 2x u's size of segment states for the backward (chunked: 1/chunk).
+               # cuda_segment (the segment scan in CUDA) is by name only too, and unverified until its sources'
+               # digest is recorded after a GPU run (it never ran on one).
                gpu_preference=("cuda", "triton"),
                extension_ops={"cpu": ("selective_scan3d_fwd_cpu", "selective_scan3d_bwd_cpu"),
-                              "cuda": ("selective_scan3d_fwd_cuda", "selective_scan3d_bwd_cuda")})
+                              "cuda": ("selective_scan3d_fwd_cuda", "selective_scan3d_bwd_cuda"),
+                              "cuda_segment": ("selective_scan3d_segment_fwd_cuda",
+                                               "selective_scan3d_segment_bwd_cuda")})
 SCAN = _dispatch.register(_dispatch.OpSpec(name="selective_scan", **_COMMON))
 SCAN3D = _dispatch.register(_dispatch.OpSpec(name="selective_scan3d", **_COMMON))
 
@@ -57,7 +61,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     ``is_variable_B/C=False``), in any float dtype: it is cast to u's dtype at
     (D, N) and broadcast (``expand``, no copy) to per-channel groups (B, D, N, L),
     which the cpu/cuda/triton kernels read through its strides (triton_segment
-    copies it); the other of B, C is then broadcast to per-channel groups too (a
+    and cuda_segment copy it); the other of B, C is then broadcast to per-channel groups too (a
     copy if it is grouped with 1 < G < D). The backward writes that tensor's
     gradient at the full (B, D, N, L) size before summing it over batch and time in
     float32 into the (D, N) gradient. D, delta_bias: (D,). z: (B, D, L). u, delta, B, C, z share one

@@ -1,27 +1,27 @@
 // The backward's per-thread arithmetic of the segment-parallel selective scan (see segment_walk.h for the
-// layout, the segments and the forward), shared like the forward's by the host build the tests check
-// (tests/kernels/cpp/selective_scan_segment_check.cpp); the CUDA kernels for it are not written yet.
+// layout, the segments and the forward), shared by the CUDA kernels (selective_scan_segment_cuda.cu) and, like
+// the forward's, by the host build the tests check (tests/kernels/cpp/selective_scan_segment_check.cpp).
 //   1. backward_summary: task (b, k, d, j) walks segment j in reverse from a zero gradient: R_j -> states slot j,
 //      Σδ -> sums slot j (the backward's own buffers).
 //   2. carry_reverse: per (b, k, d, n), G_{j-1} = R_j + exp(A·Σδ_j)·G_j from dlast, in place: slot j + 1 = G_j.
 //   3. backward_walk: task (b, k, d, j) recomputes its states from the forward's H_j and walks back from G_j:
-//      du, dδ, dA, dB, dC, dD, dδ-bias and y_k (with K = 1 dz itself).
+//      du, dδ, dA, dB, dC, dD, dδ-bias and y_k (with K = 1 dz itself). Its sums over tasks (dB, dC words; dA,
+//      dD, dδ-bias totals) go through a `Sum` policy: DirectSum here, a block-wide reduction on the GPU.
 //   4. merge_dz (K > 1): dz = dout·(Σ_k y_k)·silu'(z).
 #pragma once
 #include "selective_scan_segment/segment_walk.h"
 
+// The state loops of backward_walk on the GPU: unrolled up to 16 states (the per-state gradients and dA in
+// registers); a wider instantiation keeps one loop body (those arrays in local memory), which keeps the compile time
+// and the code of the 32- and 64-state kernels small.
+#if defined(__CUDACC__)
+#define ANATO_UNROLL_STATES _Pragma("unroll (NMAX <= 16 ? NMAX : 1)")
+#else
+#define ANATO_UNROLL_STATES
+#endif
+
 namespace anatokernels {
 namespace segment {
-
-// *p += v where several threads add to one address: on the GPU a relaxed atomic (a plain reduction).
-template <typename Acc>
-ANATO_HOST_DEVICE void accumulate(Acc* p, Acc v) {
-#if defined(__CUDA_ARCH__)
-  atomicAdd(p, v);
-#else
-  *p += v;
-#endif
-}
 
 // Backward phase 1 for task (b, k, d, j): segment j walked in reverse from a zero gradient, with g_t the gradient
 // reaching y_k at step t (dout·silu(z)): R[n] = a_t[n]·(g_t·C_t[n] + R[n]) from its last step to its first, the
@@ -91,28 +91,48 @@ struct Grads {
   Acc *dA, *dB, *dC, *dD, *dbias, *y;
 };
 
-// One chunk of at most W steps of a segment: per step its position, δ before (x) and after softplus, u, the
-// gradient g reaching y_k, and the sums over states of du, dδ and y_k.
+// One chunk of at most W steps of a segment: its length, the position of its step i (first + i·step), per step
+// δ before (x) and after softplus, u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k.
 template <int W, typename Acc>
 struct Chunk {
-  int32_t len, pos[W];
+  int32_t len, first, step;
   Acc x[W], dt[W], uu[W], g[W], du[W], dd[W], y[W];
+  ANATO_HOST_DEVICE int32_t pos(int32_t i) const { return first + i * step; }
 };
 
+// The host's Sum policy (one task at a time): every sum added straight to its output. The outputs it adds to are
+// zeroed by the caller. words: a chunk's dB, dC contributions of one state at its c.len steps.
+struct DirectSum {
+  template <int W, typename Acc>
+  ANATO_HOST_DEVICE void words(Acc* dB, Acc* dC, const Chunk<W, Acc>& c, const Acc* db, const Acc* dc) const {
+    for (int32_t i = 0; i < c.len; ++i) {
+      dB[c.pos(i)] += db[i];
+      dC[c.pos(i)] += dc[i];
+    }
+  }
+  template <typename Acc>
+  ANATO_HOST_DEVICE void total(Acc* p, Acc v) const {
+    *p += v;
+  }
+};
+
+// Chunk c0 of segment s; `live` false: g = 0 (a GPU block's idle warp: every gradient it computes is zero).
 template <int W, typename T, typename Acc>
 ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0, int64_t zrow,
-                                  Acc bias, Acc Dv, Chunk<W, Acc>& c) {
-  c.len = s.length - c0 < W ? s.length - c0 : W;
+                                  Acc bias, Acc Dv, bool live, Chunk<W, Acc>& c) {
+  c.len = s.length - c0 < W ? (s.length > c0 ? s.length - c0 : 0) : W;
+  c.first = s.start + c0 * s.step;
+  c.step = s.step;
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
-    c.pos[i] = s.start + (c0 + i) * s.step;
-    c.x[i] = static_cast<Acc>(a.delta[r.row * a.L + c.pos[i]]) + bias;
+    const int32_t p = c.pos(i);
+    c.x[i] = static_cast<Acc>(a.delta[r.row * a.L + p]) + bias;
     c.dt[i] = a.softplus ? softplus_acc(c.x[i]) : c.x[i];
-    c.uu[i] = static_cast<Acc>(a.u[r.row * a.L + c.pos[i]]);
-    c.g[i] = static_cast<Acc>(a.dout[zrow + c.pos[i]]);
+    c.uu[i] = static_cast<Acc>(a.u[r.row * a.L + p]);
+    c.g[i] = live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
     if (a.z) {
-      const Acc zt = static_cast<Acc>(a.z[zrow + c.pos[i]]);
+      const Acc zt = static_cast<Acc>(a.z[zrow + p]);
       c.g[i] *= zt * sigmoid_acc(zt);
     }
     c.du[i] = c.dd[i] = Acc(0);
@@ -120,52 +140,62 @@ ANATO_UNROLL
   }
 }
 
-// State n over one chunk (first step c0 of segment s): its states recomputed forward into a [W] column (the
-// state entering the chunk from hj, the segment's, over the c0 steps before it), then the reverse walk
-// λ_t = g_t·C_t + (gradient reaching h_t from later steps: `carry`, then a_{t+1}·λ_{t+1}), adding dB, dC, dA[n]
-// and the chunk's du, dδ, y_k sums. Returns the gradient reaching the state before the chunk.
-template <int W, typename T, typename Acc>
-ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r,
-                                         const Segment& s, int32_t c0, int32_t n, Acc hj, Acc carry,
-                                         Chunk<W, Acc>& c) {
+// The states entering the chunk of first step c0 of segment s: its entering states Hj (null for a task with no
+// segment) walked over the c0 steps before the chunk, all states at once (δ once per step), into h[NMAX].
+template <int NMAX, bool FULL, typename T, typename Acc>
+ANATO_HOST_DEVICE void states_before(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0,
+                                     const Acc* Hj, const Acc* A2, Acc bias, Acc* h) {
+  const int32_t N = a.N, L = a.L, steps = c0 < s.length ? c0 : 0;
+ANATO_UNROLL
+  for (int n = 0; n < NMAX; ++n) h[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
+  const T* Bp = a.B + r.bc + s.start;
+  int32_t pos = s.start;
+  for (int32_t i = 0; i < steps; ++i, pos += s.step, Bp += s.step) {
+    const Acc dt = delta_value(static_cast<Acc>(a.delta[r.row * L + pos]), bias, a.softplus);
+    const Acc du = dt * static_cast<Acc>(a.u[r.row * L + pos]);
+ANATO_UNROLL
+    for (int n = 0; n < NMAX; ++n) {
+      if (FULL || n < N) h[n] = exp2_acc(dt * A2[n]) * h[n] + du * static_cast<Acc>(Bp[n * L]);
+    }
+  }
+}
+
+// State n over one chunk: its states recomputed into a [W] column from hin (the state entering the chunk), then
+// the reverse walk λ_t = g_t·C_t + (gradient reaching h_t from later steps: `carry`, then a_{t+1}·λ_{t+1}), adding
+// to dA_n and the chunk's du, dδ, y_k sums; its dB, dC words go to sum.words (called for an empty chunk too: the
+// GPU's block-wide reduction needs every thread). Returns the gradient reaching the state before the chunk.
+template <int W, typename T, typename Acc, typename Sum>
+ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int32_t n,
+                                         Acc hin, Acc carry, Chunk<W, Acc>& c, Acc& dA, Sum& sum) {
   const int32_t L = a.L;
   const Acc A = a.A[r.kd * a.N + n], A2 = A * Acc(kLog2e);
   const T* Bn = a.B + r.bc + static_cast<int64_t>(n) * L;
   const T* Cn = a.C + r.bc + static_cast<int64_t>(n) * L;
-  const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
-  Acc hin = hj;
-  for (int32_t i = 0; i < c0; ++i) {
-    const int32_t p = s.start + i * s.step;
-    const Acc t = delta_value(static_cast<Acc>(a.delta[r.row * L + p]), bias, a.softplus);
-    hin = exp2_acc(t * A2) * hin + t * static_cast<Acc>(a.u[r.row * L + p]) * static_cast<Acc>(Bn[p]);
-  }
-  Acc h[W], bt[W];
+  Acc db[W], dc[W], h[W], bt[W];
   Acc prev = hin;
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
-    if (i >= c.len) break;
-    bt[i] = static_cast<Acc>(Bn[c.pos[i]]);
+    db[i] = dc[i] = Acc(0);
+    if (i >= c.len) continue;
+    bt[i] = static_cast<Acc>(Bn[c.pos(i)]);
     h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dt[i] * c.uu[i] * bt[i];
   }
-  Acc dA = 0;
-  Acc* dB = q.dB + r.bc + static_cast<int64_t>(n) * L;
-  Acc* dC = q.dC + r.bc + static_cast<int64_t>(n) * L;
 ANATO_UNROLL
   for (int32_t i = W - 1; i >= 0; --i) {
     if (i >= c.len) continue;
-    const Acc ct = static_cast<Acc>(Cn[c.pos[i]]);
+    const Acc ct = static_cast<Acc>(Cn[c.pos(i)]);
     const Acc lt = c.g[i] * ct + carry;
     const Acc hp = i > 0 ? h[i - 1] : hin;
     const Acc at = exp2_acc(c.dt[i] * A2);
-    accumulate(dC + c.pos[i], c.g[i] * h[i]);
-    accumulate(dB + c.pos[i], lt * c.dt[i] * c.uu[i]);
+    dc[i] = c.g[i] * h[i];
+    db[i] = lt * c.dt[i] * c.uu[i];
     c.du[i] += lt * c.dt[i] * bt[i];
     c.dd[i] += lt * (A * at * hp + c.uu[i] * bt[i]);
     dA += lt * c.dt[i] * at * hp;
     c.y[i] += ct * h[i];
     carry = at * lt;
   }
-  accumulate(q.dA + r.kd * a.N + n, dA);
+  sum.words(q.dB + r.bc + static_cast<int64_t>(n) * L, q.dC + r.bc + static_cast<int64_t>(n) * L, c, db, dc);
   return carry;
 }
 
@@ -176,7 +206,7 @@ ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
-    const int32_t p = c.pos[i];
+    const int32_t p = c.pos(i);
     q.du[r.row * a.L + p] = static_cast<T>(c.du[i] + Dv * c.g[i]);
     const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(c.x[i]) : c.dd[i];
     q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
@@ -191,37 +221,50 @@ ANATO_UNROLL
   }
 }
 
-// Backward phase 3 for task (b, k, d, j): segment j in chunks of W steps, last chunk first, each chunk state by
-// state (state_reverse_walk), the gradient reaching the segment's end G_j (states slot j + 1) carried through.
-// The [W] columns are unrolled loops over a compile-time W (registers on the GPU); dB, dC, dA, dD, dδ-bias are
-// added with `accumulate` (relaxed atomics on the GPU: not yet reduced over a group's channels first).
-template <int W, int NMAX, bool FULL, typename T, typename Acc>
+// Backward phase 3 for task (b, k, d, j): segment j in chunks of W steps, last chunk first: the states entering the
+// chunk recomputed from H_j (states_before), then the chunk state by state (state_reverse_walk), the gradient
+// reaching the segment's end G_j (states slot j + 1) carried through.
+// The [W] columns are unrolled loops over a compile-time W (registers on the GPU). Every task runs the same
+// cdiv(seg, W) chunks (those past its segment, or all of them for j >= S_k, are empty), so that a GPU block
+// reaches each sum.words together. dA, dD, dδ-bias: one sum.total each. `live` false (a GPU block's idle warp,
+// here as the group's last channel): the walk runs with zero gradients, stores nothing and adds zeros.
+template <int W, int NMAX, bool FULL, typename T, typename Acc, typename Sum>
 ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, int32_t b, int32_t k, int32_t d,
-                                     uint32_t j) {
+                                     uint32_t j, Sum& sum, bool live = true) {
   const Order o = order_of(a.geometry + 7 * k, a.seg);
-  if (j >= o.count) return;
-  const Segment s = segment_at(o, j, a.seg);
+  const bool has = j < o.count;
+  const Segment s = has ? segment_at(o, j, a.seg) : Segment{0, 0, 0};
   const int32_t N = a.N;
   const Rows r = rows_of(a, b, k, d);
   const int64_t zrow = static_cast<int64_t>(b * a.Dm + d) * a.L;
   const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
   const Acc Dv = a.D ? a.D[r.kd] : Acc(0);
-  const Acc* Hj = q.H + (r.row * a.slots + j) * N;
-  Acc lam[NMAX];  // the state gradient reaching the end of the current chunk from later steps
-ANATO_UNROLL
-  for (int n = 0; n < NMAX; ++n) lam[n] = (FULL || n < N) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
-  Acc dD = 0, dbias = 0;
-  for (int32_t c0 = ((s.length - 1) / W) * W; c0 >= 0; c0 -= W) {
-    Chunk<W, Acc> c;
-    load_chunk(a, r, s, c0, zrow, bias, Dv, c);
-ANATO_UNROLL
-    for (int n = 0; n < NMAX; ++n) {
-      if (FULL || n < N) lam[n] = state_reverse_walk(a, q, r, s, c0, n, Hj[n], lam[n], c);
-    }
-    store_chunk(a, q, r, zrow, Dv, c, dD, dbias);
+  const Acc* Hj = has ? q.H + (r.row * a.slots + j) * N : nullptr;
+  Acc A2[NMAX], lam[NMAX], dA[NMAX];  // lam: the state gradient reaching the end of the current chunk from later steps
+  load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
+ANATO_UNROLL_STATES
+  for (int n = 0; n < NMAX; ++n) {
+    lam[n] = (has && live && (FULL || n < N)) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
+    dA[n] = Acc(0);
   }
-  if (q.dD) accumulate(q.dD + r.kd, dD);
-  if (q.dbias) accumulate(q.dbias + r.kd, dbias);
+  Acc dD = 0, dbias = 0;
+  for (int32_t c0 = ((a.seg - 1) / W) * W; c0 >= 0; c0 -= W) {
+    Acc hin[NMAX];
+    states_before<NMAX, FULL>(a, r, s, c0, Hj, A2, bias, hin);
+    Chunk<W, Acc> c;
+    load_chunk(a, r, s, c0, zrow, bias, Dv, live, c);
+ANATO_UNROLL_STATES
+    for (int n = 0; n < NMAX; ++n) {
+      if (FULL || n < N) lam[n] = state_reverse_walk(a, q, r, n, hin[n], lam[n], c, dA[n], sum);
+    }
+    if (live) store_chunk(a, q, r, zrow, Dv, c, dD, dbias);
+  }
+ANATO_UNROLL_STATES
+  for (int n = 0; n < NMAX; ++n) {
+    if (FULL || n < N) sum.total(q.dA + r.kd * N + n, dA[n]);
+  }
+  if (q.dD) sum.total(q.dD + r.kd, dD);
+  if (q.dbias) sum.total(q.dbias + r.kd, dbias);
 }
 
 // dz (K > 1) at native position l of (b, d): dout·(Σ_k y_k)·silu'(z).

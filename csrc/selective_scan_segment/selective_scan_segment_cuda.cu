@@ -1,10 +1,19 @@
-// CUDA kernels of the segment-parallel selective scan, forward. Each thread runs one task of
-// segment_walk.h (the functions the host build in tests/kernels/cpp/ checks against the reference):
-//   walk_kernel<false>  phase 1, task (b, k, d, segment j): grid (cdiv(S_max, 128), K·Dm, Bt)
-//   carry_kernel        phase 2, task (b, k, d, n): consecutive threads take consecutive states n
-//   walk_kernel<true>   phase 3, as phase 1
-//   merge_kernel        phase 4 (K > 1), kMergeItems native positions of (b, d) per thread:
-//                       grid (cdiv(L, 256·kMergeItems), Dm, Bt)
+// CUDA kernels of the segment-parallel selective scan. Each thread runs one task of segment_walk.h (forward)
+// or segment_backward.h (backward), the functions the host build in tests/kernels/cpp/ checks against the
+// reference. Forward:
+//   walk_kernel<false>      phase 1, task (b, k, d, segment j): grid (cdiv(S_max, 128), K·Dm, Bt)
+//   carry_kernel<false>     phase 2, task (b, k, d, n): consecutive threads take consecutive states n
+//   walk_kernel<true>       phase 3, as phase 1
+//   merge_kernel<false>     phase 4 (K > 1), kMergeItems native positions of (b, d) per thread:
+//                           grid (cdiv(L, 256·kMergeItems), Dm, Bt)
+// Backward:
+//   summary_kernel          phase 1 (reverse summaries), as forward phase 1
+//   carry_kernel<true>      phase 2 (reverse carry), as forward phase 2
+//   backward_walk_kernel    phase 3, blocks of kBackwardChannels warps: warp w = channel first + w of one B/C
+//                           group, lane x = segment 32·blockIdx.x + x; grid (cdiv(S_max, 32),
+//                           K·G·cdiv(Dm/G, kBackwardChannels), Bt). dB, dC summed over the block's channels in
+//                           shared memory, then one relaxed atomic per block and word (BlockSum)
+//   merge_kernel<true>      phase 4 (K > 1, with z): dz, as forward phase 4
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -15,35 +24,134 @@ namespace {
 
 constexpr int kMergeThreads = 256;
 constexpr int kMergeItems = 4;  // positions per thread (kMergeThreads apart: coalesced)
+constexpr int kBackwardLanes = 32;    // segments per block of the backward walk: one warp per channel
+constexpr int kBackwardChannels = 4;  // channels of one B/C group per block (warps), summed in shared memory
+constexpr int kBackwardChunk = 8;     // W: steps per chunk of the backward walk (its [W] columns in registers)
+
+// Task (b, k, d, j) of a thread of the forward walks and the backward summaries (grid as walk_kernel).
+struct Task {
+  int32_t b, k, d;
+  uint32_t j;
+};
+
+template <typename T, typename Acc>
+__device__ Task segment_task(const segment::Args<T, Acc>& a) {
+  const int32_t k = static_cast<int32_t>(blockIdx.y) / a.Dm;
+  return Task{static_cast<int32_t>(blockIdx.z), k, static_cast<int32_t>(blockIdx.y) - k * a.Dm,
+              blockIdx.x * kSegmentThreads + threadIdx.x};
+}
 
 template <bool OUTPUT, int NMAX, bool FULL, typename T, typename Acc>
 __global__ void __launch_bounds__(kSegmentThreads) walk_kernel(const segment::Args<T, Acc> a) {
-  const uint32_t j = blockIdx.x * kSegmentThreads + threadIdx.x;
-  const int32_t k = static_cast<int32_t>(blockIdx.y) / a.Dm;
-  const int32_t d = static_cast<int32_t>(blockIdx.y) - k * a.Dm;
-  segment::forward_walk<OUTPUT, NMAX, FULL>(a, static_cast<int32_t>(blockIdx.z), k, d, j);
+  const Task t = segment_task(a);
+  segment::forward_walk<OUTPUT, NMAX, FULL>(a, t.b, t.k, t.d, t.j);
 }
 
-template <typename T, typename Acc>
+template <int NMAX, bool FULL, typename T, typename Acc>
+__global__ void __launch_bounds__(kSegmentThreads) summary_kernel(const segment::Args<T, Acc> a) {
+  const Task t = segment_task(a);
+  segment::backward_summary<NMAX, FULL>(a, t.b, t.k, t.d, t.j);
+}
+
+// REVERSE: the backward's carry (carry_reverse), else the forward's (carry_forward).
+template <bool REVERSE, typename T, typename Acc>
 __global__ void __launch_bounds__(kSegmentThreads) carry_kernel(const segment::Args<T, Acc> a) {
   const uint32_t task = blockIdx.x * kSegmentThreads + threadIdx.x;
   const uint32_t n_state = static_cast<uint32_t>(a.N), dim = static_cast<uint32_t>(a.Dm);
   const uint32_t row = task / n_state;
   if (row >= static_cast<uint32_t>(a.batch * a.K) * dim) return;
   const uint32_t bk = row / dim, k = bk % static_cast<uint32_t>(a.K);
-  segment::carry_forward(a, static_cast<int32_t>(bk / a.K), static_cast<int32_t>(k),
-                         static_cast<int32_t>(row - bk * dim), static_cast<int32_t>(task - row * n_state));
+  const int32_t b = static_cast<int32_t>(bk / a.K), d = static_cast<int32_t>(row - bk * dim);
+  const int32_t n = static_cast<int32_t>(task - row * n_state);
+  if (REVERSE) segment::carry_reverse(a, b, static_cast<int32_t>(k), d, n);
+  else segment::carry_forward(a, b, static_cast<int32_t>(k), d, n);
 }
 
-template <typename T, typename Acc>
-__global__ void __launch_bounds__(kMergeThreads) merge_kernel(const segment::Args<T, Acc> a, Acc* out) {
+// The backward walk's Sum policy (segment_backward.h) in a backward_walk_kernel block: warp w = one channel, lane
+// x = one segment, the same segments in every warp. words: a chunk's dB, dC contributions of one state are summed
+// over the block's channels in shared memory (buf: [kBackwardChannels][2W][kBackwardLanes]), then warp 0 adds each
+// word with one relaxed atomic (RED). (Spreading the words over the warps, w + m·kBackwardChannels, took sm_90 to
+// 255 registers with spills.) total (dA, dD, dδ-bias: one address per warp): a shuffle sum over the warp, one
+// atomic from lane 0. Every thread of the block calls both at
+// the same points (backward_walk's uniform chunk loop): the barriers are outside any divergent branch.
+template <int W, typename Acc>
+struct BlockSum {
+  Acc (*buf)[2 * W][kBackwardLanes];
+
+  __device__ void words(Acc* dB, Acc* dC, const segment::Chunk<W, Acc>& c, const Acc* db, const Acc* dc) {
+    const int x = static_cast<int>(threadIdx.x), w = static_cast<int>(threadIdx.y);
+    __syncthreads();  // warp 0 has read the previous words
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      buf[w][i][x] = db[i];
+      buf[w][W + i][x] = dc[i];
+    }
+    __syncthreads();
+    if (w != 0) return;
+#pragma unroll
+    for (int i = 0; i < W; ++i) {
+      if (i >= c.len) break;
+      Acc sb = buf[0][i][x], sc = buf[0][W + i][x];
+#pragma unroll
+      for (int v = 1; v < kBackwardChannels; ++v) {
+        sb += buf[v][i][x];
+        sc += buf[v][W + i][x];
+      }
+      atomicAdd(dB + c.pos(i), sb);
+      atomicAdd(dC + c.pos(i), sc);
+    }
+  }
+
+  __device__ void total(Acc* p, Acc v) const {
+#pragma unroll
+    for (int lanes = kBackwardLanes / 2; lanes > 0; lanes /= 2) v += __shfl_xor_sync(0xffffffffu, v, lanes);
+    if (threadIdx.x == 0) atomicAdd(p, v);
+  }
+};
+
+// Backward phase 3. A warp past its group's channels (Dm/G not a multiple of kBackwardChannels) walks the group's
+// last channel with zero gradients (`live` false): it takes part in the barriers, stores nothing and adds zeros.
+template <int NMAX, bool FULL, typename T, typename Acc>
+__global__ void __launch_bounds__(kBackwardLanes* kBackwardChannels)
+    backward_walk_kernel(const segment::Args<T, Acc> a, const segment::Grads<T, Acc> q) {
+  __shared__ Acc buf[kBackwardChannels][2 * kBackwardChunk][kBackwardLanes];
+  const int32_t per_group = a.Dm / a.G;
+  const int32_t blocks = (per_group + kBackwardChannels - 1) / kBackwardChannels;  // per (k, group)
+  const int32_t k = static_cast<int32_t>(blockIdx.y) / (a.G * blocks);
+  const int32_t rest = static_cast<int32_t>(blockIdx.y) - k * a.G * blocks, g = rest / blocks;
+  const int32_t end = (g + 1) * per_group;
+  const int32_t d = g * per_group + (rest - g * blocks) * kBackwardChannels + static_cast<int32_t>(threadIdx.y);
+  BlockSum<kBackwardChunk, Acc> sum{buf};
+  segment::backward_walk<kBackwardChunk, NMAX, FULL>(a, q, static_cast<int32_t>(blockIdx.z), k, d < end ? d : end - 1,
+                                                     blockIdx.x * kBackwardLanes + threadIdx.x, sum, d < end);
+}
+
+// DZ: the backward's phase 4 (merge_dz into dz), else the forward's (merge_value into out); y_orders (Bt, K, Dm, L).
+template <bool DZ, typename T, typename Acc>
+__global__ void __launch_bounds__(kMergeThreads)
+    merge_kernel(const segment::Args<T, Acc> a, const Acc* y_orders, Acc* out) {
   const int32_t b = static_cast<int32_t>(blockIdx.z), d = static_cast<int32_t>(blockIdx.y);
   Acc* row = out + (static_cast<int64_t>(b) * a.Dm + d) * a.L;
 #pragma unroll
   for (int i = 0; i < kMergeItems; ++i) {
     const int32_t l = static_cast<int32_t>((blockIdx.x * kMergeItems + i) * kMergeThreads + threadIdx.x);
-    if (l < a.L) row[l] = segment::merge_value(a, a.y, b, d, l);
+    if (l < a.L) row[l] = DZ ? segment::merge_dz(a, y_orders, b, d, l) : segment::merge_value(a, y_orders, b, d, l);
   }
+}
+
+template <typename T, typename Acc>
+dim3 walk_grid(const segment::Args<T, Acc>& a) {
+  return dim3((a.slots - 1 + kSegmentThreads - 1) / kSegmentThreads, a.K * a.Dm, a.batch);
+}
+
+template <typename T, typename Acc>
+unsigned carry_blocks(const segment::Args<T, Acc>& a) {
+  return (static_cast<unsigned>(a.batch * a.K * a.Dm * a.N) + kSegmentThreads - 1) / kSegmentThreads;
+}
+
+template <typename T, typename Acc>
+dim3 merge_grid(const segment::Args<T, Acc>& a) {
+  return dim3((a.L + kMergeThreads * kMergeItems - 1) / (kMergeThreads * kMergeItems), a.Dm, a.batch);
 }
 
 }  // namespace
@@ -52,26 +160,44 @@ template <typename T, typename Acc>
 cudaError_t selective_scan3d_segment_fwd_cuda(const segment::Args<T, Acc>& args, Acc* out, cudaStream_t stream) {
   segment::Args<T, Acc> a = args;
   if (a.K == 1) a.y = out;
-  const dim3 walk_grid((a.slots - 1 + kSegmentThreads - 1) / kSegmentThreads, a.K * a.Dm, a.batch);
-  const unsigned carry_blocks = (static_cast<unsigned>(a.batch * a.K * a.Dm * a.N) + kSegmentThreads - 1) /
-                                kSegmentThreads;
   const bool known = segment::dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
     constexpr bool FULL = decltype(width)::full;
-    walk_kernel<false, NMAX, FULL, T, Acc><<<walk_grid, kSegmentThreads, 0, stream>>>(a);
-    carry_kernel<T, Acc><<<carry_blocks, kSegmentThreads, 0, stream>>>(a);
-    walk_kernel<true, NMAX, FULL, T, Acc><<<walk_grid, kSegmentThreads, 0, stream>>>(a);
+    walk_kernel<false, NMAX, FULL, T, Acc><<<walk_grid(a), kSegmentThreads, 0, stream>>>(a);
+    carry_kernel<false, T, Acc><<<carry_blocks(a), kSegmentThreads, 0, stream>>>(a);
+    walk_kernel<true, NMAX, FULL, T, Acc><<<walk_grid(a), kSegmentThreads, 0, stream>>>(a);
   });
   if (!known) return cudaErrorInvalidValue;
-  if (a.K > 1) {
-    const dim3 merge_grid((a.L + kMergeThreads * kMergeItems - 1) / (kMergeThreads * kMergeItems), a.Dm, a.batch);
-    merge_kernel<T, Acc><<<merge_grid, kMergeThreads, 0, stream>>>(a, out);
-  }
+  if (a.K > 1) merge_kernel<false, T, Acc><<<merge_grid(a), kMergeThreads, 0, stream>>>(a, a.y, out);
+  return cudaGetLastError();
+}
+
+template <typename T, typename Acc>
+cudaError_t selective_scan3d_segment_bwd_cuda(const segment::Args<T, Acc>& a, const segment::Grads<T, Acc>& grads,
+                                              Acc* dz, cudaStream_t stream) {
+  segment::Grads<T, Acc> q = grads;
+  if (a.K == 1) q.y = dz;
+  const int32_t per_group = a.Dm / a.G;
+  const dim3 backward_grid((a.slots - 1 + kBackwardLanes - 1) / kBackwardLanes,
+                           a.K * a.G * ((per_group + kBackwardChannels - 1) / kBackwardChannels), a.batch);
+  const bool known = segment::dispatch_width(a.N, [&](auto width) {
+    constexpr int NMAX = decltype(width)::value;
+    constexpr bool FULL = decltype(width)::full;
+    summary_kernel<NMAX, FULL, T, Acc><<<walk_grid(a), kSegmentThreads, 0, stream>>>(a);
+    carry_kernel<true, T, Acc><<<carry_blocks(a), kSegmentThreads, 0, stream>>>(a);
+    backward_walk_kernel<NMAX, FULL, T, Acc>
+        <<<backward_grid, dim3(kBackwardLanes, kBackwardChannels), 0, stream>>>(a, q);
+  });
+  if (!known) return cudaErrorInvalidValue;
+  if (a.K > 1 && a.z) merge_kernel<true, T, Acc><<<merge_grid(a), kMergeThreads, 0, stream>>>(a, q.y, dz);
   return cudaGetLastError();
 }
 
 #define ANATO_SEGMENT_INSTANTIATE(T, ACC)                                                                     \
   template cudaError_t selective_scan3d_segment_fwd_cuda<T, ACC>(const segment::Args<T, ACC>&, ACC*,        \
+                                                                 cudaStream_t);                              \
+  template cudaError_t selective_scan3d_segment_bwd_cuda<T, ACC>(const segment::Args<T, ACC>&,              \
+                                                                 const segment::Grads<T, ACC>&, ACC*,        \
                                                                  cudaStream_t);
 ANATO_SEGMENT_INSTANTIATE(float, float)
 ANATO_SEGMENT_INSTANTIATE(double, double)

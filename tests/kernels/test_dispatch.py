@@ -245,3 +245,63 @@ def test_cuda_source_digest_follows_includes():
     names = {p.name for p in _extension.cuda_sources("selective_scan")}
     assert {"selective_scan_cuda.cu", "selective_scan_cuda.cpp", "order_digits.h", "common.h"} <= names
     assert "selective_scan_cpu.cpp" not in names
+
+
+def test_cuda_segment_is_unavailable_without_a_gpu(monkeypatch):
+    """On a CPU machine the segment scan's CUDA backend says why it cannot run; by name on CPU tensors it refuses."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    table = ak.backends()
+    for op in ("selective_scan", "selective_scan3d"):
+        assert table[op]["cuda_segment"] == Availability("unavailable", "no CUDA device")
+    assert table["masked_patch_gather"]["cuda_segment"].state == "unimplemented"
+    with pytest.raises(RuntimeError, match="selective_scan3d: backend='cuda_segment' needs CUDA tensors, got cpu"):
+        _dispatch.resolve("selective_scan3d", "cuda_segment", torch.device("cpu"))
+
+
+def test_cuda_segment_needs_its_ops_in_a_cuda_build(monkeypatch):
+    spec = _dispatch._REGISTRY["selective_scan3d"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_extension, "status", lambda: AVAILABLE)
+    monkeypatch.setattr(_extension, "has_cuda", lambda: False)
+    assert str(_dispatch.availability(spec, "cuda_segment")) == "extension not built with CUDA"
+    monkeypatch.setattr(_extension, "has_cuda", lambda: True)
+    monkeypatch.setattr(_extension, "has_op", lambda name: "segment" not in name)
+    assert str(_dispatch.availability(spec, "cuda_segment")) == (
+        "extension lacks selective_scan3d_segment_fwd_cuda, selective_scan3d_segment_bwd_cuda "
+        "(rebuild: python -m anatokernels.build)")
+
+
+@pytest.mark.parametrize("arch", [(8, 0), (8, 6), (8, 9), (9, 0)], ids=lambda a: f"sm{a[0]}{a[1]}")
+def test_cuda_segment_is_unverified_on_every_gpu_and_never_auto(monkeypatch, arch):
+    """No digest of csrc/selective_scan_segment/ is recorded: unverified everywhere, runs only by name. With a
+    digest recorded (after a GPU run) it is available where it passed, and still never picked by ``auto``."""
+    spec = _dispatch._REGISTRY["selective_scan3d"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: arch)
+    monkeypatch.setattr(_dispatch, "_extension_availability", lambda s, b: AVAILABLE)
+    monkeypatch.setattr(_dispatch, "_triton_availability", lambda: AVAILABLE)
+    assert "selective_scan_segment" not in _dispatch.CUDA_TESTED_SOURCES
+    status = _dispatch.availability(spec, "cuda_segment")
+    assert status.state == "unverified" and status.runs_by_name
+    assert "csrc/selective_scan_segment/ never passed the GPU tests" in status.reason
+    cuda = torch.device("cuda")
+    assert _dispatch.resolve("selective_scan3d", "cuda_segment", cuda) == "cuda_segment"
+    assert _dispatch.resolve("selective_scan3d", "auto", cuda) in ("cuda", "triton")
+    digest = _extension.cuda_source_digest("selective_scan_segment")
+    monkeypatch.setitem(_dispatch.CUDA_TESTED_SOURCES, "selective_scan_segment", digest)
+    status = _dispatch.availability(spec, "cuda_segment")
+    if arch in spec.cuda_verified_on:
+        assert status == AVAILABLE
+    else:
+        assert status.state == "unverified" and "not yet on this" in status.reason
+    monkeypatch.setattr(_dispatch, "_triton_availability", lambda: Availability("unavailable", "triton not installed"))
+    assert _dispatch.resolve("selective_scan3d", "auto", cuda) in ("cuda", "reference")
+
+
+def test_cuda_backends_map_to_their_csrc_folders():
+    spec = _dispatch._REGISTRY["selective_scan3d"]
+    assert _dispatch.cuda_folder(spec, "cuda") == "selective_scan"
+    assert _dispatch.cuda_folder(spec, "cuda_segment") == "selective_scan_segment"
+    names = {p.name for p in _extension.cuda_sources("selective_scan_segment")}
+    assert {"selective_scan_segment_cuda.cu", "selective_scan_segment_cuda.cpp", "segment_backward.h",
+            "segment_walk.h"} <= names

@@ -1,14 +1,18 @@
-"""The CUDA segment-parallel scan's arithmetic (csrc/selective_scan_segment/segment_walk.h) on the CPU.
+"""The CUDA segment-parallel scan's arithmetic (csrc/selective_scan_segment/) on the CPU, and its kernels on a GPU.
 
 The CUDA kernels are thin: each thread calls one ``__host__ __device__`` function of ``segment_walk.h`` for
 its task (b, k, d, segment) or (b, k, d, state). ``cpp/selective_scan_segment_check.cpp`` runs the same
 functions over the same tasks with plain loops, built with g++ and called through ctypes, so the arithmetic
 the GPU runs is the arithmetic checked here: outputs and last state against the float64 reference, and each
 phase's intermediate results (segment summaries, carries, reverse summaries, reverse carries) against the
-float64 segment model of ``test_selective_scan_segment``. The backward's functions (``segment_backward.h``, no
-CUDA kernels yet) are checked the same way: every gradient against float64 autograd through the reference.
-Segments of 3 and 4 steps cut rows of 5 and 7 unevenly; outputs are NaN-poisoned (unused slots of orders with
-fewer segments stay NaN and are not read).
+float64 segment model of ``test_selective_scan_segment``. The backward's functions (``segment_backward.h``)
+are checked the same way: every gradient against float64 autograd through the reference, then every task run
+again as a GPU block's idle warps run it (which must change nothing). Segments of 3 and 4 steps cut rows of 5
+and 7 unevenly; outputs are NaN-poisoned (unused slots of orders with fewer segments stay NaN and are not read).
+
+``-m gpu``: the CUDA kernels themselves (backend ``cuda_segment``, segments of 64) through the op's autograd,
+forward and every gradient against the float64 reference, float32/float64/bfloat16, NaN-poisoned buffers. They
+have never run: passing there is what verifies the backend (record its digest in ``CUDA_TESTED_SOURCES``).
 """
 
 import ctypes
@@ -20,9 +24,11 @@ import pytest
 import torch
 from test_selective_scan_segment import _inputs, _model, _reference
 
+import anatokernels as ak
 from anatokernels import _extension, _memory
-from anatokernels.scan_order import ALL_ORDERS, geometry_tensor, order_geometry
+from anatokernels.scan_order import ALL_ORDERS, geometry_tensor, join_orders, order_geometry
 from anatokernels.selective_scan import cuda_segment
+from anatokernels.selective_scan.function import selective_scan3d_forward
 
 from kernel_testing import assert_rel_close
 
@@ -218,13 +224,18 @@ def test_state_count_above_64_is_refused(lib):
         _host_forward(lib, inputs, (1, 1, 5), ("zyx",), 4)
 
 
+def _require_cuda_segment():
+    if not _extension.load(build=True) or not all(
+            _extension.has_op(f"selective_scan3d_segment_{p}_cuda") for p in ("fwd", "bwd")):
+        pytest.fail(f"the CUDA extension with the segment scan is unavailable ({_extension.status()})")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("spatial, orders, b, d, g, n, seg", CASES[:6], ids=IDS[:6])
 def test_cuda_forward_matches_reference(spatial, orders, b, d, g, n, seg):
     """The CUDA kernels themselves (segments of 64: one per row here), float32, NaN-poisoned buffers."""
-    if not _extension.load(build=True) or not _extension.has_op("selective_scan3d_segment_fwd_cuda"):
-        pytest.fail(f"the CUDA extension with the segment scan is unavailable ({_extension.status()})")
+    _require_cuda_segment()
     length = spatial[0] * spatial[1] * spatial[2]
     inputs = _inputs(b, len(orders), d, g, n, length)
     ref_out, ref_last = _reference(tuple(None if t is None else t.double() for t in inputs), spatial, orders, True)
@@ -234,3 +245,88 @@ def test_cuda_forward_matches_reference(spatial, orders, b, d, g, n, seg):
         out, last, _states = cuda_segment.forward(*cuda, geo, True, cuda_segment.CHUNK)
     assert_rel_close(out, ref_out, torch.float32, "out")
     assert_rel_close(last, ref_last, torch.float32, "last_state")
+
+
+# The GPU cases of the backend (segments of 64): CASES (rows of at most 7 steps, one segment each) plus rows of 70
+# (a 64-step segment and a 6-step one), Dm/G channels per group not a multiple of the backward's 4 channels per
+# block (idle warps), and N = 16 (the benchmark's exact width) and 64.
+GPU_CASES = [case[:6] for case in CASES] + [
+    ((2, 3, 70), ("zyx", "-zyx", "yxz", "-xzy"), 1, 5, 1, 16),
+    ((1, 2, 70), ("-yxz", "xyz"), 2, 6, 2, 64),
+    ((1, 1, 131), ("zyx",), 2, 9, 3, 16),
+]
+GPU_IDS = [f"Z{s[0]}Y{s[1]}X{s[2]}-{'_'.join(o)}-B{b}-D{d}-G{g}-N{n}" for s, o, b, d, g, n in GPU_CASES]
+
+
+def _cuda_segment_grads(inputs, spatial, orders, softplus, dout, dlast):
+    """(out, last) and every gradient through the op's autograd with backend cuda_segment, NaN-poisoned buffers."""
+    leaves = tuple(None if t is None else t.cuda().requires_grad_() for t in inputs)
+    with _memory.poison_outputs():
+        out, last, _ = selective_scan3d_forward(*leaves, list(spatial), join_orders(orders), softplus, "cuda_segment")
+        torch.autograd.backward((out, last), (dout.cuda().to(out.dtype), dlast.cuda().to(last.dtype)))
+    return out, last, tuple(None if t is None else t.grad for t in leaves)
+
+
+def _check_cuda_segment(spatial, orders, b, d, g, n, dtype, softplus=True, optional=True):
+    length = spatial[0] * spatial[1] * spatial[2]
+    inputs = _inputs(b, len(orders), d, g, n, length, dtype, optional)
+    leaves = tuple(None if t is None else t.double().requires_grad_() for t in inputs)
+    ref_out, ref_last = _reference(leaves, spatial, orders, softplus)
+    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
+    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    out, last, grads = _cuda_segment_grads(inputs, spatial, orders, softplus, dout, dlast)
+    assert_rel_close(out, ref_out, dtype, "out")
+    assert_rel_close(last, ref_last, torch.float64 if dtype == torch.float64 else torch.float32, "last_state")
+    for name, grad, leaf, given in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), grads, leaves, inputs):
+        if leaf is not None:
+            assert grad.dtype == given.dtype, f"d{name}: {grad.dtype}, input {given.dtype}"
+            assert_rel_close(grad, leaf.grad, dtype, f"d{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("spatial, orders, b, d, g, n", GPU_CASES, ids=GPU_IDS)
+def test_cuda_backend_forward_and_backward(spatial, orders, b, d, g, n, dtype):
+    """Backend cuda_segment through the op's autograd: the output, the last state and every gradient against
+    float64 autograd through the reference."""
+    _require_cuda_segment()
+    _check_cuda_segment(spatial, orders, b, d, g, n, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_variants():
+    """Without D, z, delta_bias and softplus; bfloat16 activations (float32 accumulation)."""
+    _require_cuda_segment()
+    _check_cuda_segment((2, 3, 70), ("-xzy", "yzx"), 1, 3, 1, 5, torch.float32, softplus=False, optional=False)
+    _check_cuda_segment((1, 1, 67), ("zyx",), 2, 4, 2, 16, torch.float32, softplus=False, optional=False)
+    _check_cuda_segment((3, 5, 7), ("zyx", "-yxz", "xzy"), 1, 4, 2, 16, torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_through_the_public_ops():
+    """``backend="cuda_segment"`` by name in selective_scan (grouped B/C, L = 2049: 33 segments) and
+    selective_scan3d, float32, against the reference backend in float64 on the same GPU."""
+    _require_cuda_segment()
+    gen = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen).cuda()
+    inputs = (rand(2, 6, 2049), rand(2, 6, 2049) * 0.5, -(rand(6, 7).abs() + 0.1), rand(2, 2, 7, 2049),
+              rand(2, 2, 7, 2049), rand(6), rand(2, 6, 2049), rand(6))  # u, delta, A, B, C, D, z, delta_bias
+    results = []
+    for backend, dtype in (("cuda_segment", torch.float32), ("reference", torch.float64)):
+        leaves = [t.to(dtype).clone().requires_grad_() for t in inputs[:5]]
+        D, z, bias = (t.to(dtype) for t in inputs[5:])
+        with _memory.poison_outputs():
+            y, last = ak.selective_scan(*leaves, D=D, z=z, delta_bias=bias, delta_softplus=True,
+                                        return_last_state=True, backend=backend)
+            (y.square().sum() + last.sum()).backward()
+        results.append((y, last, *(t.grad for t in leaves)))
+    for name, value, ref in zip(("y", "last", "du", "ddelta", "dA", "dB", "dC"), *results):
+        assert_rel_close(value, ref, torch.float32, name)
+    u3, A3, B3 = rand(1, 3, 4, 5 * 6 * 7), -(rand(3, 4, 5).abs() + 0.1), rand(1, 3, 5, 5 * 6 * 7)
+    out, ref = (ak.selective_scan3d(u3.to(dtype), u3.to(dtype) * 0.1, A3.to(dtype), B3.to(dtype), B3.to(dtype),
+                                    spatial_shape=(5, 6, 7), orders=("zyx", "-yxz", "xzy"), backend=backend)
+                for backend, dtype in (("cuda_segment", torch.float32), ("reference", torch.float64)))
+    assert_rel_close(out, ref, torch.float32, "selective_scan3d out")

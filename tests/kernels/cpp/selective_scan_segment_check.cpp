@@ -71,7 +71,9 @@ int backward_carries(const T* delta, const T* A, const T* C, const T* z, const T
 }
 
 // The whole backward: phases 1-2 into gb/sums, the gradient walk (chunks of 2 steps, so that segments of 3 or
-// more steps take the recompute path), and dz. grads: du, ddelta (T); dA, dB, dC, dD, dbias (zeroed), y, dz.
+// more steps take the recompute path; sums added directly: DirectSum; then every task again with no segment, as
+// the idle warps of a GPU block run it, which must change nothing), and dz.
+// grads: du, ddelta (T); dA, dB, dC, dD, dbias (zeroed), y, dz.
 template <typename T>
 int backward(const T* const* in, const int64_t* geometry, const int32_t* sizes, int softplus, const T* dout,
              const T* dlast, const T* H, T* gb, T* sums, T* const* grads) {
@@ -84,11 +86,15 @@ int backward(const T* const* in, const int64_t* geometry, const int32_t* sizes, 
   if (backward_carries<T>(a.delta, a.A, a.C, a.z, a.bias, geometry, sizes, softplus, dout, dlast, 2, gb, sums))
     return 1;
   const uint32_t tasks = static_cast<uint32_t>(a.slots - 1);
+  DirectSum sum;
   dispatch_width(a.N, [&](auto width) {
     constexpr int NMAX = decltype(width)::value;
     constexpr bool FULL = decltype(width)::full;
     each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) {
-      backward_walk<2, NMAX, FULL>(a, q, b, k, d, j);
+      backward_walk<2, NMAX, FULL>(a, q, b, k, d, j, sum);
+    });
+    each_lane(a, tasks, [&](int32_t b, int32_t k, int32_t d, auto j) {  // as a GPU block's idle warps: no change
+      backward_walk<2, NMAX, FULL>(a, q, b, k, d, j, sum, false);
     });
   });
   if (a.K > 1 && a.z) {
