@@ -45,13 +45,19 @@ BYTES.update({
     "selective_scan.triton_segment.backward_summary": _UD + _BC + 2 * _ZL + _SEGS,
     "selective_scan.triton_segment.backward": 4 * _UD + 4 * _BC + 2 * _ZL + 2 * _SEGS + _YK,
 })
-# the CUDA segment scan forward: segments of 64 steps, so 8x fewer segment states than the Triton one
+# the CUDA segment scan: segments of 64 steps, so 8x fewer segment states than the Triton one
 _SEGS64 = contracts.SCAN_UPDATES / 64 * 4
 BYTES.update({
     "selective_scan.cuda_segment.forward_summary": 2 * _UD + _BC + _SEGS64,
     "selective_scan.cuda_segment.carry": 2 * _SEGS64,
     "selective_scan.cuda_segment.forward_output": 2 * _UD + 2 * _BC + _SEGS64 + _YK,
     "selective_scan.cuda_segment.merge": _YK + 2 * _ZL,
+    # its backward: the reverse summaries read δ, C, dout and z; the walk reads u, δ, B, C, dout, z and both state
+    # buffers and writes du, dδ, dB, dC and the y_k; the merge reads the y_k, dout and z and writes dz
+    "selective_scan.cuda_segment.backward_summary": _UD + _BC + 2 * _ZL + _SEGS64,
+    "selective_scan.cuda_segment.backward_carry": 2 * _SEGS64,
+    "selective_scan.cuda_segment.backward": 4 * _UD + 4 * _BC + 2 * _ZL + 2 * _SEGS64 + _YK,
+    "selective_scan.cuda_segment.backward_merge": _YK + 3 * _ZL,
 })
 
 # FACTS.md "Hardware floors of the 3D scan" (H100) and the turn-1 measurement, per op and mode, in ms
@@ -79,7 +85,8 @@ def estimate(record: dict, gpu: dict = H100) -> dict:
 # the segment scan's phases (the carry and merge kernels run in both directions)
 _SEGMENT_STEPS = {("triton_segment", "forward"): ("forward_summary", "carry", "forward_output", "merge"),
                   ("cuda_segment", "forward"): ("forward_summary", "carry", "forward_output", "merge"),
-                  ("triton_segment", "backward"): ("backward_summary", "carry", "backward", "merge")}
+                  ("triton_segment", "backward"): ("backward_summary", "carry", "backward", "merge"),
+                  ("cuda_segment", "backward"): ("backward_summary", "backward_carry", "backward", "backward_merge")}
 
 
 def op_rows(estimates: dict[str, dict]) -> list[dict]:
