@@ -140,17 +140,15 @@ ANATO_UNROLL
   }
 }
 
-// The states entering the chunk of first step c0 of segment s: its entering states Hj (null for a task with no
-// segment) walked over the c0 steps before the chunk, all states at once (δ once per step), into h[NMAX].
+// States h[NMAX] of segment s walked in place from before its step `from` to before its step `to` (steps past the
+// segment's end are not walked), all states at once (δ once per step).
 template <int NMAX, bool FULL, typename T, typename Acc>
-ANATO_HOST_DEVICE void states_before(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0,
-                                     const Acc* Hj, const Acc* A2, Acc bias, Acc* h) {
-  const int32_t N = a.N, L = a.L, steps = c0 < s.length ? c0 : 0;
-ANATO_UNROLL
-  for (int n = 0; n < NMAX; ++n) h[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
-  const T* Bp = a.B + r.bc + s.start;
-  int32_t pos = s.start;
-  for (int32_t i = 0; i < steps; ++i, pos += s.step, Bp += s.step) {
+ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t from, int32_t to,
+                                   const Acc* A2, Acc bias, Acc* h) {
+  const int32_t N = a.N, L = a.L, end = to < s.length ? to : s.length;
+  const T* Bp = a.B + r.bc + s.start + from * s.step;
+  int32_t pos = s.start + from * s.step;
+  for (int32_t i = from; i < end; ++i, pos += s.step, Bp += s.step) {
     const Acc dt = delta_value(static_cast<Acc>(a.delta[r.row * L + pos]), bias, a.softplus);
     const Acc du = dt * static_cast<Acc>(a.u[r.row * L + pos]);
 ANATO_UNROLL
@@ -222,8 +220,9 @@ ANATO_UNROLL
 }
 
 // Backward phase 3 for task (b, k, d, j): segment j in chunks of W steps, last chunk first: the states entering the
-// chunk recomputed from H_j (states_before), then the chunk state by state (state_reverse_walk), the gradient
-// reaching the segment's end G_j (states slot j + 1) carried through.
+// chunk recomputed (walk_states) from H_j or, for the second half of the segment, from the states entering its
+// step `mid` (computed once, kept in registers: at most half a segment recomputed per chunk), then the chunk
+// state by state (state_reverse_walk), the gradient reaching the segment's end G_j (states slot j + 1) carried.
 // The [W] columns are unrolled loops over a compile-time W (registers on the GPU). Every task runs the same
 // cdiv(seg, W) chunks (those past its segment, or all of them for j >= S_k, are empty), so that a GPU block
 // reaches each sum.words together. dA, dD, dδ-bias: one sum.total each. `live` false (a GPU block's idle warp,
@@ -247,10 +246,18 @@ ANATO_UNROLL_STATES
     lam[n] = (has && live && (FULL || n < N)) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
     dA[n] = Acc(0);
   }
+  const int32_t mid = (a.seg + W - 1) / W / 2 * W;
+  Acc hmid[NMAX];
+ANATO_UNROLL_STATES
+  for (int n = 0; n < NMAX; ++n) hmid[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
+  walk_states<NMAX, FULL>(a, r, s, 0, mid, A2, bias, hmid);
   Acc dD = 0, dbias = 0;
   for (int32_t c0 = ((a.seg - 1) / W) * W; c0 >= 0; c0 -= W) {
+    const bool upper = c0 >= mid;
     Acc hin[NMAX];
-    states_before<NMAX, FULL>(a, r, s, c0, Hj, A2, bias, hin);
+ANATO_UNROLL_STATES
+    for (int n = 0; n < NMAX; ++n) hin[n] = upper ? hmid[n] : (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
+    walk_states<NMAX, FULL>(a, r, s, upper ? mid : 0, c0, A2, bias, hin);
     Chunk<W, Acc> c;
     load_chunk(a, r, s, c0, zrow, bias, Dv, live, c);
 ANATO_UNROLL_STATES
