@@ -9,10 +9,12 @@ axis (``kSegmentSteps``: one segment per row at 64³), read in place from a star
 Forward: summaries, carry over segments, output (D skip; z gate when K = 1), then the K-order merge through a
 (Bt, K, Dm, L) buffer (no atomics). Its "checkpoints" are the states entering each segment,
 (Bt, K, Dm, S_max + 1, N), slot S_k of order k holding its last state: the layout of :mod:`.triton_segment`'s.
-Backward: reverse summaries, reverse carry from dlast, then per segment a recompute of its states (chunks of 8
-steps) and the reverse walk, in blocks of 4 channels of one B/C group × 32 segments; dB and dC are summed over
-the block's channels in shared memory and added with one relaxed atomic per block and word, dA/dD/dδ-bias
-summed over the warp first; dz from a (Bt, K, Dm, L) buffer of the y_k when K > 1. N <= 64.
+Backward: reverse summaries, reverse carry from dlast, then per segment the reverse walk in chunks of 8 steps,
+each chunk's entering states recomputed from the segment's start or its middle, in blocks of 4 channels of one
+B/C group × 32 segments; dB and dC are summed over the block's channels in shared memory and added with one
+relaxed atomic per block and word, dA/dD/dδ-bias summed over the warp first; dz from a (Bt, K, Dm, L) buffer
+of the y_k when K > 1. N <= 64 (up to 16 states unrolled in registers; 32 and 64 keep the backward's
+per-state arrays in local memory).
 
 The per-thread arithmetic is ``segment_walk.h`` and ``segment_backward.h``, which the CPU tests run through a
 host build (tests/kernels/test_selective_scan_cuda_segment.py); the compile contracts measure its kernels'

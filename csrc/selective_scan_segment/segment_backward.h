@@ -92,11 +92,11 @@ struct Grads {
 };
 
 // One chunk of at most W steps of a segment: its length, the position of its step i (first + i·step), per step
-// δ before (x) and after softplus, u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k.
+// δ (after softplus), u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k.
 template <int W, typename Acc>
 struct Chunk {
   int32_t len, first, step;
-  Acc x[W], dt[W], uu[W], g[W], du[W], dd[W], y[W];
+  Acc dt[W], uu[W], g[W], du[W], dd[W], y[W];
   ANATO_HOST_DEVICE int32_t pos(int32_t i) const { return first + i * step; }
 };
 
@@ -127,8 +127,7 @@ ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
     const int32_t p = c.pos(i);
-    c.x[i] = static_cast<Acc>(a.delta[r.row * a.L + p]) + bias;
-    c.dt[i] = a.softplus ? softplus_acc(c.x[i]) : c.x[i];
+    c.dt[i] = delta_value(static_cast<Acc>(a.delta[r.row * a.L + p]), bias, a.softplus);
     c.uu[i] = static_cast<Acc>(a.u[r.row * a.L + p]);
     c.g[i] = live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
     if (a.z) {
@@ -197,16 +196,17 @@ ANATO_UNROLL
   return carry;
 }
 
-// A chunk's per-step outputs: du (+ D·g), dδ (through softplus), with z y_k (K = 1: dz); dD and dδ-bias sums.
+// A chunk's per-step outputs: du (+ D·g), dδ (through softplus: δ before it read again, not kept in a register
+// column), with z y_k (K = 1: dz); dD and dδ-bias sums.
 template <int W, typename T, typename Acc>
 ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int64_t zrow,
-                                   Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
+                                   Acc bias, Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
     const int32_t p = c.pos(i);
     q.du[r.row * a.L + p] = static_cast<T>(c.du[i] + Dv * c.g[i]);
-    const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(c.x[i]) : c.dd[i];
+    const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(static_cast<Acc>(a.delta[r.row * a.L + p]) + bias) : c.dd[i];
     q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
     dD += c.g[i] * c.uu[i];
     dbias += ddt;
@@ -264,7 +264,7 @@ ANATO_UNROLL_STATES
     for (int n = 0; n < NMAX; ++n) {
       if (FULL || n < N) lam[n] = state_reverse_walk(a, q, r, n, hin[n], lam[n], c, dA[n], sum);
     }
-    if (live) store_chunk(a, q, r, zrow, Dv, c, dD, dbias);
+    if (live) store_chunk(a, q, r, zrow, bias, Dv, c, dD, dbias);
   }
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) {

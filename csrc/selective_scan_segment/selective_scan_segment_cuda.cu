@@ -17,6 +17,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "selective_scan_segment/selective_scan_segment_cuda.h"
 
 namespace anatokernels {
@@ -69,36 +71,61 @@ __global__ void __launch_bounds__(kSegmentThreads) carry_kernel(const segment::A
 
 // The backward walk's Sum policy (segment_backward.h) in a backward_walk_kernel block: warp w = one channel, lane
 // x = one segment, the same segments in every warp. words: a chunk's dB, dC contributions of one state are summed
-// over the block's channels in shared memory (buf: [kBackwardChannels][2W][kBackwardLanes]), then warp 0 adds each
-// word with one relaxed atomic (RED). (Spreading the words over the warps, w + m·kBackwardChannels, took sm_90 to
-// 255 registers with spills.) total (dA, dD, dδ-bias: one address per warp): a shuffle sum over the warp, one
-// atomic from lane 0. Every thread of the block calls both at
-// the same points (backward_walk's uniform chunk loop): the barriers are outside any divergent branch.
+// over the block's channels in shared memory (buf: [kBackwardChannels][kBackwardLanes][kWordsRow], a lane's
+// 2W words in a row, written and read as 16-byte vectors), then warp 0 adds each word with one relaxed atomic
+// (RED). (Spreading the words over the warps, w + m·kBackwardChannels, took sm_90 to 255 registers with spills.)
+// total (dA, dD, dδ-bias: one address per warp): a shuffle sum over the warp, one atomic from lane 0. Every thread
+// of the block calls both at the same points (backward_walk's uniform chunk loop): the barriers are outside any
+// divergent branch.
 template <int W, typename Acc>
 struct BlockSum {
-  Acc (*buf)[2 * W][kBackwardLanes];
+  using Vec = typename std::conditional<std::is_same<Acc, float>::value, float4, double2>::type;
+  static constexpr int kPer = sizeof(Vec) / sizeof(Acc);  // words per vector
+  static constexpr int kRow = 2 * W + kPer;               // a lane's row, padded: 16-byte vectors without conflicts
+  static_assert(W % kPer == 0, "a chunk's words fill whole vectors");
+  Acc (*buf)[kBackwardLanes][kRow];
+
+  __device__ static Vec pack(const Acc* v) {
+    Vec out;
+    Acc* e = reinterpret_cast<Acc*>(&out);
+#pragma unroll
+    for (int q = 0; q < kPer; ++q) e[q] = v[q];
+    return out;
+  }
 
   __device__ void words(Acc* dB, Acc* dC, const segment::Chunk<W, Acc>& c, const Acc* db, const Acc* dc) {
     const int x = static_cast<int>(threadIdx.x), w = static_cast<int>(threadIdx.y);
     __syncthreads();  // warp 0 has read the previous words
+    Vec* row = reinterpret_cast<Vec*>(buf[w][x]);
 #pragma unroll
-    for (int i = 0; i < W; ++i) {
-      buf[w][i][x] = db[i];
-      buf[w][W + i][x] = dc[i];
+    for (int i = 0; i < W; i += kPer) {
+      row[i / kPer] = pack(db + i);
+      row[(W + i) / kPer] = pack(dc + i);
     }
     __syncthreads();
     if (w != 0) return;
 #pragma unroll
-    for (int i = 0; i < W; ++i) {
+    for (int i = 0; i < W; i += kPer) {
       if (i >= c.len) break;
-      Acc sb = buf[0][i][x], sc = buf[0][W + i][x];
+      Acc sb[kPer], sc[kPer];
 #pragma unroll
-      for (int v = 1; v < kBackwardChannels; ++v) {
-        sb += buf[v][i][x];
-        sc += buf[v][W + i][x];
+      for (int v = 0; v < kBackwardChannels; ++v) {
+        const Vec* other = reinterpret_cast<const Vec*>(buf[v][x]);
+        const Vec vb = other[i / kPer], vc = other[(W + i) / kPer];
+        const Acc* eb = reinterpret_cast<const Acc*>(&vb);
+        const Acc* ec = reinterpret_cast<const Acc*>(&vc);
+#pragma unroll
+        for (int q = 0; q < kPer; ++q) {
+          sb[q] = v ? sb[q] + eb[q] : eb[q];
+          sc[q] = v ? sc[q] + ec[q] : ec[q];
+        }
       }
-      atomicAdd(dB + c.pos(i), sb);
-      atomicAdd(dC + c.pos(i), sc);
+#pragma unroll
+      for (int q = 0; q < kPer; ++q) {
+        if (i + q >= c.len) break;
+        atomicAdd(dB + c.pos(i + q), sb[q]);
+        atomicAdd(dC + c.pos(i + q), sc[q]);
+      }
     }
   }
 
@@ -114,7 +141,7 @@ struct BlockSum {
 template <int NMAX, bool FULL, typename T, typename Acc>
 __global__ void __launch_bounds__(kBackwardLanes* kBackwardChannels)
     backward_walk_kernel(const segment::Args<T, Acc> a, const segment::Grads<T, Acc> q) {
-  __shared__ Acc buf[kBackwardChannels][2 * kBackwardChunk][kBackwardLanes];
+  __shared__ __align__(16) Acc buf[kBackwardChannels][kBackwardLanes][BlockSum<kBackwardChunk, Acc>::kRow];
   const int32_t per_group = a.Dm / a.G;
   const int32_t blocks = (per_group + kBackwardChannels - 1) / kBackwardChannels;  // per (k, group)
   const int32_t k = static_cast<int32_t>(blockIdx.y) / (a.G * blocks);
