@@ -92,12 +92,15 @@ struct Grads {
 };
 
 // One chunk of at most W steps of a segment: its length, the position of its step i (first + i·step), per step
-// δ (after softplus), u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k.
+// δ (after softplus), u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k. Steps len..W-1
+// are padding with δ = u = g = 0, which leave every state and gradient as it is (exp(0·A) = 1): the walks run all
+// W steps without a branch, reading B and C of a padding step at `pad`, a valid position (the segment's start).
 template <int W, typename Acc>
 struct Chunk {
-  int32_t len, first, step;
+  int32_t len, first, step, pad;
   Acc dt[W], uu[W], g[W], du[W], dd[W], y[W];
   ANATO_HOST_DEVICE int32_t pos(int32_t i) const { return first + i * step; }
+  ANATO_HOST_DEVICE int32_t read(int32_t i) const { return i < len ? pos(i) : pad; }
 };
 
 // The host's Sum policy (one task at a time): every sum added straight to its output. The outputs it adds to are
@@ -123,13 +126,14 @@ ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const Rows& r, const Se
   c.len = s.length - c0 < W ? (s.length > c0 ? s.length - c0 : 0) : W;
   c.first = s.start + c0 * s.step;
   c.step = s.step;
+  c.pad = s.start;
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
-    if (i >= c.len) break;
-    const int32_t p = c.pos(i);
-    c.dt[i] = delta_value(static_cast<Acc>(a.delta[r.row * a.L + p]), bias, a.softplus);
-    c.uu[i] = static_cast<Acc>(a.u[r.row * a.L + p]);
-    c.g[i] = live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
+    const bool step = i < c.len;
+    const int32_t p = c.read(i);
+    c.dt[i] = step ? delta_value(static_cast<Acc>(a.delta[r.row * a.L + p]), bias, a.softplus) : Acc(0);
+    c.uu[i] = step ? static_cast<Acc>(a.u[r.row * a.L + p]) : Acc(0);
+    c.g[i] = step && live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
     if (a.z) {
       const Acc zt = static_cast<Acc>(a.z[zrow + p]);
       c.g[i] *= zt * sigmoid_acc(zt);
@@ -140,10 +144,11 @@ ANATO_UNROLL
 }
 
 // States h[NMAX] of segment s walked in place from before its step `from` to before its step `to` (steps past the
-// segment's end are not walked), all states at once (δ once per step).
+// segment's end are not walked), all states at once (δ once per step). A is read at every step rather than held
+// in NMAX registers (the same address for a whole warp on the GPU: one cached load).
 template <int NMAX, bool FULL, typename T, typename Acc>
 ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t from, int32_t to,
-                                   const Acc* A2, Acc bias, Acc* h) {
+                                   Acc bias, Acc* h) {
   const int32_t N = a.N, L = a.L, end = to < s.length ? to : s.length;
   const T* Bp = a.B + r.bc + s.start + from * s.step;
   int32_t pos = s.start + from * s.step;
@@ -152,7 +157,9 @@ ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const S
     const Acc du = dt * static_cast<Acc>(a.u[r.row * L + pos]);
 ANATO_UNROLL
     for (int n = 0; n < NMAX; ++n) {
-      if (FULL || n < N) h[n] = exp2_acc(dt * A2[n]) * h[n] + du * static_cast<Acc>(Bp[n * L]);
+      if (FULL || n < N) {
+        h[n] = exp2_acc(dt * (a.A[r.kd * N + n] * Acc(kLog2e))) * h[n] + du * static_cast<Acc>(Bp[n * L]);
+      }
     }
   }
 }
@@ -168,19 +175,16 @@ ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, A
   const Acc A = a.A[r.kd * a.N + n], A2 = A * Acc(kLog2e);
   const T* Bn = a.B + r.bc + static_cast<int64_t>(n) * L;
   const T* Cn = a.C + r.bc + static_cast<int64_t>(n) * L;
-  Acc db[W], dc[W], h[W], bt[W];
+  Acc db[W], dc[W], h[W], bt[W];  // padding steps: db = dc = 0, h = the last step's, the carry passes through
   Acc prev = hin;
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
-    db[i] = dc[i] = Acc(0);
-    if (i >= c.len) continue;
-    bt[i] = static_cast<Acc>(Bn[c.pos(i)]);
+    bt[i] = static_cast<Acc>(Bn[c.read(i)]);
     h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dt[i] * c.uu[i] * bt[i];
   }
 ANATO_UNROLL
   for (int32_t i = W - 1; i >= 0; --i) {
-    if (i >= c.len) continue;
-    const Acc ct = static_cast<Acc>(Cn[c.pos(i)]);
+    const Acc ct = static_cast<Acc>(Cn[c.read(i)]);
     const Acc lt = c.g[i] * ct + carry;
     const Acc hp = i > 0 ? h[i - 1] : hin;
     const Acc at = exp2_acc(c.dt[i] * A2);
@@ -239,8 +243,7 @@ ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>&
   const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
   const Acc Dv = a.D ? a.D[r.kd] : Acc(0);
   const Acc* Hj = has ? q.H + (r.row * a.slots + j) * N : nullptr;
-  Acc A2[NMAX], lam[NMAX], dA[NMAX];  // lam: the state gradient reaching the end of the current chunk from later steps
-  load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
+  Acc lam[NMAX], dA[NMAX];  // lam: the state gradient reaching the end of the current chunk from later steps
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) {
     lam[n] = (has && live && (FULL || n < N)) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
@@ -250,14 +253,14 @@ ANATO_UNROLL_STATES
   Acc hmid[NMAX];
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) hmid[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
-  walk_states<NMAX, FULL>(a, r, s, 0, mid, A2, bias, hmid);
+  walk_states<NMAX, FULL>(a, r, s, 0, mid, bias, hmid);
   Acc dD = 0, dbias = 0;
   for (int32_t c0 = ((a.seg - 1) / W) * W; c0 >= 0; c0 -= W) {
     const bool upper = c0 >= mid;
     Acc hin[NMAX];
 ANATO_UNROLL_STATES
     for (int n = 0; n < NMAX; ++n) hin[n] = upper ? hmid[n] : (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
-    walk_states<NMAX, FULL>(a, r, s, upper ? mid : 0, c0, A2, bias, hin);
+    walk_states<NMAX, FULL>(a, r, s, upper ? mid : 0, c0, bias, hin);
     Chunk<W, Acc> c;
     load_chunk(a, r, s, c0, zrow, bias, Dv, live, c);
 ANATO_UNROLL_STATES
