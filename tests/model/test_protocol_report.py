@@ -190,7 +190,8 @@ def test_teacher_only_prompts_read_the_stage1_teacher_and_are_refused_without_on
     assert inputs["teacher"].train_dir == tmp_path / "stage1" / "teacher"
     assert inputs["teacher"].model == tmp_path / "stage1" / "teacher.pt"
     assert inputs["teacher"].test_dir == tmp_path / "stage1_test_teacher"
-    assert set(organ_inputs(report, tmp_path, {None, "gt"})) == {"pseudo"}
+    assert set(organ_inputs(report, tmp_path, {None, "gt"})) == {"pseudo", "teacher"}  # kept for its Dice
+    assert set(organ_inputs({**report, "teacher_model": None}, tmp_path, {None, "pseudo"})) == {"pseudo"}
     with pytest.raises(ConfigError, match="teacher-only prompts need the stage-1 teacher"):
         organ_inputs({"model": report["model"], "teacher_model": None}, tmp_path, {"teacher"})
     assert variants.VARIANTS["teacher-only prompts"]["prompts"] == "teacher"
@@ -206,3 +207,25 @@ def test_pending_units_go_seed_by_seed_so_an_early_stop_still_pairs_every_varian
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text("{}")
     assert pending(tmp_path, plan) == [("full method", 0), ("full method", 1), ("UNet", 1)]
+
+
+def test_stage1_section_pairs_student_and_teacher_per_organ_over_the_test_cases():
+    from anatoseg.data.labels import ORGANS
+    from anatoseg.experiments.protocol import organ_scores
+
+    rng = np.random.default_rng(0)
+    teacher, student = {}, {}
+    for i in range(12):
+        base = {o.name: None for o in ORGANS}
+        base["brain"], base["liver"] = 0.9 + 0.02 * rng.standard_normal(), 0.5 + 0.05 * rng.standard_normal()
+        teacher[f"c{i}"] = dict(base)
+        student[f"c{i}"] = {**base, "liver": base["liver"] + 0.2}  # the student gains 0.2 on the liver only
+    lines = organ_scores.section({"teacher": teacher, "student": student}, n_boot=500)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    assert "+0.200" in rows["liver"] and "student better" in rows["liver"]
+    assert "+0.000" in rows["brain"] and "no difference" in rows["brain"]
+    assert rows["spleen"].count("–") == 4  # in neither map of any case
+    assert "12 held-out test cases" in lines[0]
+    only = organ_scores.section({"student": student})
+    assert "student − teacher" not in only[2] and organ_scores.section({}) == [
+        "(no stage-1 organ maps of the test cases scored yet)"]

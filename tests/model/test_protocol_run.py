@@ -62,7 +62,7 @@ def interrupted_then_finished(tmp_path_factory):
 def test_rerun_runs_only_the_units_left_and_keeps_the_finished_one(interrupted_then_finished):
     out, _, calls, stamps = interrupted_then_finished
     assert len(stamps) == 1  # the interrupt came after the first unit was saved
-    assert calls == [("full method", 0), ("full method", 1), ("UNet", 0), ("UNet", 1)]
+    assert calls == [("full method", 0), ("UNet", 0), ("full method", 1), ("UNet", 1)]  # seed by seed
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
     names = sorted(p.name for p in (out / units.UNITS).glob("*.json"))
     assert names == ["full_method__seed0.json", "full_method__seed1.json", "suv_2_5__seed0.json",
@@ -87,11 +87,16 @@ def test_results_md_has_every_section(interrupted_then_finished):
     out, results, _, _ = interrupted_then_finished
     text = results.read_text()
     for heading in ("Paired differences against the full method", "Lesion sensitivity", "by organ",
-                    "Sensitivity by lesion site", "Sanity baseline", "Command: `mini protocol`"):
+                    "Sensitivity by lesion site", "Stage 1 on the test cases", "Sanity baseline",
+                    "Command: `mini protocol`"):
         assert heading in text
     assert "| UNet | 2 |" in text and "| SUV ≥ 2.5 | 1 |" in text
     assert text.index("| full method | 2 |") < text.index("| UNet | 2 |") < text.index("| SUV ≥ 2.5 | 1 |")
     assert len(list((out / "stage1_test").glob("*.nii.gz"))) == 4  # the pseudo-prompt units' test organ maps
+    assert len(list((out / "stage1_test_teacher").glob("*.nii.gz"))) == 4  # and the teacher's, for its Dice
+    scored = json.loads((out / "stage1_test_dice.json").read_text())
+    assert set(scored) == {"student", "teacher"} and all(len(v) == 4 for v in scored.values())
+    assert "| mean organ Dice |" in text and "student − teacher" in text
 
 
 def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished, capsys):

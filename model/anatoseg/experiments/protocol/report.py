@@ -5,7 +5,8 @@ test cases), paired comparisons against the full method (:func:`anatoseg.experim
 hierarchical bootstrap 95 % CI over cases then seeds, Holm-corrected sign-flip and Wilcoxon
 p-values, "no difference" when the CI contains 0), pooled lesion sensitivity with a case-clustered
 bootstrap CI, the lesion-level FROC, false positives by organ, sensitivity by lesion site, size
-and hard tag, the sanity-baseline reading, and the provenance (command, machine, commit, time).
+and hard tag, stage 1's organ Dice on the test cases (teacher vs student, :mod:`.organ_scores`), the
+sanity-baseline reading, and the provenance (command, machine, commit, time).
 
 A sanity row (deterministic) enters the paired comparisons with its one result repeated for every
 seed of the reference. It *rivals* the networks when its mean Dice is at least the best network's
@@ -19,6 +20,7 @@ import statistics
 from collections.abc import Sequence
 
 from anatoseg.experiments import stats
+from anatoseg.experiments.protocol import organ_scores
 from anatoseg.experiments.protocol.variants import REFERENCE, SANITY, VARIANTS
 from anatoseg.metrics.breakdown import sensitivity_by
 from anatoseg.metrics.froc import FP_RATES, CaseScores, froc
@@ -184,8 +186,9 @@ def stale(units: Sequence[dict], commit: str | None) -> list[str]:
     return [f"- {u['variant']} seed {u['seed']}: commit {str(u.get('commit'))[:10]}" for u in other]
 
 
-def render(units: Sequence[dict], meta: dict, n_boot: int = 2000) -> str:
-    """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds."""
+def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict | None = None) -> str:
+    """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds;
+    ``stage1``: the held-out organ Dice of the stage-1 models (:mod:`.organ_scores`), if scored."""
     if not units:
         return "# Experiment protocol\n\nNo finished unit yet.\n"
     variants = by_variant(units)
@@ -206,6 +209,7 @@ def render(units: Sequence[dict], meta: dict, n_boot: int = 2000) -> str:
     for attribute, title in BREAKDOWNS:
         text += [f"## Sensitivity by {title}", "", *breakdown(variants, attribute), ""]
     flagged = stale(units, meta.get("commit"))
+    text += ["## Stage 1 on the test cases", "", *organ_scores.section(stage1 or {}, n_boot), ""]
     text += ["## Sanity baseline", "", sanity_reading(variants), "", "## Provenance", "",
              f"Command: `{meta['command']}`", f"Machine: {meta['machine']}", f"Commit: {meta.get('commit')}",
              *(f"{TIME_TITLES.get(kind, kind)} time: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())

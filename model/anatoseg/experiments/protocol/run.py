@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from anatoseg.data.atomic import read_json, write_text_atomic
 from anatoseg.errors import ConfigError
-from anatoseg.experiments.protocol import report, units
+from anatoseg.experiments.protocol import organ_scores, report, units
 from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
 from anatoseg.experiments.protocol.stages import prepare
 from anatoseg.experiments.protocol.timing import Clock, Times
@@ -69,7 +69,9 @@ def _save(out: Path, meta: dict, times: Times) -> None:
 
     meta["times"] = times.data
     write_text_atomic(out / META_NAME, json.dumps(meta, indent=1) + "\n")
-    write_text_atomic(out / RESULTS_NAME, report.render(units.load_units(out), meta))
+    scored = out / organ_scores.NAME
+    write_text_atomic(out / RESULTS_NAME, report.render(units.load_units(out), meta,
+                                                        stage1=read_json(scored) if scored.exists() else None))
 
 
 def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:

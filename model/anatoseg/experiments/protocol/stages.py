@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from anatoseg.experiments.protocol import organ_scores
 from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
 from anatoseg.experiments.protocol.timing import Times
 from anatoseg.experiments.protocol.variants import overrides
@@ -129,13 +130,14 @@ def pseudo_organs(model_path: Path, manifest: Path, folder: Path, device: str, t
 
 
 def organ_inputs(report: dict, out: Path, prompts: set) -> dict[str, OrganInputs]:
-    """The stage-1 models' organ inputs the variants' ``prompts`` values need (``"pseudo"`` always).
-    ConfigError for ``"teacher"`` when stage 1 of ``out`` kept no teacher model."""
+    """The stage-1 models' organ inputs: the student's (``"pseudo"``) always, the teacher's whenever stage 1
+    kept it (its held-out Dice is compared with the student's). ConfigError when the variants' ``prompts``
+    values ask for ``"teacher"`` and stage 1 of ``out`` kept no teacher model."""
     from anatoseg.errors import ConfigError
     from anatoseg.stage1.run import TEACHER_DIR
 
     inputs = {"pseudo": OrganInputs(out / "stage1", Path(report["model"]), out / "stage1_test")}
-    if "teacher" in prompts:
+    if "teacher" in prompts or report.get("teacher_model"):
         if not report.get("teacher_model"):
             raise ConfigError("teacher-only prompts need the stage-1 teacher, which this run's stage 1 did not keep "
                               "(it ran before teachers were saved, or from external teacher labels); remove "
@@ -157,5 +159,7 @@ def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool =
     organs = organ_inputs(report, out, set(prompts))
     for source in organs.values():
         pseudo_organs(source.model, manifests["test"], source.test_dir, device, times)
+    with times.measure("stage1 test organs"):
+        organ_scores.score(out, {kind: source.test_dir for kind, source in organs.items()}, manifests["test"])
     return Shared(manifests=manifests, stage1=report, encoders=encoders,
                   fingerprint=out / "stage2" / FINGERPRINT_NAME, organs=organs)
