@@ -127,3 +127,20 @@ def test_sensitivity_by_size_and_tag():
     assert by_site == {"node": {"tp": 2, "n": 2, "sensitivity": 1.0}, "bone": {"tp": 0, "n": 1, "sensitivity": 0.0}}
     assert sensitivity_by([], "size")["<1 ml"]["sensitivity"] is None
     assert size_bin(0.99) == "<1 ml" and size_bin(20.0) == ">20 ml"
+
+
+def test_a_body_wide_blob_touching_every_lesion_is_a_false_positive_not_a_detection():
+    """A candidate must overlap a lesion with IoU >= MIN_IOU: a low-probability blob over the whole volume
+    that touches two lesions hits neither (it used to 'detect' both at one false positive per case)."""
+    gt = np.zeros((12, 12, 12), dtype=np.uint8)
+    gt[2:4, 2:4, 2:4] = 1
+    gt[8:10, 8:10, 8:10] = 1
+    blob = np.full(gt.shape, 0.2)
+    case = case_scores(blob, gt)
+    assert np.all(np.isneginf(case.lesion_scores)) and case.fp_scores.tolist() == pytest.approx([0.2])
+    again = case_scores_from_masks([(blob > 0.1, 0.2)], gt)
+    assert np.all(np.isneginf(again.lesion_scores)) and again.fp_scores.tolist() == pytest.approx([0.2])
+    # a candidate on a lesion, twice its size (IoU 0.5), is a hit
+    tight = np.zeros(gt.shape)
+    tight[2:4, 2:4, 1:5] = 0.9
+    np.testing.assert_allclose(case_scores(tight, gt).lesion_scores, [0.9, -np.inf])

@@ -7,11 +7,13 @@ may also give its own candidates: a list of ``(mask, score)`` per case
 (:func:`case_scores_from_masks`), or already matched ones (:meth:`CaseScores.from_matches`).
 
 **Matching.** The ground-truth lesions are the 18-connected components of the GT mask. A candidate
-that shares at least one voxel with a GT lesion is a hit of that lesion; a candidate that touches no
-lesion is a false positive. Each GT lesion is counted once: it is detected at operating threshold
-``t`` when any candidate hitting it has score ``>= t``, so its *detection score* is the maximum
-score of the candidates hitting it (``-inf`` when none does). Extra candidates on an already hit
-lesion are neither TP nor FP.
+whose intersection over union with a GT lesion is at least :data:`MIN_IOU` (0.1, the criterion of
+nnDetection-style 3D detection benchmarks) is a hit of that lesion; a candidate that hits no lesion is a
+false positive. (Any shared voxel used to count as a hit: a body-wide low-probability blob then
+"detected" every lesion at one false positive per case.) Each GT lesion is counted once: it is
+detected at operating threshold ``t`` when any candidate hitting it has score ``>= t``, so its
+*detection score* is the maximum score of the candidates hitting it (``-inf`` when none does).
+Extra candidates on an already hit lesion are neither TP nor FP.
 
 **Curve.** Over every distinct score ``t`` (descending), sensitivity(t) = detected lesions / all
 lesions (pooled over cases) and FP per case(t) = false positives with score ``>= t`` / number of
@@ -30,6 +32,8 @@ from scipy import ndimage
 
 from anatoseg.metrics.components import components
 
+MIN_IOU = 0.1
+"""Intersection over union with a GT lesion from which a candidate is a hit of it."""
 FP_RATES = (0.5, 1.0, 2.0, 4.0)
 """False positives per case at which the FROC sensitivity is read."""
 
@@ -87,13 +91,21 @@ def extract_candidates(prob: np.ndarray, threshold: float = 0.1) -> tuple[np.nda
 
 
 def _match_labels(labels: np.ndarray, n: int, gt: np.ndarray) -> tuple[list[list[int]], int]:
-    """Per candidate 1..n, the 0-based GT lesion indices it overlaps; and the number of GT lesions."""
+    """Per candidate 1..n, the 0-based GT lesion indices it hits (IoU >= :data:`MIN_IOU`); and the number
+    of GT lesions."""
     gt_labels, n_gt = components(np.asarray(gt) > 0)
-    both = (labels > 0) & (gt_labels > 0)
-    pairs = np.unique(np.stack([labels[both], gt_labels[both]]), axis=1) if both.any() else np.zeros((2, 0), int)
     hits: list[list[int]] = [[] for _ in range(n)]
-    for cand, lesion in pairs.T:
-        hits[int(cand) - 1].append(int(lesion) - 1)
+    both = (labels > 0) & (gt_labels > 0)
+    if not both.any():
+        return hits, n_gt
+    cand_size = np.bincount(labels.ravel(), minlength=n + 1)
+    lesion_size = np.bincount(gt_labels.ravel(), minlength=n_gt + 1)
+    pair = labels[both].astype(np.int64) * (n_gt + 1) + gt_labels[both]
+    keys, inter = np.unique(pair, return_counts=True)
+    for key, overlap in zip(keys, inter, strict=True):
+        cand, lesion = divmod(int(key), n_gt + 1)
+        if overlap / (cand_size[cand] + lesion_size[lesion] - overlap) >= MIN_IOU:
+            hits[cand - 1].append(lesion - 1)
     return hits, n_gt
 
 
@@ -111,12 +123,16 @@ def case_scores_from_masks(candidates: Sequence[tuple[np.ndarray, float]], gt: n
     """:class:`CaseScores` from caller-made candidates: ``(mask (Z, Y, X), score)`` each (masks may
     overlap), against the GT mask ``(Z, Y, X)``."""
     gt_labels, n_gt = components(np.asarray(gt) > 0)
+    lesion_size = np.bincount(gt_labels.ravel(), minlength=n_gt + 1)
     hits = []
     for mask, _ in candidates:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != gt_labels.shape:
             raise ValueError(f"case_scores_from_masks: candidate shape {mask.shape} != gt shape {gt_labels.shape}")
-        hits.append([int(k) - 1 for k in np.unique(gt_labels[mask]) if k > 0])
+        inter = np.bincount(gt_labels[mask].ravel(), minlength=n_gt + 1)
+        size = int(mask.sum())
+        hits.append([k - 1 for k in range(1, n_gt + 1)
+                     if inter[k] and inter[k] / (size + lesion_size[k] - inter[k]) >= MIN_IOU])
     return CaseScores.from_matches([s for _, s in candidates], hits, n_gt)
 
 
