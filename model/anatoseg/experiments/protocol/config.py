@@ -74,8 +74,9 @@ class Scale:
 #   4.1 SwinUNETR, 0.54 UNETR.
 # - SwinUNETR is left out of the CPU table (group "table-cpu"): at 4.1 CPU-s per step its 3 units alone would
 #   take ~125 CPU-minutes at 600 steps. It stays in the registry and in the GPU table (--variants SwinUNETR
-#   runs it here too). The CPU table (21 units plus stages) is estimated at ~170 CPU-minutes, ~105 minutes
-#   wall on 2 idle cores if the second thread gives 1.6x (not measured; benchmarks/results/protocol-budget.md).
+#   runs it here too). The CPU table (21 units plus stages) measured ~53 CPU-minutes per seed of the 7 variants:
+#   ~3 h of one core for 3 seeds; a second torch thread gave no speed-up (run with OMP_NUM_THREADS=1;
+#   benchmarks/results/protocol-budget.md). 600 steps leave the plateau for some seeds only (same file).
 # - stage 2 on 64×64×64 crops with mask patches of the tiny preset's deepest stride, 16³
 #   (stages.mask_patch): 64 patches per crop, ~6 tokens per crop visible in both views at mask ratio 0.7 for
 #   the alignment term (a 32×64×64 crop left ~3; a finer mask patch leaves none and the term dead).
