@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_selective_scan_segment import _inputs, _model, _reference
+from test_selective_scan_segment import _inputs, _model, _reference, _reference_case
 
 import anatokernels as ak
 from anatokernels import _extension, _memory
@@ -268,12 +268,8 @@ def _cuda_segment_grads(inputs, spatial, orders, softplus, dout, dlast):
 
 
 def _check_cuda_segment(spatial, orders, b, d, g, n, dtype, softplus=True, optional=True):
-    length = spatial[0] * spatial[1] * spatial[2]
-    inputs = _inputs(b, len(orders), d, g, n, length, dtype, optional)
-    leaves = tuple(None if t is None else t.double().requires_grad_() for t in inputs)
-    ref_out, ref_last = _reference(leaves, spatial, orders, softplus)
-    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
-    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    inputs, leaves, ref_out, ref_last, dout, dlast = _reference_case(spatial, orders, b, d, g, n, dtype, softplus,
+                                                                     optional)
     out, last, grads = _cuda_segment_grads(inputs, spatial, orders, softplus, dout, dlast)
     assert_rel_close(out, ref_out, dtype, "out")
     assert_rel_close(last, ref_last, torch.float64 if dtype == torch.float64 else torch.float32, "last_state")

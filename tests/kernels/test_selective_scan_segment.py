@@ -51,6 +51,17 @@ def _reference(inputs, spatial, orders, softplus):
     return (total * F.silu(z) if z is not None else total), torch.stack(lasts, 1)
 
 
+def _reference_case(spatial, orders, b, d, g, n, dtype, softplus, optional):
+    """Fresh inputs in ``dtype`` and their float64 reference with random output gradients already run back:
+    ``(inputs, float64 leaves with .grad, ref_out, ref_last, dout, dlast)``."""
+    inputs = _inputs(b, len(orders), d, g, n, spatial[0] * spatial[1] * spatial[2], dtype, optional)
+    leaves = tuple(None if t is None else t.double().requires_grad_() for t in inputs)
+    ref_out, ref_last = _reference(leaves, spatial, orders, softplus)
+    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
+    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    return inputs, leaves, ref_out, ref_last, dout, dlast
+
+
 def _run_backend(inputs, spatial, orders, softplus, dout, dlast):
     ts = _ts()
     u = inputs[0]
@@ -64,12 +75,8 @@ def _run_backend(inputs, spatial, orders, softplus, dout, dlast):
 
 
 def _check(spatial, orders, b, d, g, n, softplus=True, optional=True, dtype=torch.float32):
-    length = spatial[0] * spatial[1] * spatial[2]
-    inputs = _inputs(b, len(orders), d, g, n, length, dtype, optional)
-    ref_inputs = tuple(None if t is None else t.double().requires_grad_() for t in inputs)
-    ref_out, ref_last = _reference(ref_inputs, spatial, orders, softplus)
-    dout, dlast = torch.randn_like(ref_out), torch.randn_like(ref_last)
-    torch.autograd.backward((ref_out, ref_last), (dout, dlast))
+    inputs, ref_inputs, ref_out, ref_last, dout, dlast = _reference_case(spatial, orders, b, d, g, n, dtype, softplus,
+                                                                         optional)
     out, last, _ck, grads = _run_backend(inputs, spatial, orders, softplus, dout, dlast)
     assert out.dtype == dtype
     assert_rel_close(out, ref_out, dtype, "out")
