@@ -4,8 +4,8 @@ stage 1 (organ pseudo-labels and the stage-1 model) and stage 2 (pretrained enco
 Layout under the run folder ``OUT``: ``data/<cohort>/manifest.json`` (:data:`.config.COHORT_SEEDS`),
 ``stage1/`` (:func:`anatoseg.stage1.run_pseudolabel`), ``stage2/`` (:func:`anatoseg.stage2.run.run_pretrain`),
 ``stage1_test/<case_id>.nii.gz`` (the stage-1 model's organ maps of the test cases, the prompts of
-the pseudo-label variants at test) and, when a teacher-only variant runs, ``stage1_test_teacher/`` (the
-stage-1 teacher's maps of them).
+the pseudo-label variants at test), ``stage1_test_teacher/`` (the stage-1 teacher's maps of them, whenever
+stage 1 kept its teacher) and ``stage1_test_dice.json`` (both scored, :mod:`.organ_scores`).
 """
 
 from __future__ import annotations
@@ -136,14 +136,14 @@ def organ_inputs(report: dict, out: Path, prompts: set) -> dict[str, OrganInputs
     from anatoseg.errors import ConfigError
     from anatoseg.stage1.run import TEACHER_DIR
 
+    teacher = report.get("teacher_model")
+    if "teacher" in prompts and not teacher:
+        raise ConfigError("teacher-only prompts need the stage-1 teacher, which this run's stage 1 did not keep "
+                          "(it ran before teachers were saved, or from external teacher labels); remove "
+                          "stage1/ and stage1_test/ to rerun stage 1", out)
     inputs = {"pseudo": OrganInputs(out / "stage1", Path(report["model"]), out / "stage1_test")}
-    if "teacher" in prompts or report.get("teacher_model"):
-        if not report.get("teacher_model"):
-            raise ConfigError("teacher-only prompts need the stage-1 teacher, which this run's stage 1 did not keep "
-                              "(it ran before teachers were saved, or from external teacher labels); remove "
-                              "stage1/ and stage1_test/ to rerun stage 1", out)
-        inputs["teacher"] = OrganInputs(out / "stage1" / TEACHER_DIR, Path(report["teacher_model"]),
-                                        out / "stage1_test_teacher")
+    if teacher:
+        inputs["teacher"] = OrganInputs(out / "stage1" / TEACHER_DIR, Path(teacher), out / "stage1_test_teacher")
     return inputs
 
 
