@@ -13,7 +13,7 @@ from cli_testing import run_anato
 def test_help_names_the_options():
     result = CliRunner().invoke(app, ["experiment", "--help"])
     assert result.exit_code == 0
-    for option in ("--scale", "--variants", "--seeds", "--set", "--no-sanity", "--device"):
+    for option in ("--scale", "--variants", "--seeds", "--set", "--no-sanity", "--jobs", "--device"):
         assert option in result.output
 
 
@@ -22,7 +22,8 @@ def test_help_names_the_options():
     (["--variants", "nope"], "error: unknown variant or group 'nope'"),
     (["--seeds", "0"], "error: --seeds must be at least 1, got 0"),
     (["--set", "stepz=3"], "error: --set 'stepz=3': expected field=value"),
-], ids=["scale", "variant", "seeds", "set"])
+    (["--jobs", "0"], "error: --jobs must be a whole number of at least 1, got 0"),
+], ids=["scale", "variant", "seeds", "set", "jobs"])
 def test_bad_input_is_one_line_and_exit_1_before_any_work(monkeypatch, capsys, tmp_path, args, message):
     code, _, err = run_anato(monkeypatch, capsys, "experiment", tmp_path / "out", *args)
     assert code == 1 and err.startswith(message) and err.count("\n") == 1

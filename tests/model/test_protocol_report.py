@@ -59,6 +59,18 @@ def test_report_reads_each_difference_and_flags_stale_units():
     assert "| variant | bone |" in text and "| full method | 0.50 (48) |" in text  # sensitivity by site
 
 
+def test_a_variant_with_no_seed_shared_with_the_full_method_waits_instead_of_failing():
+    """Several jobs can finish UNet seed 1 before the full method's seed 1: the report names it as not yet
+    compared and still compares the variants that pair."""
+    units = [_unit("full method", 0, 0.0), _unit("no prompts", 0, -0.2), _unit("UNet", 1, 0.0)]
+    text = report.render(units, META, n_boot=100)
+    assert "(not compared yet, no seed in common with the full method: UNet)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| Dice | ")]
+    assert len(rows) == 1 and "| no prompts |" in rows[0]
+    only = report.render([_unit("full method", 0, 0.0), _unit("UNet", 1, 0.0)], META, n_boot=100)
+    assert "(not compared yet, no seed in common with the full method: UNet)" in only
+
+
 def _scored(name: str, truth_boxes, pred_boxes) -> dict:
     """A case record with real autoPET metrics and FROC scores (FP by organ and lesion tags left empty)."""
     truth, pred = np.zeros((20, 20, 20), bool), np.zeros((20, 20, 20), bool)

@@ -105,3 +105,32 @@ def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished,
         run(out, make_plan(dataclasses.replace(MINI, steps=3)), device="cpu", progress=False)
     assert main([str(out), "--variants", "nope"]) == 1
     assert capsys.readouterr().err.startswith("error: unknown variant or group 'nope'")
+
+
+def test_units_in_two_worker_processes_match_the_units_run_in_process(interrupted_then_finished, tmp_path):
+    """Two units rerun with ``jobs=2`` (spawned workers; the trained models are kept, so only prediction
+    and scoring run again) come back with the same per-case records as when run in this process."""
+    import shutil
+
+    out, _, _, _ = interrupted_then_finished
+    copy = tmp_path / "parallel"
+    shutil.copytree(out, copy)
+    plan = make_plan(MINI, ["UNet"], command="mini protocol")
+    redo = [units.unit_path(copy, "full method", 1), units.unit_path(copy, "UNet", 0)]
+    before = {path.name: json.loads(path.read_text()) for path in redo}
+    for path in redo:
+        path.unlink()
+    wall_before = json.loads((copy / "protocol.json").read_text())["times"]["wall"]["units"]
+    run(copy, plan, device="cpu", progress=False, jobs=2)
+    for path in redo:
+        unit = json.loads(path.read_text())
+        assert unit["cases"] == before[path.name]["cases"], path.name
+        assert unit["cpu_seconds"]["predict"] > 0
+    assert json.loads((copy / "protocol.json").read_text())["times"]["wall"]["units"] > wall_before
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
+def test_bad_jobs_are_refused_before_any_work(tmp_path, jobs):
+    with pytest.raises(ConfigError, match="--jobs must be a whole number of at least 1"):
+        run(tmp_path / "out", make_plan(MINI, ["UNet"]), device="cpu", progress=False, jobs=jobs)
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""``python -m anatoseg.experiments.protocol OUT [--scale cpu|gpu] [--variants ...] [--seeds N] [--device ...]``.
+"""``python -m anatoseg.experiments.protocol OUT [--scale cpu|gpu] [--variants ...] [--seeds N] [--jobs N]``.
 
 Runs (or continues) the experiment protocol in OUT and writes ``OUT/results.md``
 (:mod:`anatoseg.experiments.protocol`). Errors are one line on stderr and exit status 1.
@@ -19,6 +19,7 @@ from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol.config import SCALES, Scale
 from anatoseg.experiments.protocol.run import make_plan, run
 from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
+from anatoseg.experiments.protocol.workers import check_jobs, default_jobs
 
 
 def scale_overrides(scale: Scale, items: list[str]) -> Scale:
@@ -35,14 +36,19 @@ def scale_overrides(scale: Scale, items: list[str]) -> Scale:
 
 
 def execute(out: str | os.PathLike, scale: str, variants: list[str] | None, seeds: int | None,
-            settings: list[str], *, sanity: bool, device: str | None, progress: bool, command: str) -> Path:
+            settings: list[str], *, sanity: bool, device: str | None, progress: bool, command: str,
+            jobs: int | None = None) -> Path:
     """Run (or continue) the protocol in ``out`` and return its ``results.md``: what
     ``python -m anatoseg.experiments.protocol`` and ``anato experiment`` both call. ``scale``: a name of
     :data:`SCALES`, changed by the ``field=value`` ``settings``; ConfigError for a bad one."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     plan = make_plan(scale_overrides(SCALES[scale], settings), variants, seeds, sanity=sanity, command=command)
-    return run(out, plan, device=device, progress=progress)
+    if jobs is None:
+        from anatoseg.training.device import choose_device
+
+        jobs = default_jobs(choose_device(device).type)
+    return run(out, plan, device=device, progress=progress, jobs=check_jobs(jobs))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -58,6 +64,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="change a field of the scale, e.g. steps=500 (a run folder keeps its design)")
     parser.add_argument("--no-sanity", action="store_true", help="leave out the no-learning rows")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="units at once, each in its own process (default: one per core up to 4 on CPU, "
+                             "1 on CUDA)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m anatoseg.experiments.protocol", *(shlex.quote(a) for a in argv)])
     try:
         results = execute(args.out, args.scale, args.variants, args.seeds, args.settings, sanity=not args.no_sanity,
-                          device=args.device, progress=not args.no_progress, command=command)
+                          device=args.device, progress=not args.no_progress, command=command, jobs=args.jobs)
     except (AnatoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

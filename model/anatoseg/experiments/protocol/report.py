@@ -105,10 +105,16 @@ def comparisons(variants: dict[str, dict[int, dict]], n_boot: int = 2000) -> lis
     """Paired differences ``variant - full method`` per metric of :data:`COMPARED`."""
     if REFERENCE not in variants or len(variants) < 2:
         return [f"(no paired comparison: needs {REFERENCE!r} and another variant)"]
-    lines = ["| metric | variant | cases | seeds | mean diff. | 95 % CI | p sign-flip (Holm) | p Wilcoxon (Holm) "
-             "| reading |", "|---" * 9 + "|"]
+    paired = [name for name in variants if name != REFERENCE and set(variants[name]) & set(variants[REFERENCE])]
+    # a run in progress (several jobs) can hold a variant's seed 1 before the full method's
+    waiting = [name for name in variants if name not in (REFERENCE, *paired)]
+    note = [f"(not compared yet, no seed in common with the {REFERENCE}: {', '.join(waiting)})", ""] if waiting else []
+    if not paired:
+        return note or [f"(no paired comparison: needs {REFERENCE!r} and another variant)"]
+    lines = [*note, "| metric | variant | cases | seeds | mean diff. | 95 % CI | p sign-flip (Holm) "
+             "| p Wilcoxon (Holm) | reading |", "|---" * 9 + "|"]
     for metric, title in COMPARED:
-        found = stats.compare(metric_table(variants, metric), metric, n_boot=n_boot)
+        found = stats.compare(metric_table(variants, metric), metric, variants=paired, n_boot=n_boot)
         for row in found.values():
             lines.append(f"| {title} | {row.variant} | {row.n_cases} | {row.n_seeds} | {row.mean_difference:+.3f} "
                          f"| [{row.ci_low:+.3f}, {row.ci_high:+.3f}] | {_fmt(row.p_sign_flip_holm)} "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from anatoseg.data.atomic import read_json, write_text_atomic
 from anatoseg.errors import ConfigError
-from anatoseg.experiments.protocol import organ_scores, report, units
+from anatoseg.experiments.protocol import organ_scores, report, units, workers
 from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
 from anatoseg.experiments.protocol.stages import prepare
 from anatoseg.experiments.protocol.timing import Clock, Times
@@ -84,12 +83,16 @@ def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:
     return todo
 
 
-def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress: bool = True) -> Path:
-    """Run (or continue) the protocol in ``out``; returns ``out/results.md``."""
+def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress: bool = True,
+        jobs: int = 1) -> Path:
+    """Run (or continue) the protocol in ``out`` with ``jobs`` units at once (:mod:`.workers`); returns
+    ``out/results.md``. With several jobs the units' wall time is that of the parallel phase and their CPU
+    time the sum the workers report."""
     from anatoseg.training.device import choose_device
     from anatoseg.training.run_folder import hold
 
     device = choose_device(device).type
+    workers.check_jobs(jobs)
     out = Path(out)
     with hold(out):
         meta = _meta(out, plan, device)
@@ -97,20 +100,18 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
         with times.measure("total"):
             shared = prepare(plan.scale, out, device, times, progress,
                              prompts={plan.registry[name]["prompts"] for name in plan.variants})
-        todo = pending(out, plan)
+        todo = [workers.Job(name, seed, None if seed is None else plan.registry[name], plan.scale, shared, out,
+                            device, progress and jobs == 1) for name, seed in pending(out, plan)]
         _save(out, meta, times)
-        for name, seed in tqdm(todo, desc="units", unit="unit", disable=not progress):
+        clock = Clock()
+        for done in tqdm(workers.run_jobs(todo, jobs), total=len(todo), desc="units", unit="unit",
+                         disable=not progress):
+            if done.error:
+                workers.report_failure(done)
+            wall = clock.lap()[0]
             clock = Clock()
-            try:
-                if seed is None:
-                    units.run_sanity_unit(name, SANITY[name], plan.scale, shared, out)
-                else:
-                    units.run_network_unit(name, plan.registry[name], seed, plan.scale, shared, out, device,
-                                           progress)
-            except Exception as exc:  # one unit failing (a patch its network cannot take) does not end the run
-                print(f"{name} seed {seed}: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             for part in ("units", "total"):
-                times.add(part, *clock.lap())
+                times.add(part, wall, done.cpu)
             _save(out, meta, times)
     return out / RESULTS_NAME
 
