@@ -305,6 +305,37 @@ def test_teacher_maps_and_model_are_kept_for_teacher_only_prompts(stage1_run, co
     assert predicted.dtype == np.uint8
 
 
+def test_cross_fitted_maps_come_from_students_that_never_saw_the_case(cohorts, tmp_path, monkeypatch):
+    """``student.cross_fit=2`` on 2 target cases: each written map is by the student of the other fold, the saved
+    model is the student of both cases, and too many folds are refused before any training."""
+    import anatoseg.stage1.run as stage1_run_module
+
+    real_train, real_write, seen = stage1_run_module.train_student, stage1_run_module._write_labels, {}
+
+    def train(cases, *args, **kwargs):
+        net = real_train(cases, *args, **kwargs)
+        seen[id(net)] = sorted(c.case_id for c in cases)
+        return net
+
+    def write(tmp, students, cases, *args, **kwargs):
+        seen["writers"] = [(c.case_id, seen[id(s)]) for s, c in zip(students, cases, strict=True)]
+        return real_write(tmp, students, cases, *args, **kwargs)
+
+    monkeypatch.setattr(stage1_run_module, "train_student", train)
+    monkeypatch.setattr(stage1_run_module, "_write_labels", write)
+    source, target = cohorts
+    report = run_pseudolabel(source, target, tmp_path / "out", build_config(overrides=[*TINY, "student.cross_fit=2"]))
+    ids = sorted(files.case_id for files in find_cases(target))
+    # the student of all cases, then fold 0 (trained without case 0), fold 1
+    assert [ids, [ids[1]], [ids[0]]] == [v for k, v in seen.items() if k != "writers"]
+    assert all(case not in trained_on and len(trained_on) == 1 for case, trained_on in seen["writers"])
+    assert report["cross_fit"] == 2 and set(report["seconds"]) >= {"student", "cross_fit"}
+    with pytest.raises(AnatoError, match="cross_fit=3 folds need as many target cases, got 2"):
+        run_pseudolabel(source, target, tmp_path / "out3", build_config(overrides=[*TINY, "student.cross_fit=3"]))
+    with pytest.raises(AnatoError, match="student.cross_fit must be 0"):
+        build_config(overrides=["student.cross_fit=1"])
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 

@@ -70,6 +70,10 @@ class StudentConfig(PhaseConfig):
     use_pet: bool = True  # the student also sees the PET (SUV) channel
     source_fraction: float = 0.5  # share of the student's patches drawn from the labelled source cases
     rounds: int = 1  # training rounds; each later round relabels the target with the previous student
+    # 0: the target cases' written maps come from the student trained on all of them; K >= 2: each case's map
+    # comes from a student trained (from the same teacher, same rounds) without the case's fold of K, so
+    # stage 3 trains on prompts as good as those of unseen cases (K more student trainings)
+    cross_fit: int = 0
 
 
 @dataclass
@@ -108,6 +112,8 @@ class Stage1Config(ConfigBase):
                            ("student.source_fraction", student.source_fraction)):
             if not 0 <= value <= 1:
                 raise ConfigError(f"{key} must lie in [0, 1], got {value}")
+        if student.cross_fit == 1 or student.cross_fit < 0:
+            raise ConfigError(f"student.cross_fit must be 0 (off) or a number of folds >= 2, got {student.cross_fit}")
         if not 0 <= student.ema_decay < 1:
             raise ConfigError(f"student.ema_decay must lie in [0, 1), got {student.ema_decay}")
         if not 0 <= student.consistency_rampup <= 1:

@@ -4,7 +4,8 @@
 complete or not at all):
 
 - ``<case_id>.nii.gz``: uint8 organ ids of :data:`anatoseg.data.labels.ORGANS`
-  on the case's PET grid exactly as stored in its SUV file (shape and affine), the
+  by the student (with ``student.cross_fit`` K: by the student trained without the
+  case's fold, :func:`fold_of`) on the case's PET grid exactly as stored in its SUV file (shape and affine), the
   layout ``anato train --organs OUT`` / ``anato predict --organs OUT`` read;
 - ``<case_id>.json``: per-organ confidence of that map,
   ``{"case", "organs": {name: {"id", "voxels", "volume_ml", "confidence"}}}``
@@ -150,6 +151,9 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
     teacher = None if teacher_labels is not None else train_teacher(source_cases, config, device)
     clock.lap("teacher")
     target_cases = load_target(target, params)
+    if config.student.cross_fit > len(target_cases):
+        raise AnatoError(f"student.cross_fit={config.student.cross_fit} folds need as many target cases, "
+                         f"got {len(target_cases)}", target)
     clock.lap("load_target")
     if teacher is None:
         raw = [external_labels(teacher_labels, c.case_id, c.work) for c in target_cases]
@@ -157,20 +161,16 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
         raw = _segment_all(teacher, target_cases, config, device, use_pet=False, desc="pseudo-labels")
     pseudo, thresholds = _filter(raw, config)
     clock.lap("pseudo_labels")
-    teacher_pseudo, rounds = pseudo, []
-    student = teacher
-    for round_index in range(config.student.rounds):
-        if round_index:
-            raw = _segment_all(student, target_cases, config, device, use_pet=config.student.use_pet,
-                               desc=f"relabel {round_index}")
-            pseudo, thresholds = _filter(raw, config)
-        student = train_student(target_cases, pseudo, student, config, device, source=source_cases)
-        rounds.append(_pseudo_label_stats(target_cases, pseudo, thresholds))
-        clock.lap(f"student_round_{round_index + 1}")
+    student, rounds = _train_rounds(target_cases, pseudo, thresholds, teacher, config, device, source_cases)
+    clock.lap("student")
+    writers = [student] * len(target_cases)
+    if config.student.cross_fit:
+        writers = _fold_students(target_cases, pseudo, thresholds, teacher, config, device, source_cases)
+        clock.lap("cross_fit")
     del source_cases
     model = out / MODEL_NAME if model_path is None else Path(model_path)
     with atomic_dir(out) as tmp:
-        per_case = _write_labels(tmp, student, target_cases, teacher_pseudo, config, device)
+        per_case = _write_labels(tmp, writers, target_cases, pseudo, config, device)
         clock.lap("predict_write")
         dice = ({name: summarise(per_case[name]) for name in MODELS} if per_case["teacher"] else None)
         report = {
@@ -179,7 +179,7 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
             "dice": dice,
             "student_gain": None if dice is None else dice["student"]["mean_dice"] - dice["teacher"]["mean_dice"],
             "dice_per_case": per_case if dice is not None else None,
-            "pseudo_labels": rounds[0], "pseudo_label_rounds": rounds,
+            "pseudo_labels": rounds[0], "pseudo_label_rounds": rounds, "cross_fit": config.student.cross_fit,
             "config": config.to_dict(),
         }
         summary = None if dice is None else {name: dice[name]["mean_dice"] for name in MODELS}
@@ -194,6 +194,44 @@ def _run(source: Path, target: Path, out: Path, config: Stage1Config, model_path
         report["seconds"] = clock.total()
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _train_rounds(cases: list[Stage1Case], pseudo: list[PseudoLabels], thresholds: np.ndarray,
+                  start: OrganUNet | None, config: Stage1Config, device, source_cases: list[Stage1Case],
+                  desc: str = "") -> tuple[OrganUNet, list[dict]]:
+    """The student after ``config.student.rounds`` rounds on ``cases`` (from ``start``, the teacher, or from
+    scratch when None), each later round relabelling ``cases`` with the previous student; with the
+    pseudo-label statistics of every round."""
+    student, rounds = start, []
+    for round_index in range(config.student.rounds):
+        if round_index:
+            raw = _segment_all(student, cases, config, device, use_pet=config.student.use_pet,
+                               desc=f"relabel {round_index}{desc}")
+            pseudo, thresholds = _filter(raw, config)
+        student = train_student(cases, pseudo, student, config, device, source=source_cases)
+        rounds.append(_pseudo_label_stats(cases, pseudo, thresholds))
+    return student, rounds
+
+
+def fold_of(index: int, folds: int) -> int:
+    """The cross-fitting fold of the ``index``-th target case (cases in their loading order)."""
+    return index % folds
+
+
+def _fold_students(cases: list[Stage1Case], pseudo: list[PseudoLabels], thresholds: np.ndarray,
+                   start: OrganUNet | None, config: Stage1Config, device, source_cases: list[Stage1Case]
+                   ) -> list[OrganUNet]:
+    """Per target case, the student trained without the case's fold (``config.student.cross_fit`` folds)."""
+    folds = config.student.cross_fit
+    writers: list[OrganUNet | None] = [None] * len(cases)
+    for fold in range(folds):
+        keep = [i for i in range(len(cases)) if fold_of(i, folds) != fold]
+        net, _ = _train_rounds([cases[i] for i in keep], [pseudo[i] for i in keep], thresholds, start, config,
+                               device, source_cases, desc=f" (fold {fold + 1}/{folds})")
+        for i in range(len(cases)):
+            if fold_of(i, folds) == fold:
+                writers[i] = net
+    return writers
 
 
 def _segment_all(net: OrganUNet, cases: list[Stage1Case], config: Stage1Config, device, *, use_pet: bool,
@@ -211,12 +249,13 @@ def _filter(raw: list[tuple[np.ndarray, np.ndarray]], config: Stage1Config
     return [PseudoLabels(labels, conf, trusted_voxels(labels, conf, thresholds)) for labels, conf in raw], thresholds
 
 
-def _write_labels(tmp: Path, student: OrganUNet, cases: list[Stage1Case], pseudo: list[PseudoLabels],
+def _write_labels(tmp: Path, students: list[OrganUNet], cases: list[Stage1Case], pseudo: list[PseudoLabels],
                   config: Stage1Config, device) -> dict[str, dict]:
-    """The student's organ map and confidence JSON of every case into ``tmp``; the organ Dice of
-    teacher and student per case where there is ground truth (``{model: {case_id: dice}}``)."""
+    """Each case's organ map (by its entry of ``students``) and confidence JSON into ``tmp``, and the
+    teacher's first pseudo-labels into ``tmp/teacher``; the organ Dice of teacher and student per case
+    where there is ground truth (``{model: {case_id: dice}}``)."""
     per_case = {name: {} for name in MODELS}
-    for case, p in zip(tqdm(cases, desc="writing", unit="case"), pseudo, strict=True):
+    for case, p, student in zip(tqdm(cases, desc="writing", unit="case"), pseudo, students, strict=True):
         labels, confidence = _segment(student, inputs_of(case.work.image, config.student.use_pet, config),
                                       config, device)
         if case.truth is not None:
