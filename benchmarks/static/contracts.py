@@ -169,7 +169,7 @@ BUDGETS: dict[str, dict[str, float]] = {
     "masked_patch.cuda.gather": dict(registers=40, instr_per_elem=7.16),  # 38, 6.5
     "masked_patch.cuda.scatter": dict(registers=48, instr_per_elem=6.98),  # 40, 6.34
     "hyper_attention.triton.forward": dict(registers=136, instr_per_elem=5.84),  # 128, 5.31 (exp2, reciprocal)
-    "hyper_attention.triton.backward": dict(registers=255, instr_per_elem=16.68),  # 255, 15.16
+    "hyper_attention.triton.backward": dict(registers=255, instr_per_elem=16.38),  # 241, 14.89 (num_stages 1)
 }
 
 
@@ -188,8 +188,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], Known] = {
                                                          "element loop"),
     ("masked_patch.cuda.scatter", "no_div64_call"): Known(_FOUND + "int64 e / pw, e % pw and row_offset in the "
                                                           "element loop"),
-    ("hyper_attention.triton.backward", "no_spills_in_loop"): Known(
-        _FOUND + "255 registers; spills inside the row-block loop"),
 }
 
 

@@ -7,7 +7,9 @@ Everything here is static: counts of instructions in the code, not of instructio
   Loops nested inside the measured region are weighted by ``inner_trips`` (their trip count, when the spec
   knows it, e.g. Triton's ``range(NUM_CB)``); otherwise every instruction counts once.
 - A **subroutine** is the range from a ``CALL.REL`` target to the next ``RET``. It is not part of the
-  kernel's body (its loops are not the kernel's loops). A subroutine that converts a 64-bit integer with
+  kernel's body (its loops are not the kernel's loops). ``CALL.REL.NOINC`` is not a call: sm_80–89 ptxas
+  ends some loops with a predicated ``CALL.REL.NOINC`` to the instruction after the back edge, a loop exit
+  with no ``RET`` (counted as a call, it hid the rest of the kernel). A subroutine that converts a 64-bit integer with
   ``I2F.U64.RP`` and takes ``MUFU.RCP`` of it is the software 64-bit division/modulo routine (that is the
   code both ptxas and nvcc emit for an int64 ``//`` or ``%``; see ``test_div64_probe`` in the contract
   tests).
@@ -90,11 +92,11 @@ def _branch_target(ins: Instr) -> int | None:
 
 
 def subroutines(fn: Function) -> dict[int, tuple[int, int]]:
-    """{call target: (start, end address)} of the CALL.REL subroutines."""
+    """{call target: (start, end address)} of the CALL.REL subroutines (``.NOINC``: a jump, module docstring)."""
     ends = [i.addr for i in fn.instrs if i.base == "RET"]
     out = {}
     for ins in fn.instrs:
-        if ins.op.startswith("CALL.REL") and (t := _branch_target(ins)) is not None:
+        if ins.op.startswith("CALL.REL") and ".NOINC" not in ins.op and (t := _branch_target(ins)) is not None:
             end = min((e for e in ends if e >= t), default=fn.instrs[-1].addr)
             out[t] = (t, end)
     return out
