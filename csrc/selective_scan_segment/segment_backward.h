@@ -11,9 +11,9 @@
 #pragma once
 #include "selective_scan_segment/segment_walk.h"
 
-// The state loops of backward_walk on the GPU: unrolled up to 16 states (the per-state gradients and dA in
-// registers); a wider instantiation keeps one loop body (those arrays in local memory), which keeps the compile time
-// and the code of the 32- and 64-state kernels small.
+// The state loops of backward_walk on the GPU: unrolled up to 16 states (the per-state gradients and the states
+// entering a chunk in registers); a wider instantiation keeps one loop body (those arrays in local memory), which
+// keeps the compile time and the code of the 32- and 64-state kernels small.
 #if defined(__CUDACC__)
 #define ANATO_UNROLL_STATES _Pragma("unroll (NMAX <= 16 ? NMAX : 1)")
 #else
@@ -22,6 +22,17 @@
 
 namespace anatokernels {
 namespace segment {
+
+// p itself, made opaque to the GPU compiler: left to itself it re-associates a per-state row pointer plus a per-step
+// position into 64-bit index sums (four instructions per address instead of two). The loads through it are generic
+// (LD, not LDG): the same memory path for global addresses.
+template <typename T>
+ANATO_HOST_DEVICE T* opaque(T* p) {
+#if defined(__CUDA_ARCH__)
+  asm("" : "+l"(p));
+#endif
+  return p;
+}
 
 // Backward phase 1 for task (b, k, d, j): segment j walked in reverse from a zero gradient, with g_t the gradient
 // reaching y_k at step t (dout·silu(z)): R[n] = a_t[n]·(g_t·C_t[n] + R[n]) from its last step to its first, the
@@ -92,20 +103,35 @@ struct Grads {
 };
 
 // One chunk of at most W steps of a segment: its length, the position of its step i (first + i·step), per step
-// δ (after softplus), u, the gradient g reaching y_k, and the sums over states of du, dδ and y_k. Steps len..W-1
-// are padding with δ = u = g = 0, which leave every state and gradient as it is (exp(0·A) = 1): the walks run all
-// W steps without a branch, reading B and C of a padding step at `pad`, a valid position (the segment's start).
+// δ (after softplus), δ·u, the gradient g reaching y_k, and the sums over states n of λ_n·B_n (lb: du = δ·lb,
+// dδ = la + u·lb), of λ_n·A_n·a_n·h_n,t-1 (la) and y_k. Steps len..W-1 are padding with δ = u = g = 0, which
+// leave every state and gradient as it is (exp(0·A) = 1): the walks run all W steps without a branch, reading B
+// and C of a padding step at `pad`, a valid position (the segment's start).
 template <int W, typename Acc>
 struct Chunk {
   int32_t len, first, step, pad;
-  Acc dt[W], uu[W], g[W], du[W], dd[W], y[W];
+  Acc dt[W], dtu[W], g[W], lb[W], la[W], y[W];
   ANATO_HOST_DEVICE int32_t pos(int32_t i) const { return first + i * step; }
   ANATO_HOST_DEVICE int32_t read(int32_t i) const { return i < len ? pos(i) : pad; }
 };
 
+// NMAX values of one task, element n at p[n·stride].
+template <typename Acc>
+struct Column {
+  Acc* p;
+  int32_t stride;
+  ANATO_HOST_DEVICE Acc& operator[](int n) const { return p[n * stride]; }
+};
+
 // The host's Sum policy (one task at a time): every sum added straight to its output. The outputs it adds to are
-// zeroed by the caller. words: a chunk's dB, dC contributions of one state at its c.len steps.
+// zeroed by the caller. words: a chunk's dB, dC contributions of one state at its c.len steps. column: where
+// backward_walk keeps its q-th array of per-state values that live across chunks but are touched once per chunk
+// (0: dA, 1: the states at the segment's middle): here the task's own [NMAX] array `spare`.
 struct DirectSum {
+  template <typename Acc>
+  ANATO_HOST_DEVICE Column<Acc> column(Acc* spare, int) const {
+    return {spare, 1};
+  }
   template <int W, typename Acc>
   ANATO_HOST_DEVICE void words(Acc* dB, Acc* dC, const Chunk<W, Acc>& c, const Acc* db, const Acc* dc) const {
     for (int32_t i = 0; i < c.len; ++i) {
@@ -131,25 +157,27 @@ ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     const bool step = i < c.len;
     const int32_t p = c.read(i);
+    const Acc uu = step ? static_cast<Acc>(a.u[r.row * a.L + p]) : Acc(0);
     c.dt[i] = step ? delta_value(static_cast<Acc>(a.delta[r.row * a.L + p]), bias, a.softplus) : Acc(0);
-    c.uu[i] = step ? static_cast<Acc>(a.u[r.row * a.L + p]) : Acc(0);
+    c.dtu[i] = c.dt[i] * uu;
     c.g[i] = step && live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
     if (a.z) {
       const Acc zt = static_cast<Acc>(a.z[zrow + p]);
       c.g[i] *= zt * sigmoid_acc(zt);
     }
-    c.du[i] = c.dd[i] = Acc(0);
-    c.y[i] = Dv * c.uu[i];
+    c.lb[i] = c.la[i] = Acc(0);
+    c.y[i] = Dv * uu;
   }
 }
 
 // States h[NMAX] of segment s walked in place from before its step `from` to before its step `to` (steps past the
-// segment's end are not walked), all states at once (δ once per step). A is read at every step rather than held
-// in NMAX registers (the same address for a whole warp on the GPU: one cached load).
+// segment's end are not walked), all states at once (δ once per step, A·log2e read once).
 template <int NMAX, bool FULL, typename T, typename Acc>
 ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t from, int32_t to,
                                    Acc bias, Acc* h) {
   const int32_t N = a.N, L = a.L, end = to < s.length ? to : s.length;
+  Acc A2[NMAX];
+  load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
   const T* Bp = a.B + r.bc + s.start + from * s.step;
   int32_t pos = s.start + from * s.step;
   for (int32_t i = from; i < end; ++i, pos += s.step, Bp += s.step) {
@@ -158,7 +186,7 @@ ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const S
 ANATO_UNROLL
     for (int n = 0; n < NMAX; ++n) {
       if (FULL || n < N) {
-        h[n] = exp2_acc(dt * (a.A[r.kd * N + n] * Acc(kLog2e))) * h[n] + du * static_cast<Acc>(Bp[n * L]);
+        h[n] = exp2_acc(dt * A2[n]) * h[n] + du * static_cast<Acc>(Bp[n * L]);
       }
     }
   }
@@ -166,21 +194,22 @@ ANATO_UNROLL
 
 // State n over one chunk: its states recomputed into a [W] column from hin (the state entering the chunk), then
 // the reverse walk λ_t = g_t·C_t + (gradient reaching h_t from later steps: `carry`, then a_{t+1}·λ_{t+1}), adding
-// to dA_n and the chunk's du, dδ, y_k sums; its dB, dC words go to sum.words (called for an empty chunk too: the
-// GPU's block-wide reduction needs every thread). Returns the gradient reaching the state before the chunk.
+// to dA_n (once per chunk) and the chunk's lb, la, y_k sums; its dB, dC words go to sum.words (called for an empty
+// chunk too: the GPU's block-wide reduction needs every thread). Returns the gradient reaching the state before
+// the chunk.
 template <int W, typename T, typename Acc, typename Sum>
 ANATO_HOST_DEVICE Acc state_reverse_walk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int32_t n,
                                          Acc hin, Acc carry, Chunk<W, Acc>& c, Acc& dA, Sum& sum) {
   const int32_t L = a.L;
   const Acc A = a.A[r.kd * a.N + n], A2 = A * Acc(kLog2e);
-  const T* Bn = a.B + r.bc + static_cast<int64_t>(n) * L;
-  const T* Cn = a.C + r.bc + static_cast<int64_t>(n) * L;
+  const T* Bn = opaque(a.B + r.bc + static_cast<int64_t>(n) * L);
+  const T* Cn = opaque(a.C + r.bc + static_cast<int64_t>(n) * L);
   Acc db[W], dc[W], h[W], bt[W];  // padding steps: db = dc = 0, h = the last step's, the carry passes through
-  Acc prev = hin;
+  Acc prev = hin, dAn = 0;
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     bt[i] = static_cast<Acc>(Bn[c.read(i)]);
-    h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dt[i] * c.uu[i] * bt[i];
+    h[i] = prev = exp2_acc(c.dt[i] * A2) * prev + c.dtu[i] * bt[i];
   }
 ANATO_UNROLL
   for (int32_t i = W - 1; i >= 0; --i) {
@@ -188,20 +217,22 @@ ANATO_UNROLL
     const Acc lt = c.g[i] * ct + carry;
     const Acc hp = i > 0 ? h[i - 1] : hin;
     const Acc at = exp2_acc(c.dt[i] * A2);
+    const Acc lah = lt * at * hp;
     dc[i] = c.g[i] * h[i];
-    db[i] = lt * c.dt[i] * c.uu[i];
-    c.du[i] += lt * c.dt[i] * bt[i];
-    c.dd[i] += lt * (A * at * hp + c.uu[i] * bt[i]);
-    dA += lt * c.dt[i] * at * hp;
+    db[i] = lt * c.dtu[i];
+    c.lb[i] += lt * bt[i];
+    c.la[i] += A * lah;
+    dAn += c.dt[i] * lah;
     c.y[i] += ct * h[i];
     carry = at * lt;
   }
+  dA += dAn;
   sum.words(q.dB + r.bc + static_cast<int64_t>(n) * L, q.dC + r.bc + static_cast<int64_t>(n) * L, c, db, dc);
   return carry;
 }
 
-// A chunk's per-step outputs: du (+ D·g), dδ (through softplus: δ before it read again, not kept in a register
-// column), with z y_k (K = 1: dz); dD and dδ-bias sums.
+// A chunk's per-step outputs: du = δ·lb (+ D·g), dδ = la + u·lb (through softplus: u and δ before it read again,
+// not kept in register columns), with z y_k (K = 1: dz); dD and dδ-bias sums.
 template <int W, typename T, typename Acc>
 ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int64_t zrow,
                                    Acc bias, Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
@@ -209,10 +240,11 @@ ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
     const int32_t p = c.pos(i);
-    q.du[r.row * a.L + p] = static_cast<T>(c.du[i] + Dv * c.g[i]);
-    const Acc ddt = a.softplus ? c.dd[i] * sigmoid_acc(static_cast<Acc>(a.delta[r.row * a.L + p]) + bias) : c.dd[i];
+    const Acc uu = static_cast<Acc>(a.u[r.row * a.L + p]), dd = c.la[i] + uu * c.lb[i];
+    q.du[r.row * a.L + p] = static_cast<T>(c.dt[i] * c.lb[i] + Dv * c.g[i]);
+    const Acc ddt = a.softplus ? dd * sigmoid_acc(static_cast<Acc>(a.delta[r.row * a.L + p]) + bias) : dd;
     q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
-    dD += c.g[i] * c.uu[i];
+    dD += c.g[i] * uu;
     dbias += ddt;
     if (a.z && a.K == 1) {
       const Acc zt = static_cast<Acc>(a.z[zrow + p]), sg = sigmoid_acc(zt);
@@ -243,17 +275,19 @@ ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>&
   const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
   const Acc Dv = a.D ? a.D[r.kd] : Acc(0);
   const Acc* Hj = has ? q.H + (r.row * a.slots + j) * N : nullptr;
-  Acc lam[NMAX], dA[NMAX];  // lam: the state gradient reaching the end of the current chunk from later steps
+  Acc lam[NMAX], spare[2][NMAX];  // lam: the state gradient reaching the end of the current chunk from later steps
+  const Column<Acc> dA = sum.column(spare[0], 0), hmid = sum.column(spare[1], 1);
+  const int32_t mid = (a.seg + W - 1) / W / 2 * W;
+  Acc h[NMAX];
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) {
     lam[n] = (has && live && (FULL || n < N)) ? a.states[(r.row * a.slots + j + 1) * N + n] : Acc(0);
     dA[n] = Acc(0);
+    h[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
   }
-  const int32_t mid = (a.seg + W - 1) / W / 2 * W;
-  Acc hmid[NMAX];
+  walk_states<NMAX, FULL>(a, r, s, 0, mid, bias, h);
 ANATO_UNROLL_STATES
-  for (int n = 0; n < NMAX; ++n) hmid[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
-  walk_states<NMAX, FULL>(a, r, s, 0, mid, bias, hmid);
+  for (int n = 0; n < NMAX; ++n) hmid[n] = h[n];
   Acc dD = 0, dbias = 0;
   for (int32_t c0 = ((a.seg - 1) / W) * W; c0 >= 0; c0 -= W) {
     const bool upper = c0 >= mid;

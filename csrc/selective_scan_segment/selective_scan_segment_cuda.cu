@@ -29,6 +29,7 @@ constexpr int kMergeItems = 4;  // positions per thread (kMergeThreads apart: co
 constexpr int kBackwardLanes = 32;    // segments per block of the backward walk: one warp per channel
 constexpr int kBackwardChannels = 4;  // channels of one B/C group per block (warps), summed in shared memory
 constexpr int kBackwardChunk = 8;     // W: steps per chunk of the backward walk (its [W] columns in registers)
+constexpr int kBackwardThreads = kBackwardLanes * kBackwardChannels;
 
 // Task (b, k, d, j) of a thread of the forward walks and the backward summaries (grid as walk_kernel).
 struct Task {
@@ -71,19 +72,32 @@ __global__ void __launch_bounds__(kSegmentThreads) carry_kernel(const segment::A
 
 // The backward walk's Sum policy (segment_backward.h) in a backward_walk_kernel block: warp w = one channel, lane
 // x = one segment, the same segments in every warp. words: a chunk's dB, dC contributions of one state are summed
-// over the block's channels in shared memory (buf: [kBackwardChannels][kBackwardLanes][kWordsRow], a lane's
-// 2W words in a row, written and read as 16-byte vectors), then warp 0 adds each word with one relaxed atomic
-// (RED). (Spreading the words over the warps, w + m·kBackwardChannels, took sm_90 to 255 registers with spills.)
-// total (dA, dD, dδ-bias: one address per warp): a shuffle sum over the warp, one atomic from lane 0. Every thread
-// of the block calls both at the same points (backward_walk's uniform chunk loop): the barriers are outside any
-// divergent branch.
-template <int W, typename Acc>
+// over the block's channels in shared memory (buf: two [kBackwardChannels][kBackwardLanes][kRow] halves, a lane's
+// 2W words in a row as kVecs 16-byte vectors, dB's then dC's), each warp summing vectors w, w + kBackwardChannels,
+// ... of its lane's row over the channels and adding each word with one relaxed atomic (RED). Consecutive calls use
+// alternate halves, so one barrier per call suffices: a thread writes a half again only after the next call's
+// barrier, which every thread reaches after its reads of that half. total (dA, dD, dδ-bias: one address per warp):
+// a shuffle sum over the warp, one atomic from lane 0. Every thread of the block calls both at the same points
+// (backward_walk's uniform chunk loop): the barriers are outside any divergent branch. column: backward_walk's
+// per-state arrays touched once per chunk (dA, the middle states) in shared memory, `cols`
+// ([2][NMAX][kBackwardLanes·kBackwardChannels], a thread's element n at n·blockDim: no bank conflicts), which frees
+// their registers; without SHARED_COLUMNS (float64, NMAX > 16: the smem budget), the task's own array `spare`.
+template <int W, typename Acc, bool SHARED_COLUMNS>
 struct BlockSum {
   using Vec = typename std::conditional<std::is_same<Acc, float>::value, float4, double2>::type;
   static constexpr int kPer = sizeof(Vec) / sizeof(Acc);  // words per vector
   static constexpr int kRow = 2 * W + kPer;               // a lane's row, padded: 16-byte vectors without conflicts
-  static_assert(W % kPer == 0, "a chunk's words fill whole vectors");
-  Acc (*buf)[kBackwardLanes][kRow];
+  static constexpr int kVecs = 2 * W / kPer;              // vectors of a row: W / kPer of dB, then of dC
+  static_assert(W % kPer == 0 && kVecs % kBackwardChannels == 0, "a chunk's words fill whole vectors, per warp");
+  Acc (*buf)[kBackwardChannels][kBackwardLanes][kRow];  // [2]
+  Acc* cols;  // [2][nmax][kBackwardThreads] with SHARED_COLUMNS
+  int nmax;
+  int half = 0;
+
+  __device__ segment::Column<Acc> column(Acc* spare, int q) const {
+    if constexpr (!SHARED_COLUMNS) return {spare, 1};
+    else return {cols + q * nmax * kBackwardThreads + threadIdx.y * kBackwardLanes + threadIdx.x, kBackwardThreads};
+  }
 
   __device__ static Vec pack(const Acc* v) {
     Vec out;
@@ -95,38 +109,34 @@ struct BlockSum {
 
   __device__ void words(Acc* dB, Acc* dC, const segment::Chunk<W, Acc>& c, const Acc* db, const Acc* dc) {
     const int x = static_cast<int>(threadIdx.x), w = static_cast<int>(threadIdx.y);
-    __syncthreads();  // warp 0 has read the previous words
-    Vec* row = reinterpret_cast<Vec*>(buf[w][x]);
+    Vec* row = reinterpret_cast<Vec*>(buf[half][w][x]);
 #pragma unroll
     for (int i = 0; i < W; i += kPer) {
       row[i / kPer] = pack(db + i);
       row[(W + i) / kPer] = pack(dc + i);
     }
     __syncthreads();
-    if (w != 0) return;
 #pragma unroll
-    for (int i = 0; i < W; i += kPer) {
-      if (i >= c.len) break;
-      Acc sb[kPer], sc[kPer];
+    for (int m = 0; m < kVecs / kBackwardChannels; ++m) {
+      const int vec = w + m * kBackwardChannels, i = (vec % (W / kPer)) * kPer;
+      // no step of this vector in the chunk (the branch also keeps ptxas from interleaving the next state's loads
+      // with this reduction, which took sm_90 past 255 registers)
+      if (i >= c.len) continue;
+      Acc s[kPer];
 #pragma unroll
       for (int v = 0; v < kBackwardChannels; ++v) {
-        const Vec* other = reinterpret_cast<const Vec*>(buf[v][x]);
-        const Vec vb = other[i / kPer], vc = other[(W + i) / kPer];
-        const Acc* eb = reinterpret_cast<const Acc*>(&vb);
-        const Acc* ec = reinterpret_cast<const Acc*>(&vc);
+        const Vec part = reinterpret_cast<const Vec*>(buf[half][v][x])[vec];
+        const Acc* e = reinterpret_cast<const Acc*>(&part);
 #pragma unroll
-        for (int q = 0; q < kPer; ++q) {
-          sb[q] = v ? sb[q] + eb[q] : eb[q];
-          sc[q] = v ? sc[q] + ec[q] : ec[q];
-        }
+        for (int q = 0; q < kPer; ++q) s[q] = v ? s[q] + e[q] : e[q];
       }
+      Acc* out = vec < W / kPer ? dB : dC;
 #pragma unroll
       for (int q = 0; q < kPer; ++q) {
-        if (i + q >= c.len) break;
-        atomicAdd(dB + c.pos(i + q), sb[q]);
-        atomicAdd(dC + c.pos(i + q), sc[q]);
+        if (i + q < c.len) atomicAdd(out + c.pos(i + q), s[q]);
       }
     }
+    half ^= 1;
   }
 
   __device__ void total(Acc* p, Acc v) const {
@@ -139,16 +149,19 @@ struct BlockSum {
 // Backward phase 3. A warp past its group's channels (Dm/G not a multiple of kBackwardChannels) walks the group's
 // last channel with zero gradients (`live` false): it takes part in the barriers, stores nothing and adds zeros.
 template <int NMAX, bool FULL, typename T, typename Acc>
-__global__ void __launch_bounds__(kBackwardLanes* kBackwardChannels)
+__global__ void __launch_bounds__(kBackwardThreads)
     backward_walk_kernel(const segment::Args<T, Acc> a, const segment::Grads<T, Acc> q) {
-  __shared__ __align__(16) Acc buf[kBackwardChannels][kBackwardLanes][BlockSum<kBackwardChunk, Acc>::kRow];
+  constexpr bool kSharedColumns = NMAX <= 16 && sizeof(Acc) == 4;
+  using Sum = BlockSum<kBackwardChunk, Acc, kSharedColumns>;
+  __shared__ __align__(16) Acc buf[2][kBackwardChannels][kBackwardLanes][Sum::kRow];
+  __shared__ Acc cols[kSharedColumns ? 2 * NMAX * kBackwardThreads : 1];
   const int32_t per_group = a.Dm / a.G;
   const int32_t blocks = (per_group + kBackwardChannels - 1) / kBackwardChannels;  // per (k, group)
   const int32_t k = static_cast<int32_t>(blockIdx.y) / (a.G * blocks);
   const int32_t rest = static_cast<int32_t>(blockIdx.y) - k * a.G * blocks, g = rest / blocks;
   const int32_t end = (g + 1) * per_group;
   const int32_t d = g * per_group + (rest - g * blocks) * kBackwardChannels + static_cast<int32_t>(threadIdx.y);
-  BlockSum<kBackwardChunk, Acc> sum{buf};
+  Sum sum{buf, cols, NMAX};
   segment::backward_walk<kBackwardChunk, NMAX, FULL>(a, q, static_cast<int32_t>(blockIdx.z), k, d < end ? d : end - 1,
                                                      blockIdx.x * kBackwardLanes + threadIdx.x, sum, d < end);
 }
