@@ -23,9 +23,9 @@
 namespace anatokernels {
 namespace segment {
 
-// p itself, made opaque to the GPU compiler: left to itself it re-associates a per-state row pointer plus a per-step
-// position into 64-bit index sums (four instructions per address instead of two). The loads through it are generic
-// (LD, not LDG): the same memory path for global addresses.
+// p itself, made opaque to the GPU compiler: left to itself it re-associates a row pointer plus a per-step position
+// into 64-bit index sums (four to six instructions per address instead of one or two). Accesses through it are
+// generic (LD/ST, not LDG/STG): the same memory path for global addresses.
 template <typename T>
 ANATO_HOST_DEVICE T* opaque(T* p) {
 #if defined(__CUDA_ARCH__)
@@ -145,9 +145,28 @@ struct DirectSum {
   }
 };
 
+// A task's rows of the per-step tensors, each opaque(): u, δ, du, dδ (Bt, K, Dm, L); dout, z (Bt, Dm, L); with z
+// y_k (its (Bt, K, Dm, L) row, or for K = 1 dz's (Bt, Dm, L) row), else null.
+template <typename T, typename Acc>
+struct StepRows {
+  const T *u, *delta, *dout, *z;
+  T *du, *ddelta;
+  Acc* y;
+};
+
+template <typename T, typename Acc>
+ANATO_HOST_DEVICE StepRows<T, Acc> step_rows(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int32_t b,
+                                             int32_t d) {
+  const int64_t row = r.row * a.L, zrow = static_cast<int64_t>(b * a.Dm + d) * a.L;
+  return {opaque(a.u + row),          opaque(a.delta + row),
+          opaque(a.dout + zrow),      a.z ? opaque(a.z + zrow) : nullptr,
+          opaque(q.du + row),         opaque(q.ddelta + row),
+          a.z ? opaque(q.y + (a.K == 1 ? zrow : row)) : nullptr};
+}
+
 // Chunk c0 of segment s; `live` false: g = 0 (a GPU block's idle warp: every gradient it computes is zero).
 template <int W, typename T, typename Acc>
-ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t c0, int64_t zrow,
+ANATO_HOST_DEVICE void load_chunk(const Args<T, Acc>& a, const StepRows<T, Acc>& t, const Segment& s, int32_t c0,
                                   Acc bias, Acc Dv, bool live, Chunk<W, Acc>& c) {
   c.len = s.length - c0 < W ? (s.length > c0 ? s.length - c0 : 0) : W;
   c.first = s.start + c0 * s.step;
@@ -157,12 +176,12 @@ ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     const bool step = i < c.len;
     const int32_t p = c.read(i);
-    const Acc uu = step ? static_cast<Acc>(a.u[r.row * a.L + p]) : Acc(0);
-    c.dt[i] = step ? delta_value(static_cast<Acc>(a.delta[r.row * a.L + p]), bias, a.softplus) : Acc(0);
+    const Acc uu = step ? static_cast<Acc>(t.u[p]) : Acc(0);
+    c.dt[i] = step ? delta_value(static_cast<Acc>(t.delta[p]), bias, a.softplus) : Acc(0);
     c.dtu[i] = c.dt[i] * uu;
-    c.g[i] = step && live ? static_cast<Acc>(a.dout[zrow + p]) : Acc(0);
+    c.g[i] = step && live ? static_cast<Acc>(t.dout[p]) : Acc(0);
     if (a.z) {
-      const Acc zt = static_cast<Acc>(a.z[zrow + p]);
+      const Acc zt = static_cast<Acc>(t.z[p]);
       c.g[i] *= zt * sigmoid_acc(zt);
     }
     c.lb[i] = c.la[i] = Acc(0);
@@ -173,16 +192,16 @@ ANATO_UNROLL
 // States h[NMAX] of segment s walked in place from before its step `from` to before its step `to` (steps past the
 // segment's end are not walked), all states at once (δ once per step, A·log2e read once).
 template <int NMAX, bool FULL, typename T, typename Acc>
-ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const Segment& s, int32_t from, int32_t to,
-                                   Acc bias, Acc* h) {
+ANATO_HOST_DEVICE void walk_states(const Args<T, Acc>& a, const Rows& r, const StepRows<T, Acc>& t, const Segment& s,
+                                   int32_t from, int32_t to, Acc bias, Acc* h) {
   const int32_t N = a.N, L = a.L, end = to < s.length ? to : s.length;
   Acc A2[NMAX];
   load_decay<NMAX, FULL>(a.A, r.kd, N, A2);
   const T* Bp = a.B + r.bc + s.start + from * s.step;
   int32_t pos = s.start + from * s.step;
   for (int32_t i = from; i < end; ++i, pos += s.step, Bp += s.step) {
-    const Acc dt = delta_value(static_cast<Acc>(a.delta[r.row * L + pos]), bias, a.softplus);
-    const Acc du = dt * static_cast<Acc>(a.u[r.row * L + pos]);
+    const Acc dt = delta_value(static_cast<Acc>(t.delta[pos]), bias, a.softplus);
+    const Acc du = dt * static_cast<Acc>(t.u[pos]);
 ANATO_UNROLL
     for (int n = 0; n < NMAX; ++n) {
       if (FULL || n < N) {
@@ -234,23 +253,23 @@ ANATO_UNROLL
 // A chunk's per-step outputs: du = δ·lb (+ D·g), dδ = la + u·lb (through softplus: u and δ before it read again,
 // not kept in register columns), with z y_k (K = 1: dz); dD and dδ-bias sums.
 template <int W, typename T, typename Acc>
-ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const Grads<T, Acc>& q, const Rows& r, int64_t zrow,
-                                   Acc bias, Acc Dv, const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
+ANATO_HOST_DEVICE void store_chunk(const Args<T, Acc>& a, const StepRows<T, Acc>& t, Acc bias, Acc Dv,
+                                   const Chunk<W, Acc>& c, Acc& dD, Acc& dbias) {
 ANATO_UNROLL
   for (int32_t i = 0; i < W; ++i) {
     if (i >= c.len) break;
     const int32_t p = c.pos(i);
-    const Acc uu = static_cast<Acc>(a.u[r.row * a.L + p]), dd = c.la[i] + uu * c.lb[i];
-    q.du[r.row * a.L + p] = static_cast<T>(c.dt[i] * c.lb[i] + Dv * c.g[i]);
-    const Acc ddt = a.softplus ? dd * sigmoid_acc(static_cast<Acc>(a.delta[r.row * a.L + p]) + bias) : dd;
-    q.ddelta[r.row * a.L + p] = static_cast<T>(ddt);
+    const Acc uu = static_cast<Acc>(t.u[p]), dd = c.la[i] + uu * c.lb[i];
+    t.du[p] = static_cast<T>(c.dt[i] * c.lb[i] + Dv * c.g[i]);
+    const Acc ddt = a.softplus ? dd * sigmoid_acc(static_cast<Acc>(t.delta[p]) + bias) : dd;
+    t.ddelta[p] = static_cast<T>(ddt);
     dD += c.g[i] * uu;
     dbias += ddt;
     if (a.z && a.K == 1) {
-      const Acc zt = static_cast<Acc>(a.z[zrow + p]), sg = sigmoid_acc(zt);
-      q.y[zrow + p] = static_cast<Acc>(a.dout[zrow + p]) * c.y[i] * sg * (Acc(1) + zt * (Acc(1) - sg));
+      const Acc zt = static_cast<Acc>(t.z[p]), sg = sigmoid_acc(zt);
+      t.y[p] = static_cast<Acc>(t.dout[p]) * c.y[i] * sg * (Acc(1) + zt * (Acc(1) - sg));
     } else if (a.z) {
-      q.y[r.row * a.L + p] = c.y[i];
+      t.y[p] = c.y[i];
     }
   }
 }
@@ -271,7 +290,7 @@ ANATO_HOST_DEVICE void backward_walk(const Args<T, Acc>& a, const Grads<T, Acc>&
   const Segment s = has ? segment_at(o, j, a.seg) : Segment{0, 0, 0};
   const int32_t N = a.N;
   const Rows r = rows_of(a, b, k, d);
-  const int64_t zrow = static_cast<int64_t>(b * a.Dm + d) * a.L;
+  const StepRows<T, Acc> t = step_rows(a, q, r, b, d);
   const Acc bias = a.bias ? a.bias[r.kd] : Acc(0);
   const Acc Dv = a.D ? a.D[r.kd] : Acc(0);
   const Acc* Hj = has ? q.H + (r.row * a.slots + j) * N : nullptr;
@@ -285,7 +304,7 @@ ANATO_UNROLL_STATES
     dA[n] = Acc(0);
     h[n] = (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
   }
-  walk_states<NMAX, FULL>(a, r, s, 0, mid, bias, h);
+  walk_states<NMAX, FULL>(a, r, t, s, 0, mid, bias, h);
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) hmid[n] = h[n];
   Acc dD = 0, dbias = 0;
@@ -294,14 +313,14 @@ ANATO_UNROLL_STATES
     Acc hin[NMAX];
 ANATO_UNROLL_STATES
     for (int n = 0; n < NMAX; ++n) hin[n] = upper ? hmid[n] : (Hj && (FULL || n < N)) ? Hj[n] : Acc(0);
-    walk_states<NMAX, FULL>(a, r, s, upper ? mid : 0, c0, bias, hin);
+    walk_states<NMAX, FULL>(a, r, t, s, upper ? mid : 0, c0, bias, hin);
     Chunk<W, Acc> c;
-    load_chunk(a, r, s, c0, zrow, bias, Dv, live, c);
+    load_chunk(a, t, s, c0, bias, Dv, live, c);
 ANATO_UNROLL_STATES
     for (int n = 0; n < NMAX; ++n) {
       if (FULL || n < N) lam[n] = state_reverse_walk(a, q, r, n, hin[n], lam[n], c, dA[n], sum);
     }
-    if (live) store_chunk(a, q, r, zrow, bias, Dv, c, dD, dbias);
+    if (live) store_chunk(a, t, bias, Dv, c, dD, dbias);
   }
 ANATO_UNROLL_STATES
   for (int n = 0; n < NMAX; ++n) {
