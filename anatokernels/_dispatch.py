@@ -52,7 +52,8 @@ CUDA_TESTED_ON: tuple[tuple[int, int], ...] = ((9, 0),)
 # ... and the kernels that passed there: per csrc op folder, :func:`anatokernels._extension.cuda_source_digest`
 # of its CUDA sources (the .cu files, the *_cuda.cpp bindings and every header they include) at that run
 # (csrc last changed in 575b4f7, before the run). A folder whose sources hash differently now is
-# ``unverified`` on every GPU until the suite passes again and its new digest is recorded here.
+# ``unverified`` on every GPU until the suite passes again and its new digest is recorded here
+# (csrc/masked_patch/ changed in bbe431f, 64-bit-division-free kernels: unverified until then).
 CUDA_TESTED_SOURCES: dict[str, str] = {
     "masked_patch": "9da8bc28e0dd8306",
     "order_conv": "fa2b7418c6c40780",

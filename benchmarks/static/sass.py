@@ -7,12 +7,13 @@ Everything here is static: counts of instructions in the code, not of instructio
   Loops nested inside the measured region are weighted by ``inner_trips`` (their trip count, when the spec
   knows it, e.g. Triton's ``range(NUM_CB)``); otherwise every instruction counts once.
 - A **subroutine** is the range from a ``CALL.REL`` target to the next ``RET``. It is not part of the
-  kernel's body (its loops are not the kernel's loops). ``CALL.REL.NOINC`` is not a call: sm_80–89 ptxas
-  ends some loops with a predicated ``CALL.REL.NOINC`` to the instruction after the back edge, a loop exit
-  with no ``RET`` (counted as a call, it hid the rest of the kernel). A subroutine that converts a 64-bit integer with
-  ``I2F.U64.RP`` and takes ``MUFU.RCP`` of it is the software 64-bit division/modulo routine (that is the
-  code both ptxas and nvcc emit for an int64 ``//`` or ``%``; see ``test_div64_probe`` in the contract
-  tests).
+  kernel's body (its loops are not the kernel's loops). Subroutines sit after the body's last ``EXIT``; a
+  ``CALL.REL`` to an address inside the body is a jump: sm_80–89 ptxas ends some loops with a predicated
+  ``CALL.REL.NOINC`` to the instruction after the back edge, a loop exit with no ``RET`` (counted as a call,
+  it hid the rest of the kernel), while ``CALL.REL.NOINC`` also calls the real division routine. A
+  subroutine that converts a 64-bit integer with ``I2F.U64.RP`` and takes ``MUFU.RCP`` of it is the
+  software 64-bit division/modulo routine (the code both ptxas and nvcc emit for an int64 ``//`` or ``%``;
+  see ``test_detectors_on_probe_kernels`` in the contract tests).
 - **Spills** are local-memory stores/loads (``STL``/``LDL``), in bytes by access width. Triton kernels
   have no local arrays, so for them local traffic is spill traffic; for CUDA ptxas's own report is kept
   beside it.
@@ -92,11 +93,13 @@ def _branch_target(ins: Instr) -> int | None:
 
 
 def subroutines(fn: Function) -> dict[int, tuple[int, int]]:
-    """{call target: (start, end address)} of the CALL.REL subroutines (``.NOINC``: a jump, module docstring)."""
+    """{call target: (start, end address)} of the CALL.REL subroutines: targets past the body's last EXIT
+    (module docstring; a call into the body is a loop exit)."""
     ends = [i.addr for i in fn.instrs if i.base == "RET"]
+    body_end = max((i.addr for i in fn.instrs if i.base == "EXIT"), default=-1)
     out = {}
     for ins in fn.instrs:
-        if ins.op.startswith("CALL.REL") and ".NOINC" not in ins.op and (t := _branch_target(ins)) is not None:
+        if ins.op.startswith("CALL.REL") and (t := _branch_target(ins)) is not None and t > body_end:
             end = min((e for e in ends if e >= t), default=fn.instrs[-1].addr)
             out[t] = (t, end)
     return out

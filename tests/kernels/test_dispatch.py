@@ -54,6 +54,8 @@ def test_auto_on_cpu_prefers_built_extension():
 
 def test_cuda_backend_is_auto_only_where_it_passed_on_a_gpu(monkeypatch):
     spec = _dispatch._REGISTRY["masked_patch_gather"]
+    # as if today's csrc/masked_patch/ had passed the GPU suite on sm_90 (the recorded digest may be older)
+    monkeypatch.setitem(_dispatch.CUDA_TESTED_SOURCES, "masked_patch", _extension.cuda_source_digest("masked_patch"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(_dispatch, "_extension_availability", lambda s, b: AVAILABLE)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 6))
