@@ -228,9 +228,7 @@ def _fold_students(cases: list[Stage1Case], pseudo: list[PseudoLabels], threshol
         keep = [i for i in range(len(cases)) if fold_of(i, folds) != fold]
         net, _ = _train_rounds([cases[i] for i in keep], [pseudo[i] for i in keep], thresholds, start, config,
                                device, source_cases, desc=f" (fold {fold + 1}/{folds})")
-        for i in range(len(cases)):
-            if fold_of(i, folds) == fold:
-                writers[i] = net
+        writers = [w if fold_of(i, folds) != fold else net for i, w in enumerate(writers)]
     return writers
 
 

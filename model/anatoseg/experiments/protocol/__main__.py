@@ -19,7 +19,7 @@ from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol.config import SCALES, Scale
 from anatoseg.experiments.protocol.run import make_plan, run
 from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
-from anatoseg.experiments.protocol.workers import check_jobs, default_jobs
+from anatoseg.experiments.protocol.workers import default_jobs
 
 
 def scale_overrides(scale: Scale, items: list[str]) -> Scale:
@@ -48,7 +48,7 @@ def execute(out: str | os.PathLike, scale: str, variants: list[str] | None, seed
         from anatoseg.training.device import choose_device
 
         jobs = default_jobs(choose_device(device).type)
-    return run(out, plan, device=device, progress=progress, jobs=check_jobs(jobs))
+    return run(out, plan, device=device, progress=progress, jobs=jobs)  # run() checks jobs before any work
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
