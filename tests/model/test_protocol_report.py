@@ -113,12 +113,12 @@ def test_registry_resolves_groups_and_always_keeps_the_reference():
     assert variants.resolve(["UNet"]) == ["full method", "UNet"]
     assert variants.resolve(["ablations"]) == variants.GROUPS["ablations"]
     assert variants.resolve(None) == variants.GROUPS[variants.DEFAULT_GROUP]
-    # a scale names its own default group: the CPU table leaves SwinUNETR out (4.1 CPU-s per step)
+    # a scale names its own default group: the CPU table leaves SwinUNETR and SegResNet out (config.py: budget)
     from anatoseg.experiments.protocol.config import CPU, GPU
     from anatoseg.experiments.protocol.run import make_plan
 
     assert make_plan(GPU).variants == variants.GROUPS["table"]
-    assert make_plan(CPU).variants == [v for v in variants.GROUPS["table"] if v != "SwinUNETR"]
+    assert make_plan(CPU).variants == [v for v in variants.GROUPS["table"] if v not in ("SwinUNETR", "SegResNet")]
     assert make_plan(CPU, ["SwinUNETR"]).variants == ["full method", "SwinUNETR"]
     with pytest.raises(ConfigError, match="unknown variant or group 'nope'"):
         variants.resolve(["nope"])

@@ -18,7 +18,7 @@ from anatoseg.errors import AnatoError
 def experiment(
     out: Annotated[Path, typer.Argument(help="Run folder: cohorts, stages, units/*.json, protocol.json, results.md "
                                         "(created; an existing one is continued).")],
-    scale: Annotated[str, typer.Option("--scale", help="Budget: cpu (2 cores, ~2 h) or gpu "
+    scale: Annotated[str, typer.Option("--scale", help="Budget: cpu (2 cores, ~2 h at --jobs 2) or gpu "
                                        "(anatoseg/experiments/protocol/config.py).")] = "cpu",
     variants: Annotated[list[str] | None, typer.Option(
         "--variants", help="A variant or group (repeatable; default: the scale's group, 'table-cpu' at --scale "

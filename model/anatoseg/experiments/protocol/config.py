@@ -64,28 +64,30 @@ class Scale:
 # - 40 test cases, 16 lesion-free (40 %): the floor for a paired comparison (sd of Dice
 #   differences ~0.11: a 0.05 difference needs ~40 cases); FPV is measured on the negatives too.
 # - patch 32×64×64 (19×38×38 cm at 6 mm), batch 2, tiny preset: divisible by 32 (SwinUNETR).
-# - 600 steps, because 300 do not leave the all-background plateau. Measured (UNet, this scale's training
-#   cohort, patch 32x64x64, batch 2, the stage-3 recipe of 2026-12-05: lesion share 1/3, hard negatives,
-#   lr 2e-3 poly; `anato train` with train.val_every, validation Dice on the 2 validation cases): 300 steps ->
-#   val Dice 0.000 at 100, 200 and 0.003 at 300 even with lesion share 1.0 (the poly schedule has decayed by
-#   then); 900 steps with share 1/3 -> 0.000 at 150, 0.005 at 300, 0.038 at 450 (loss 1.007 -> 0.96): the
-#   plateau is left between 300 and 450 steps while the learning rate is still high, so 600 is the least
-#   that leaves it with room. Per stage-3 step (1 thread): 0.57 CPU-s anatoseg, 0.17 UNet, 0.79 SegResNet,
-#   4.1 SwinUNETR, 0.54 UNETR.
-# - SwinUNETR is left out of the CPU table (group "table-cpu"): at 4.1 CPU-s per step its 3 units alone would
-#   take ~125 CPU-minutes at 600 steps. It stays in the registry and in the GPU table (--variants SwinUNETR
-#   runs it here too). The CPU table (21 units plus stages) measured ~53 CPU-minutes per seed of the 7 variants:
-#   ~3 h of one core for 3 seeds; a second torch thread gave no speed-up (run with OMP_NUM_THREADS=1;
-#   benchmarks/results/protocol-budget.md). 600 steps leave the plateau for some seeds only (same file).
+# - 1200 steps (revised 2026-12-05 from 600; benchmarks/results/protocol-budget.md). 300 steps do not leave
+#   the all-background plateau (UNet, this scale's training cohort, validation Dice on the 2 validation cases:
+#   0.000 at 100, 200 and 0.003 at 300 even with lesion share 1.0; with a 900-step schedule 0.038 at 450).
+#   600 steps left it for UNet with every seed (test Dice 0.25) but for the anatoseg variants only by seed
+#   lottery: 4 of their 12 units passed test Dice 0.05 in the first table (protocol-cpu-7204307), their
+#   training loss sat at the deep-supervision plateau (1.754 = three heads at Dice loss 1) until the poly
+#   schedule had decayed. With a 1200-step schedule the two full-method seeds that stayed there with 600 left it
+#   (validation Dice 0.080 and 0.335 at 1200; the loss drops between steps 500 and 800 while the learning rate is
+#   still above half its peak). Per stage-3 step (1 thread): 0.57 CPU-s anatoseg, 0.17 UNet, 0.79 SegResNet,
+#   4.1 SwinUNETR, 0.54 UNETR; the full-resolution decoder convolutions are half of an anatoseg step.
+# - SwinUNETR and SegResNet are left out of the CPU table (group "table-cpu"): at 1200 steps SwinUNETR's 3
+#   units would take ~250 CPU-minutes and SegResNet's ~63 (0.79 CPU-s per step, 11 CPU-s per scored case), and
+#   the 6 other variants already take ~227 CPU-minutes plus ~16 for the stages: ~125 minutes on 2 cores at
+#   --jobs 2. Both stay in the registry and the GPU table (--variants SegResNet runs it here too).
+#   A second torch thread gives no speed-up: run with OMP_NUM_THREADS=1 and --jobs 2.
 # - stage 2 on 64×64×64 crops with mask patches of the tiny preset's deepest stride, 16³
 #   (stages.mask_patch): 64 patches per crop, ~6 tokens per crop visible in both views at mask ratio 0.7 for
 #   the alignment term (a 32×64×64 crop left ~3; a finer mask patch leaves none and the term dead).
-# - no test-time mirroring (8 flips are 8 times the prediction work of 40 cases in each of 24 units) and
+# - no test-time mirroring (8 flips are 8 times the prediction work of 40 cases in each unit) and
 #   sliding windows overlapping by 1/4 instead of 1/2 (~2.4x fewer windows): scoring the test cases would
 #   otherwise cost more than training (SegResNet: 11 CPU-s per case at overlap 1/2).
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
-            pretrain_crop=(64, 64, 64), steps=600, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
+            pretrain_crop=(64, 64, 64), steps=1200, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
             seeds=3, group="table-cpu", stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
 
 # GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at
