@@ -231,41 +231,74 @@ def _seg_backward_summary_kernel(
 
 
 @triton.jit
+def _spread(v, BLOCK_D: tl.constexpr, BLOCK_SEG: tl.constexpr):
+    """A [BLOCK_SEG] per-segment vector repeated for each of BLOCK_D channels: [BLOCK_SEG·BLOCK_D], segment-major
+    (the channels of a segment in neighbouring columns, so that on a GPU they sit in neighbouring lanes)."""
+    return tl.reshape(tl.broadcast_to(v[:, None], (BLOCK_SEG, BLOCK_D)), (BLOCK_SEG * BLOCK_D,))
+
+
+@triton.jit
+def _over_channels(x, SEG: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SEG: tl.constexpr):
+    """[SEG, BLOCK_SEG·BLOCK_D] -> [SEG, BLOCK_SEG]: the sum over the tile's channels (the block reduction)."""
+    return tl.sum(tl.reshape(x, (SEG, BLOCK_SEG, BLOCK_D)), axis=2)
+
+
+@triton.jit
+def _per_channel(x, SEG: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_SEG: tl.constexpr):
+    """[SEG, BLOCK_SEG·BLOCK_D] -> [BLOCK_D]: each channel's sum over the tile."""
+    return tl.sum(tl.reshape(tl.sum(x, axis=0), (BLOCK_SEG, BLOCK_D)), axis=0)
+
+
+@triton.jit
 def _seg_backward_kernel(
         u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, geo_ptr, dout_ptr, ck_ptr, gb_ptr,
         du_ptr, ddelta_ptr, dB_ptr, dC_ptr, y_ptr, part_ptr,
         K, DM, L, N, G, PER_GROUP, SLOTS, NB,
         DIRECT_DZ: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-        SOFTPLUS: tl.constexpr, ACC: tl.constexpr, SEG: tl.constexpr, BLOCK_SEG: tl.constexpr):
+        SOFTPLUS: tl.constexpr, ACC: tl.constexpr, SEG: tl.constexpr, BLOCK_SEG: tl.constexpr,
+        BLOCK_D: tl.constexpr):
     """Backward phase 3: per state n, the segment's states (forward scan from ck slot j) and state
-    gradients (reverse scan from gb slot j+1) over a [SEG, BLOCK_SEG] tile whose SEG steps sit in one
-    thread (both scans in-register); du, dδ, y_k summed over n in the tile; dB, dC relaxed atomics (the
-    channels of a group share them); dA, dD, dδ-bias per-program partials (part: N + 2 per program)."""
-    b, k, d, grp = _row(DM, K, PER_GROUP)
+    gradients (reverse scan from gb slot j+1) over a [SEG, BLOCK_SEG·BLOCK_D] tile: BLOCK_SEG segments times
+    BLOCK_D channels of one B/C group (grid axis 1: K·Dm / BLOCK_D), a segment's channels in neighbouring
+    columns, one column's SEG steps per thread (both scans in-register). du, dδ, y_k summed over n in the
+    tile; dB, dC summed over the tile's channels first (on a GPU across neighbouring lanes), then one relaxed
+    atomic per (step, segment) and program (the programs of the group's other channel blocks add to the same
+    words); dA, dD, dδ-bias per-program partials (part: N + 2 per channel and program)."""
+    b = tl.program_id(2).to(tl.int64)
+    dblocks = DM // BLOCK_D
+    k = (tl.program_id(1) // dblocks).to(tl.int64)
+    d0 = ((tl.program_id(1) % dblocks) * BLOCK_D).to(tl.int64)
+    grp = d0 // PER_GROUP
     jb = tl.program_id(0)
     j0 = jb * BLOCK_SEG
     start, step, length, _count = _segments(geo_ptr, k, j0, SEG, BLOCK_SEG)
     i = tl.arange(0, SEG)[:, None]
-    m = i < length[None, :]
-    pos = start[None, :] + i * step
-    kd = k * DM + d
-    row = (b * K + k) * DM + d
-    bias = tl.load(bias_ptr + kd).to(ACC) if HAS_BIAS else 0.0
-    Dv = tl.load(D_ptr + kd).to(ACC) if HAS_D else 0.0
-    dt, x = _delta(delta_ptr + row * L + pos, m, bias, SOFTPLUS, ACC)
-    dt1, _x1 = _delta(delta_ptr + row * L + pos + step, (i + 1) < length[None, :], bias, SOFTPLUS, ACC)
-    uu = tl.load(u_ptr + row * L + pos, mask=m, other=0.0).to(ACC)
-    g, dzy = _gate_grad(dout_ptr + (b * DM + d) * L + pos, z_ptr + (b * DM + d) * L + pos, m, HAS_Z, ACC)
+    m0 = i < length[None, :]  # [SEG, BLOCK_SEG]: one column per segment, for dB and dC
+    pos0 = start[None, :] + i * step
+    lengths = _spread(length, BLOCK_D, BLOCK_SEG)
+    m = i < lengths[None, :]
+    pos = _spread(start, BLOCK_D, BLOCK_SEG)[None, :] + i * step
+    cols = tl.arange(0, BLOCK_D * BLOCK_SEG)
+    dd = d0 + cols % BLOCK_D  # each column's channel
+    kd = k * DM + dd
+    row = (b * K + k) * DM + dd
+    bias = tl.load(bias_ptr + kd).to(ACC)[None, :] if HAS_BIAS else 0.0
+    Dv = tl.load(D_ptr + kd).to(ACC)[None, :] if HAS_D else 0.0
+    dt, x = _delta(delta_ptr + row[None, :] * L + pos, m, bias, SOFTPLUS, ACC)
+    dt1, _x1 = _delta(delta_ptr + row[None, :] * L + pos + step, (i + 1) < lengths[None, :], bias, SOFTPLUS, ACC)
+    uu = tl.load(u_ptr + row[None, :] * L + pos, mask=m, other=0.0).to(ACC)
+    zrow = (b * DM + dd)[None, :] * L + pos
+    g, dzy = _gate_grad(dout_ptr + zrow, z_ptr + zrow, m, HAS_Z, ACC)
     dtu = dt * uu
-    slot = row * SLOTS + j0 + tl.arange(0, BLOCK_SEG)
-    seg_ok = length > 0
+    slot = row * SLOTS + j0 + cols // BLOCK_D
+    seg_ok = lengths > 0
     bc_row = ((b * K + k) * G + grp) * N * L
-    part = part_ptr + (row * NB + jb) * (N + 2)
-    du = tl.zeros([SEG, BLOCK_SEG], dtype=ACC)
-    ddt = tl.zeros([SEG, BLOCK_SEG], dtype=ACC)
-    y = tl.zeros([SEG, BLOCK_SEG], dtype=ACC)
+    part = part_ptr + (((b * K + k) * DM + d0 + tl.arange(0, BLOCK_D)) * NB + jb) * (N + 2)
+    du = tl.zeros([SEG, BLOCK_D * BLOCK_SEG], dtype=ACC)
+    ddt = tl.zeros([SEG, BLOCK_D * BLOCK_SEG], dtype=ACC)
+    y = tl.zeros([SEG, BLOCK_D * BLOCK_SEG], dtype=ACC)
     for nn in range(N):
-        A_n = tl.load(A_ptr + kd * N + nn).to(ACC)
+        A_n = tl.load(A_ptr + kd * N + nn).to(ACC)[None, :]
         Bn = tl.load(B_ptr + bc_row + nn * L + pos, mask=m, other=0.0).to(ACC)
         Cn = tl.load(C_ptr + bc_row + nn * L + pos, mask=m, other=0.0).to(ACC)
         hin = tl.load(ck_ptr + slot * N + nn, mask=seg_ok, other=0.0)
@@ -281,19 +314,21 @@ def _seg_backward_kernel(
         ddt += dh * (Bn * uu + A_n * ah)
         if HAS_Z:
             y += Cn * h
-        tl.store(part + nn, tl.sum(tl.sum(dh * ah * dt, axis=0), axis=0))  # in-thread first
-        tl.atomic_add(dB_ptr + bc_row + nn * L + pos, dh * dtu, mask=m, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_row + nn * L + pos, g * h, mask=m, sem="relaxed")
+        tl.store(part + nn, _per_channel(dh * ah * dt, SEG, BLOCK_D, BLOCK_SEG))
+        tl.atomic_add(dB_ptr + bc_row + nn * L + pos0, _over_channels(dh * dtu, SEG, BLOCK_D, BLOCK_SEG), mask=m0,
+                      sem="relaxed")
+        tl.atomic_add(dC_ptr + bc_row + nn * L + pos0, _over_channels(g * h, SEG, BLOCK_D, BLOCK_SEG), mask=m0,
+                      sem="relaxed")
     if SOFTPLUS:
         ddt = ddt * tl.where(x > 20.0, 1.0, tl.sigmoid(x))
     ddt = tl.where(m, ddt, 0.0)
-    tl.store(du_ptr + row * L + pos, (du * dt + Dv * g).to(du_ptr.dtype.element_ty), mask=m)
-    tl.store(ddelta_ptr + row * L + pos, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
-    tl.store(part + N, tl.sum(tl.sum(g * uu, axis=0), axis=0))
-    tl.store(part + N + 1, tl.sum(tl.sum(ddt, axis=0), axis=0))
+    tl.store(du_ptr + row[None, :] * L + pos, (du * dt + Dv * g).to(du_ptr.dtype.element_ty), mask=m)
+    tl.store(ddelta_ptr + row[None, :] * L + pos, ddt.to(ddelta_ptr.dtype.element_ty), mask=m)
+    tl.store(part + N, _per_channel(g * uu, SEG, BLOCK_D, BLOCK_SEG))
+    tl.store(part + N + 1, _per_channel(ddt, SEG, BLOCK_D, BLOCK_SEG))
     if HAS_Z:
         y += Dv * uu
         if DIRECT_DZ:
-            tl.store(y_ptr + (b * DM + d) * L + pos, (y * dzy).to(y_ptr.dtype.element_ty), mask=m)
+            tl.store(y_ptr + zrow, (y * dzy).to(y_ptr.dtype.element_ty), mask=m)
         else:
-            tl.store(y_ptr + row * L + pos, y, mask=m)
+            tl.store(y_ptr + row[None, :] * L + pos, y, mask=m)

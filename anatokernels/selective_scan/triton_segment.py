@@ -25,7 +25,8 @@ Backward, mirrored: ``_seg_backward_summary_kernel`` walks each segment in rever
 (R_j = a_s·dh_s and Σδ), the reverse carry G_{j-1} = R_j + exp(A·Σδ_j)·G_j from dlast gives the gradient
 reaching each segment's end, and ``_seg_backward_kernel`` recomputes states and state gradients per
 segment and state, reduces du, dδ, y_k over N in-thread, dA, dD, dδ-bias per program (partials summed
-here) and adds dB, dC with relaxed atomics (the channels of one B/C group share them). dz is y·dout·silu'(z)
+here), and sums dB, dC over the BLOCK_D channels of one B/C group that a program holds before adding them
+with one relaxed atomic per (step, segment) (the group's other programs add to the same words). dz is y·dout·silu'(z)
 with y = Σ_k y_k: merged like the forward output.
 
 Layouts (Triton cannot place registers explicitly; these are the layouts its default blocked encoding
@@ -33,10 +34,13 @@ gives, checked in the SASS by ``benchmarks/static``):
   forward and backward phase 1: a [BLOCK_N, BLOCK_SEG] tile with BLOCK_SEG = 32·num_warps, so each
   thread holds one segment's N states (the design's "one thread owns (channel, segment)"), the step
   loop is sequential and Σ_n C·h is an in-register sum.
-  backward phase 3: a [SEG, BLOCK_SEG] tile per state n (loop over n), one segment's SEG steps per
-  thread, so the forward scan of the states and the reverse scan of their gradients are in-register
-  sequential scans (a reverse walk with all N states in a thread would need each h_{t-1} again: that
-  means dividing by a_t, unstable when a_t underflows, or storing the states).
+  backward phase 3: a [SEG, BLOCK_SEG·BLOCK_D] tile per state n (loop over n), one (segment, channel)'s
+  SEG steps per thread, so the forward scan of the states and the reverse scan of their gradients are
+  in-register sequential scans; a segment's BLOCK_D = 4 channels sit in neighbouring lanes, so their dB, dC
+  sum is a warp-shuffle reduction (sm_90 SASS at the benchmark shape: 4 atomics per thread and state
+  instead of 16, 1.68 instructions per update as before, 6 barriers per state iteration instead of 2). A
+  reverse walk with all N states in a thread would need each h_{t-1} again: that means dividing by a_t,
+  unstable when a_t underflows, or storing the states.
 """
 
 from __future__ import annotations
@@ -58,6 +62,16 @@ _INTERPRETER_SEG = 4  # small, so that the interpreter tests cut rows into uneve
 _GPU_SEG = 8  # the backward holds several [SEG] columns per thread: at 16 it needs 255 registers and spills
 _GPU_WARPS = 4
 _INTERPRETER_BLOCK_SEG = 64
+# channels of one B/C group per backward program (the largest power of two up to this that divides Dm / G):
+# their dB, dC are summed inside the block before the atomics. On a GPU the tile keeps 32·num_warps columns
+# (BLOCK_SEG = 32·num_warps / BLOCK_D), so a thread still owns one (channel, segment); the interpreter takes 2
+# so that its tests cover the reduction.
+_GPU_BLOCK_D = 4
+_INTERPRETER_BLOCK_D = 2
+# the backward's register cap on a GPU: ptxas gives the channel-blocked tile 184-186 registers on sm_80-89
+# (168 on sm_90), two blocks of 4 warps per SM instead of three; capped, it keeps three (a 4-byte spill outside
+# the loop on sm_80, none in it; benchmarks/static)
+_GPU_BACKWARD_MAXNREG = 168
 
 
 def chunk_length(length: int, n_state: int, device: torch.device) -> int:
@@ -77,6 +91,14 @@ def _tile(device: torch.device, s_max: int) -> tuple[int, dict]:
     return 32 * _GPU_WARPS, {"num_warps": _GPU_WARPS}
 
 
+def channel_block(per_group: int, device: torch.device) -> int:
+    """BLOCK_D of the backward: the largest power of two up to the device's cap that divides ``per_group``."""
+    block = _INTERPRETER_BLOCK_D if device.type == "cpu" else _GPU_BLOCK_D
+    while per_group % block:
+        block //= 2
+    return block
+
+
 def _contiguous(*tensors):
     return tuple(None if t is None else t.contiguous() for t in tensors)
 
@@ -92,7 +114,13 @@ def _plan(u, A, B, geometry, chunk):
     block_seg, opts = _tile(u.device, s_max)
     nb = triton.cdiv(s_max, block_seg)
     interpreted = u.device.type == "cpu"
-    return dict(bt=bt, k=k_orders, dm=dm, L=length, n=n_state, g=groups, slots=s_max + 1, nb=nb,
+    block_d = channel_block(dm // groups, u.device)
+    bwd_seg = block_seg if interpreted else block_seg // block_d
+    bwd_nb = triton.cdiv(s_max, bwd_seg)
+    bwd_opts = opts if interpreted else {**opts, "maxnreg": _GPU_BACKWARD_MAXNREG}
+    return dict(bwd_nb=bwd_nb, bwd_grid=(bwd_nb, k_orders * dm // block_d, bt), bwd_opts=bwd_opts,
+                bwd_meta=dict(SEG=chunk, BLOCK_SEG=bwd_seg, BLOCK_D=block_d),
+                bt=bt, k=k_orders, dm=dm, L=length, n=n_state, g=groups, slots=s_max + 1, nb=nb,
                 grid=(nb, k_orders * dm, bt), rows=bt * k_orders * dm, opts=opts,
                 meta=dict(SEG=chunk, BLOCK_SEG=block_seg), block_n=triton.next_power_of_2(n_state),
                 chunk_s=16 if interpreted else 64, merge_block=256 if interpreted else 1024)
@@ -182,7 +210,7 @@ def _gradient_buffers(p, u, delta, z, acc):
                 ddelta=_memory.empty(u.shape, dtype=delta.dtype, device=dev),
                 dB=torch.zeros((p["bt"], p["k"], p["g"], p["n"], p["L"]), dtype=acc, device=dev),
                 dC=torch.zeros((p["bt"], p["k"], p["g"], p["n"], p["L"]), dtype=acc, device=dev),
-                part=_memory.empty((p["rows"], p["nb"], p["n"] + 2), dtype=acc, device=dev), dz=None, y=None)
+                part=_memory.empty((p["rows"], p["bwd_nb"], p["n"] + 2), dtype=acc, device=dev), dz=None, y=None)
     if z is not None:
         bufs["dz"] = _memory.empty((p["bt"], p["dm"], p["L"]), dtype=z.dtype, device=dev)
         bufs["y"] = bufs["dz"] if p["k"] == 1 else _memory.empty(u.shape, dtype=acc, device=dev)
@@ -198,16 +226,16 @@ def backward(dout, dlast, u, delta, A, B, C, D, z, bias, checkpoints, geometry, 
     p = _plan(u, A, B, geometry, chunk)
     g = _gradient_buffers(p, u, delta, z, acc)
     dummy = u
-    _seg_backward_kernel[p["grid"]](
+    _seg_backward_kernel[p["bwd_grid"]](
         u, delta, A, B, C, dummy if D is None else D, dummy if z is None else z, dummy if bias is None else bias,
         geometry, dout, checkpoints, gb, g["du"], g["ddelta"], g["dB"], g["dC"],
         g["du"] if g["y"] is None else g["y"], g["part"], p["k"], p["dm"], p["L"], p["n"], p["g"],
-        p["dm"] // p["g"], p["slots"], p["nb"], DIRECT_DZ=p["k"] == 1, HAS_D=D is not None,
+        p["dm"] // p["g"], p["slots"], p["bwd_nb"], DIRECT_DZ=p["k"] == 1, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=bias is not None, SOFTPLUS=bool(softplus), ACC=tl_dtype(acc),
-        **p["meta"], **p["opts"])
+        **p["bwd_meta"], **p["bwd_opts"])
     if z is not None and p["k"] > 1:
         _merge(p, g["y"], z, dout, g["dz"], True, acc)
-    part = g["part"].view(p["bt"], p["k"], p["dm"], p["nb"], p["n"] + 2).sum(dim=(0, 3))
+    part = g["part"].view(p["bt"], p["k"], p["dm"], p["bwd_nb"], p["n"] + 2).sum(dim=(0, 3))
     # dA, dD, dbias: copies, not views of one buffer (a custom op's outputs may not alias each other)
     grads = (g["du"], g["ddelta"], part[..., :p["n"]].to(A.dtype, copy=True), g["dB"].to(B.dtype),
              g["dC"].to(C.dtype), None if D is None else part[..., p["n"]].to(D.dtype, copy=True), g["dz"],

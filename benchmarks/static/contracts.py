@@ -75,7 +75,7 @@ KERNELS = (
            "output", lambda m, f: _c(m, "BLOCK") / _warps(m), SCAN["batch"] * SCAN["dim"] * _L),
     # the state loop of a [SEG, 128] tile
     Kernel("selective_scan.triton_segment.backward", "triton:selective_scan_segment", "backward", "outer",
-           "state update", lambda m, f: _c(m, "SEG") * _c(m, "BLOCK_SEG") / _warps(m), SCAN_UPDATES),
+           "state update", lambda m, f: _c(m, "SEG") * _c(m, "BLOCK_SEG") * _c(m, "BLOCK_D") / _warps(m), SCAN_UPDATES),
     Kernel("selective_scan.cuda.forward", "cuda:selective_scan/selective_scan_cuda.cu", r"forward_kernelIffE",
            "around:MUFU.EX2", "state update", lambda m, f: 32 * m["kItems"], SCAN_UPDATES, ("kItems",)),
     Kernel("selective_scan.cuda.backward", "cuda:selective_scan/selective_scan_cuda.cu", r"backward_kernelIffE",

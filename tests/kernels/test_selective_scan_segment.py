@@ -97,6 +97,9 @@ CASES = [
     ((3, 5, 7), ("yxz", "yxz"), 1, 3, 3, 5),
     ((3, 5, 7), ("-xzy",), 2, 2, 1, 4),
     ((1, 1, 37), ("zyx", "-zyx", "-zyx"), 1, 2, 1, 3),
+    # channel blocks of the backward (BLOCK_D 2 under the interpreter): 2 groups of 4 channels, 1 group of 6
+    ((2, 3, 5), ("yzx", "-zyx"), 1, 8, 2, 3),
+    ((2, 3, 5), ("xyz",), 1, 6, 1, 2),
 ]
 IDS = [f"Z{s[0]}Y{s[1]}X{s[2]}-{'_'.join(o)}-B{b}-D{d}-G{g}-N{n}" for s, o, b, d, g, n in CASES]
 
@@ -119,6 +122,14 @@ def test_segments_longer_than_rows(monkeypatch):
     """SEG = 8: every row of the fastest axis is one segment."""
     monkeypatch.setattr(_ts(), "_INTERPRETER_SEG", 8)
     _check((3, 5, 7), ("zyx", "-xyz"), 1, 2, 1, 3)
+
+
+def test_channel_block():
+    """The backward's channels per program: a power of two dividing the group's channels, at most the cap."""
+    ts = _ts()
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [ts.channel_block(pg, cuda) for pg in (96, 6, 3, 1, 8)] == [4, 2, 1, 1, 4]
+    assert [ts.channel_block(pg, cpu) for pg in (96, 6, 3, 1)] == [2, 2, 1, 1]
 
 
 # ----------------------------------------------------------------------------- the phases, one by one
