@@ -59,6 +59,32 @@ def test_report_reads_each_difference_and_flags_stale_units():
     assert "| variant | bone |" in text and "| full method | 0.50 (48) |" in text  # sensitivity by site
 
 
+def test_another_reference_compares_every_variant_with_it_and_uptake_organ_fps_are_compared():
+    units = [_unit("full method", s, 0.0) for s in range(3)] + [_unit("no prompts", s, -0.2) for s in range(3)]
+    units += [_unit("UNet", s, 0.0) for s in range(3)]
+    text = report.render(units, {**META, "reference": "no prompts"}, n_boot=300)
+    assert "## Paired differences against the no prompts" in text
+    dice = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| Dice | ")}
+    assert set(dice) == {"full method", "UNet"} and "variant better" in dice["full method"]
+    assert "[+0.1" in dice["full method"] or "[+0.2" in dice["full method"]
+    # the negatives' false positives lie in the brain (an uptake organ): 1 per case for the full method, 2 for
+    # no prompts; the positives' lie in the bowel, the same for both
+    uptake = [line for line in text.splitlines() if line.startswith("| FP components in uptake organs | full")]
+    assert len(uptake) == 1 and "| 12 | 3 | -0.333 |" in uptake[0] and "variant better" in uptake[0]
+    # the same units, rendered against the full method on request
+    assert "## Paired differences against the full method" in report.render(units, META, n_boot=100)
+    assert "against the UNet" in report.render(units, META, n_boot=100, reference="UNet")
+
+
+def test_uptake_metrics_sum_the_uptake_groups_only():
+    case = _case("c", 0.5, fp=3, tp=1, fn=0, fp_organ="other")
+    assert report.case_value(case, "fp_uptake") == 0 and report.case_value(case, "fp") == 3
+    case["fp_by_organ"]["bowel"] = {"count": 2, "volume_ml": 1.5}
+    case["fp_by_organ"]["brain"] = {"count": 1, "volume_ml": 0.25}
+    assert report.case_value(case, "fp_uptake") == 3 and report.case_value(case, "fpv_uptake_ml") == 1.75
+    assert "other" not in report.UPTAKE_GROUPS and {"brain", "bladder", "kidney", "bowel"} <= set(report.UPTAKE_GROUPS)
+
+
 def test_a_variant_with_no_seed_shared_with_the_full_method_waits_instead_of_failing():
     """Several jobs can finish UNet seed 1 before the full method's seed 1: the report names it as not yet
     compared and still compares the variants that pair."""
@@ -122,6 +148,11 @@ def test_registry_resolves_groups_and_always_keeps_the_reference():
     assert make_plan(CPU, ["SwinUNETR"]).variants == ["full method", "SwinUNETR"]
     with pytest.raises(ConfigError, match="unknown variant or group 'nope'"):
         variants.resolve(["nope"])
+    with pytest.raises(ConfigError, match="unknown reference variant 'nope'"):
+        make_plan(CPU, ["UNet"], reference="nope")
+    plan = make_plan(CPU, ["prompting"], reference="no prompts")
+    assert plan.reference == "no prompts" and plan.variants == variants.GROUPS["prompting"]
+    assert make_plan(CPU, ["UNet"], reference="no prompts").variants == ["no prompts", "UNet"]
     with pytest.raises(ConfigError, match="prompts must be one of"):
         variants.check_variant("x", {"arch": "unet", "prompts": "organs", "init": None, "set": {}})
     assert variants.overrides({"model.net.use_prompts": False, "data.patch_size": [32, 64, 64]}) == [

@@ -105,6 +105,9 @@ def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished,
         run(out, make_plan(dataclasses.replace(MINI, steps=3)), device="cpu", progress=False)
     assert main([str(out), "--variants", "nope"]) == 1
     assert capsys.readouterr().err.startswith("error: unknown variant or group 'nope'")
+    assert main([str(out), "--variants", "UNet", "--reference", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown reference variant 'nope'") and err.count("\n") == 1
 
 
 def test_units_in_two_worker_processes_match_the_units_run_in_process(interrupted_then_finished, tmp_path):

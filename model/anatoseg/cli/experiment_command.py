@@ -30,19 +30,23 @@ def experiment(
         "--set", help="Change a field of the scale: field=value (repeatable), e.g. steps=500; a run folder keeps "
         "its design.")] = None,
     no_sanity: Annotated[bool, typer.Option("--no-sanity", help="Leave out the no-learning rows.")] = False,
+    reference: Annotated[str, typer.Option("--reference", help=(
+        "The variant every other is compared with (always run), e.g. 'no prompts' for the prompting group."))
+    ] = "full method",
     jobs: Annotated[int | None, typer.Option("--jobs", help="Units at once, each in its own process (default: one "
                                              "per core up to 4 on CPU, 1 on CUDA).")] = None,
     device: opt.Device = None,
     no_progress: opt.NoProgress = False,
 ) -> None:
     """Train every variant with several seeds on fixed phantom cohorts, score the test cases, compare each
-    variant with the full method, and write OUT/results.md (an interrupted run continues with the same command)."""
+    variant with the full method (or --reference), and write OUT/results.md (an interrupted run continues with
+    the same command)."""
     from anatoseg.experiments.protocol.__main__ import execute
 
     command = " ".join(["anato", *(shlex.quote(a) for a in sys.argv[1:])])
     try:
         results = execute(out, scale, variants, seeds, list(settings or []), sanity=not no_sanity, device=device,
-                          progress=not no_progress, command=command, jobs=jobs)
+                          progress=not no_progress, command=command, jobs=jobs, reference=reference)
     except ValueError as exc:  # a bad value deep in a stage: one line, as the protocol's own entry point
         raise AnatoError(str(exc)) from exc
     typer.echo(results.read_text())

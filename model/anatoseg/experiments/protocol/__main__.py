@@ -1,4 +1,5 @@
-"""``python -m anatoseg.experiments.protocol OUT [--scale cpu|gpu] [--variants ...] [--seeds N] [--jobs N]``.
+"""``python -m anatoseg.experiments.protocol OUT [--scale cpu|gpu] [--variants ...] [--seeds N] [--jobs N]
+[--reference NAME]``.
 
 Runs (or continues) the experiment protocol in OUT and writes ``OUT/results.md``
 (:mod:`anatoseg.experiments.protocol`). Errors are one line on stderr and exit status 1.
@@ -18,7 +19,7 @@ import yaml
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol.config import SCALES, Scale
 from anatoseg.experiments.protocol.run import make_plan, run
-from anatoseg.experiments.protocol.variants import GROUPS, VARIANTS
+from anatoseg.experiments.protocol.variants import GROUPS, REFERENCE, VARIANTS
 from anatoseg.experiments.protocol.workers import default_jobs
 
 
@@ -37,13 +38,15 @@ def scale_overrides(scale: Scale, items: list[str]) -> Scale:
 
 def execute(out: str | os.PathLike, scale: str, variants: list[str] | None, seeds: int | None,
             settings: list[str], *, sanity: bool, device: str | None, progress: bool, command: str,
-            jobs: int | None = None) -> Path:
+            jobs: int | None = None, reference: str = REFERENCE) -> Path:
     """Run (or continue) the protocol in ``out`` and return its ``results.md``: what
     ``python -m anatoseg.experiments.protocol`` and ``anato experiment`` both call. ``scale``: a name of
-    :data:`SCALES`, changed by the ``field=value`` ``settings``; ConfigError for a bad one."""
+    :data:`SCALES`, changed by the ``field=value`` ``settings``; ConfigError for a bad one. ``reference``: the
+    variant the report compares every other with."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    plan = make_plan(scale_overrides(SCALES[scale], settings), variants, seeds, sanity=sanity, command=command)
+    plan = make_plan(scale_overrides(SCALES[scale], settings), variants, seeds, sanity=sanity, command=command,
+                     reference=reference)
     if jobs is None:
         from anatoseg.training.device import choose_device
 
@@ -67,6 +70,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=None,
                         help="units at once, each in its own process (default: one per core up to 4 on CPU, "
                              "1 on CUDA)")
+    parser.add_argument("--reference", default=REFERENCE, metavar="NAME",
+                        help=f"the variant every other is compared with (default: {REFERENCE!r}; always run)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m anatoseg.experiments.protocol", *(shlex.quote(a) for a in argv)])
     try:
         results = execute(args.out, args.scale, args.variants, args.seeds, args.settings, sanity=not args.no_sanity,
-                          device=args.device, progress=not args.no_progress, command=command, jobs=args.jobs)
+                          device=args.device, progress=not args.no_progress, command=command, jobs=args.jobs,
+                          reference=args.reference)
     except (AnatoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

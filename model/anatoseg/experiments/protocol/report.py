@@ -1,7 +1,8 @@
 """``results.md`` of a protocol run, from its unit JSONs alone (:mod:`.units`).
 
 Sections: the main table (per variant, mean ± sd over training seeds of the per-seed means over
-test cases), paired comparisons against the full method (:func:`anatoseg.experiments.stats.compare`:
+test cases), paired comparisons against the reference variant (the full method unless the run names another,
+e.g. ``--reference "no prompts"``; :func:`anatoseg.experiments.stats.compare`:
 hierarchical bootstrap 95 % CI over cases then seeds, Holm-corrected sign-flip and Wilcoxon
 p-values, "no difference" when the CI contains 0), pooled lesion sensitivity with a case-clustered
 bootstrap CI, the lesion-level FROC, false positives by organ, sensitivity by lesion site, size
@@ -22,13 +23,19 @@ from collections.abc import Sequence
 from anatoseg.experiments import stats
 from anatoseg.experiments.protocol import organ_scores
 from anatoseg.experiments.protocol.variants import REFERENCE, SANITY, VARIANTS
-from anatoseg.metrics.breakdown import sensitivity_by
+from anatoseg.metrics.breakdown import FP_ORGAN_GROUPS, sensitivity_by
 from anatoseg.metrics.froc import FP_RATES, CaseScores, froc
 
 RIVAL_MARGIN = 0.05
 """Dice within which a no-learning row "rivals" the best network."""
-COMPARED = (("dice", "Dice"), ("fpv_ml", "FPV (ml)"), ("fnv_ml", "FNV (ml)"), ("fp", "FP components"))
+COMPARED = (("dice", "Dice"), ("fpv_ml", "FPV (ml)"), ("fnv_ml", "FNV (ml)"), ("fp", "FP components"),
+            ("fp_uptake", "FP components in uptake organs"), ("fpv_uptake_ml", "FPV in uptake organs (ml)"))
 """Per-case metrics compared pairwise with the reference."""
+UPTAKE_GROUPS = tuple(FP_ORGAN_GROUPS)
+"""The false-positive organ groups of physiological uptake that anatomy should explain: every named group of
+:data:`anatoseg.metrics.breakdown.FP_ORGAN_GROUPS` (not "other")."""
+DERIVED = {"fp_uptake": "count", "fpv_uptake_ml": "volume_ml"}
+"""Per-case metrics summed over :data:`UPTAKE_GROUPS` of the case's ``fp_by_organ`` (the field summed)."""
 TIME_TITLES = {"wall": "Wall", "cpu": "CPU (user + system, all threads)"}
 BREAKDOWNS = (("site", "lesion site"), ("size", "size bin"), ("hard", "hard tag"), ("relation", "relation to organs"))
 
@@ -50,10 +57,17 @@ def _mean_sd(values) -> str:
     return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
 
-def by_variant(units: Sequence[dict]) -> dict[str, dict[int, dict]]:
-    """``{variant: {seed: unit}}``: the registry's variants in its order (the reference first), then the
+def case_value(case: dict, metric: str):
+    """``metric`` of one case record: a stored key, or one of :data:`DERIVED`."""
+    if metric in DERIVED:
+        return sum(case["fp_by_organ"].get(group, {}).get(DERIVED[metric], 0) for group in UPTAKE_GROUPS)
+    return case.get(metric)
+
+
+def by_variant(units: Sequence[dict], reference: str = REFERENCE) -> dict[str, dict[int, dict]]:
+    """``{variant: {seed: unit}}``: the reference first, then the registry's variants in its order, then the
     sanity rows, then any other."""
-    order = [REFERENCE, *VARIANTS, *SANITY]
+    order = [reference, *VARIANTS, *SANITY]
     rank = {name: i for i, name in enumerate(dict.fromkeys(order))}
     out: dict[str, dict[int, dict]] = {}
     for unit in sorted(units, key=lambda u: (rank.get(u["variant"], len(rank)), u["variant"], u["seed"])):
@@ -61,12 +75,12 @@ def by_variant(units: Sequence[dict]) -> dict[str, dict[int, dict]]:
     return out
 
 
-def metric_table(variants: dict[str, dict[int, dict]], metric: str) -> dict:
+def metric_table(variants: dict[str, dict[int, dict]], metric: str, reference: str = REFERENCE) -> dict:
     """:data:`anatoseg.experiments.stats.Table` of ``metric``; sanity rows repeated over the reference's seeds."""
-    seeds = sorted(variants.get(REFERENCE, {}))
+    seeds = sorted(variants.get(reference, {}))
     table = {}
     for name, units in variants.items():
-        rows = {seed: {c["case"]: c.get(metric) for c in unit["cases"]} for seed, unit in units.items()}
+        rows = {seed: {c["case"]: case_value(c, metric) for c in unit["cases"]} for seed, unit in units.items()}
         if next(iter(units.values()))["kind"] == "sanity" and seeds:
             rows = {seed: next(iter(rows.values())) for seed in seeds}
         table[name] = rows
@@ -101,20 +115,22 @@ def _pooled(cases: Sequence[dict]) -> float | None:
     return tp / (tp + fn) if tp + fn else None
 
 
-def comparisons(variants: dict[str, dict[int, dict]], n_boot: int = 2000) -> list[str]:
-    """Paired differences ``variant - full method`` per metric of :data:`COMPARED`."""
-    if REFERENCE not in variants or len(variants) < 2:
-        return [f"(no paired comparison: needs {REFERENCE!r} and another variant)"]
-    paired = [name for name in variants if name != REFERENCE and set(variants[name]) & set(variants[REFERENCE])]
-    # a run in progress (several jobs) can hold a variant's seed 1 before the full method's
-    waiting = [name for name in variants if name not in (REFERENCE, *paired)]
-    note = [f"(not compared yet, no seed in common with the {REFERENCE}: {', '.join(waiting)})", ""] if waiting else []
+def comparisons(variants: dict[str, dict[int, dict]], n_boot: int = 2000, reference: str = REFERENCE) -> list[str]:
+    """Paired differences ``variant - reference`` per metric of :data:`COMPARED`."""
+    if reference not in variants or len(variants) < 2:
+        return [f"(no paired comparison: needs {reference!r} and another variant)"]
+    paired = [name for name in variants if name != reference and set(variants[name]) & set(variants[reference])]
+    # a run in progress (several jobs) can hold a variant's seed 1 before the reference's
+    waiting = [name for name in variants if name not in (reference, *paired)]
+    note = [f"(not compared yet, no seed in common with the {reference}: {', '.join(waiting)})", ""] if waiting else []
     if not paired:
-        return note or [f"(no paired comparison: needs {REFERENCE!r} and another variant)"]
+        return note or [f"(no paired comparison: needs {reference!r} and another variant)"]
     lines = [*note, "| metric | variant | cases | seeds | mean diff. | 95 % CI | p sign-flip (Holm) "
              "| p Wilcoxon (Holm) | reading |", "|---" * 9 + "|"]
     for metric, title in COMPARED:
-        found = stats.compare(metric_table(variants, metric), metric, variants=paired, n_boot=n_boot)
+        found = stats.compare(metric_table(variants, metric, reference), metric, reference=reference,
+                              variants=paired, n_boot=n_boot,
+                              higher_is_better=False if metric in DERIVED else None)
         for row in found.values():
             lines.append(f"| {title} | {row.variant} | {row.n_cases} | {row.n_seeds} | {row.mean_difference:+.3f} "
                          f"| [{row.ci_low:+.3f}, {row.ci_high:+.3f}] | {_fmt(row.p_sign_flip_holm)} "
@@ -192,12 +208,16 @@ def stale(units: Sequence[dict], commit: str | None) -> list[str]:
     return [f"- {u['variant']} seed {u['seed']}: commit {str(u.get('commit'))[:10]}" for u in other]
 
 
-def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict | None = None) -> str:
-    """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds;
-    ``stage1``: the held-out organ Dice of the stage-1 models (:mod:`.organ_scores`), if scored."""
+def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict | None = None,
+           reference: str | None = None) -> str:
+    """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds and the
+    run's ``reference`` variant (the full method when absent); ``reference`` overrides it (the same units
+    compared with another variant); ``stage1``: the held-out organ Dice of the stage-1 models
+    (:mod:`.organ_scores`), if scored."""
     if not units:
         return "# Experiment protocol\n\nNo finished unit yet.\n"
-    variants = by_variant(units)
+    reference = reference or meta.get("reference", REFERENCE)
+    variants = by_variant(units, reference)
     scale = meta["scale"]
     text = ["# Experiment protocol results", "",
             f"Scale `{scale['name']}`: phantom {scale['spacing']} mm; {scale['test_cases']} test cases "
@@ -209,7 +229,9 @@ def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict |
             "Per variant: mean ± sd over seeds of the mean over test cases (Dice and FNV over cases with "
             "lesions, FPV and FP components over all). FROC: lesion sensitivity at the given false positives "
             "per case, threshold-free.", "", *main_table(variants), "",
-            f"## Paired differences against the {REFERENCE}", "", *comparisons(variants, n_boot), "",
+            f"## Paired differences against the {reference}", "",
+            f"Uptake organs: {', '.join(UPTAKE_GROUPS)} (false positives by the organ group they fall in).", "",
+            *comparisons(variants, n_boot, reference), "",
             "## Lesion sensitivity", "", *lesion_sensitivity(variants, n_boot), "",
             "## False-positive components per case by organ", "", *fp_by_organ(variants), ""]
     for attribute, title in BREAKDOWNS:

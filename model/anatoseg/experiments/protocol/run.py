@@ -22,7 +22,7 @@ from anatoseg.experiments.protocol import organ_scores, report, units, workers
 from anatoseg.experiments.protocol.config import COHORT_SEEDS, Scale
 from anatoseg.experiments.protocol.stages import prepare
 from anatoseg.experiments.protocol.timing import Clock, Times
-from anatoseg.experiments.protocol.variants import SANITY, VARIANTS, resolve
+from anatoseg.experiments.protocol.variants import REFERENCE, SANITY, VARIANTS, resolve
 
 META_NAME = "protocol.json"
 RESULTS_NAME = "results.md"
@@ -31,13 +31,14 @@ RESULTS_NAME = "results.md"
 @dataclass
 class Plan:
     """What one invocation runs: the scale, the network variants (registry names), whether to add
-    the sanity rows, and the command line that is recorded."""
+    the sanity rows, the command line that is recorded, and the variant the report compares the others with."""
 
     scale: Scale
     variants: list[str]
     sanity: bool = True
     command: str = ""
     registry: dict = field(default_factory=lambda: VARIANTS)
+    reference: str = REFERENCE
 
 
 def machine(device: str) -> str:
@@ -60,7 +61,7 @@ def _meta(out: Path, plan: Plan, device: str) -> dict:
         raise ConfigError(f"holds a protocol run of another design (differs in {', '.join(differ)}); "
                           "choose another OUT", out)
     return {"scale": scale, "cohort_seeds": COHORT_SEEDS, "command": plan.command, "machine": machine(device),
-            "commit": units.git_commit(), "times": stored["times"] if stored else {}}
+            "commit": units.git_commit(), "reference": plan.reference, "times": stored["times"] if stored else {}}
 
 
 def _save(out: Path, meta: dict, times: Times) -> None:
@@ -117,12 +118,14 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
 
 
 def make_plan(scale: Scale, variants: Sequence[str] | None = None, seeds: int | None = None, sanity: bool = True,
-              command: str = "") -> Plan:
-    """A checked :class:`Plan` (``seeds``: override the scale's seed count)."""
+              command: str = "", reference: str = REFERENCE) -> Plan:
+    """A checked :class:`Plan` (``seeds``: override the scale's seed count; ``reference``: the variant the
+    others are compared with, always run)."""
     import dataclasses
 
     if seeds is not None:
         if seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {seeds}")
         scale = dataclasses.replace(scale, seeds=seeds)
-    return Plan(scale=scale.check(), variants=resolve(variants, default=scale.group), sanity=sanity, command=command)
+    return Plan(scale=scale.check(), variants=resolve(variants, default=scale.group, reference=reference),
+                sanity=sanity, command=command, reference=reference)

@@ -76,6 +76,11 @@ GROUPS: dict[str, list[str]] = {
     "anatomy": ["full method", "no prompts", "organ channels (one-hot)", "organ channels (embedded)",
                 "organ auxiliary head", "organ-mask post-processing"],
     "baselines": ["full method", "UNet", "SegResNet", "SwinUNETR", "UNETR"],
+    # issue 17's attribution, read against the no-prompt network (--reference "no prompts"): each part of the
+    # prompting and the simple uses of the same stage-1 organ maps, and the full method with true organs
+    "prompting": ["full method", "no prompts", "GT organs", "pooled tokens only", "+ occupancy bias",
+                  "+ dense injection", "no hypernetwork", "organ channels (one-hot)", "organ auxiliary head",
+                  "organ-mask post-processing"],
 }
 """Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
 DEFAULT_GROUP = "table"
@@ -108,9 +113,11 @@ def check_variant(name: str, spec: Mapping) -> None:
 
 
 def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIANTS,
-            groups: Mapping[str, Sequence[str]] = GROUPS, default: str = DEFAULT_GROUP) -> list[str]:
+            groups: Mapping[str, Sequence[str]] = GROUPS, default: str = DEFAULT_GROUP,
+            reference: str = REFERENCE) -> list[str]:
     """Variant names from names and group names (None: the group ``default``, e.g. a scale's ``group``), in
-    registry order, without repeats; the reference variant is always included (the comparisons need it)."""
+    registry order, without repeats; the ``reference`` variant is always included (the comparisons need it):
+    ConfigError when the registry lacks it."""
     wanted = set(groups.get(default, registry)) if not names else set()
     for name in names or ():
         if name in groups:
@@ -120,8 +127,9 @@ def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIA
         else:
             raise ConfigError(f"unknown variant or group {name!r}; variants: {', '.join(registry)}; "
                               f"groups: {', '.join(groups)}")
-    if REFERENCE in registry:
-        wanted.add(REFERENCE)
+    if reference not in registry:
+        raise ConfigError(f"unknown reference variant {reference!r}; variants: {', '.join(registry)}")
+    wanted.add(reference)
     for name in wanted:
         check_variant(name, registry[name])
     return [name for name in registry if name in wanted]
