@@ -38,7 +38,7 @@ gives, checked in the SASS by ``benchmarks/static``):
   SEG steps per thread, so the forward scan of the states and the reverse scan of their gradients are
   in-register sequential scans; a segment's BLOCK_D = 4 channels sit in neighbouring lanes, so their dB, dC
   sum is a warp-shuffle reduction (sm_90 SASS at the benchmark shape: 4 atomics per thread and state
-  instead of 16, 1.68 instructions per update as before, 6 barriers per state iteration instead of 2). A
+  instead of 16, 1.71 instructions per update instead of 1.68, 6 barriers per state iteration instead of 2). A
   reverse walk with all N states in a thread would need each h_{t-1} again: that means dividing by a_t,
   unstable when a_t underflows, or storing the states.
 """
