@@ -44,8 +44,10 @@ REFERENCE = "full method"
 """The reference variant of the paired comparisons (the results table's full method)."""
 
 HIGHER_IS_BETTER = {"dice": True, "sensitivity": True, "lesion_sensitivity": True, "tp": True,
-                    "fpv_ml": False, "fnv_ml": False, "fp": False, "fn": False, "hd95_mm": False}
-"""Direction of each metric key of :mod:`anatoseg.metrics.autopet`."""
+                    "fpv_ml": False, "fnv_ml": False, "fp": False, "fn": False, "hd95_mm": False,
+                    "fp_uptake": False, "fpv_uptake_ml": False}
+"""Direction of each metric key of :mod:`anatoseg.metrics.autopet` and of the protocol report's per-case
+false positives in uptake organs (:data:`anatoseg.experiments.protocol.report.DERIVED`)."""
 
 Table = Mapping[str, Mapping[object, Mapping[str, "float | None"]]]
 

@@ -129,8 +129,7 @@ def comparisons(variants: dict[str, dict[int, dict]], n_boot: int = 2000, refere
              "| p Wilcoxon (Holm) | reading |", "|---" * 9 + "|"]
     for metric, title in COMPARED:
         found = stats.compare(metric_table(variants, metric, reference), metric, reference=reference,
-                              variants=paired, n_boot=n_boot,
-                              higher_is_better=False if metric in DERIVED else None)
+                              variants=paired, n_boot=n_boot)
         for row in found.values():
             lines.append(f"| {title} | {row.variant} | {row.n_cases} | {row.n_seeds} | {row.mean_difference:+.3f} "
                          f"| [{row.ci_low:+.3f}, {row.ci_high:+.3f}] | {_fmt(row.p_sign_flip_holm)} "
