@@ -46,6 +46,7 @@ class DataConfig:
     patch_size: tuple[int, int, int] = (64, 64, 64)
     spacing: tuple[float, float, float] | None = None  # target (Z, Y, X) mm; None: the fingerprint's median
     lesion_fraction: float = 1 / 3  # share of patches centred on a lesion voxel (nnU-Net's 1/3)
+    lesion_warmup: int = 0  # first steps in which every patch is centred on a lesion voxel
     # Hard negatives, as shares of the patches NOT centred on a lesion (defaults: 1/6 of all patches each): centred
     # on a voxel of one of hard_negative_organs (cases without organ labels take a hot voxel instead), and on a hot
     # voxel outside the lesions: PET above the case's hot_quantile (works on real data without organ labels). The
@@ -107,6 +108,10 @@ class LossConfig:
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     batch_dice: bool = True  # Dice over the whole batch (nnU-Net) rather than per sample
+    # Share of the voxels with the largest cross-entropy that the CE term averages (nnU-Net's TopK loss, e.g.
+    # 0.1); None: every voxel. training.optim.DeepSupervisedDiceCE says why it helps leave the all-background
+    # plateau.
+    ce_topk: float | None = None
     # Deep-supervision heads coarser than this stride get no loss: at 2-3 mm spacing a stride-4 cell is
     # 8-12 mm, about the smallest lesion counted; a 1 cm lesion fills at most 1/8 of a stride-8 cell.
     # None: every head.

@@ -1,8 +1,10 @@
 """The training recipe's loss and optimiser: soft deep-supervision targets, no loss beyond the supervised
-stride, per-architecture learning rates and warm-up, pretrained encoders in their own slower group, resume."""
+stride, top-k cross-entropy, per-architecture learning rates and warm-up, pretrained encoders in their own
+slower group, resume."""
 
 import pytest
 import torch
+from monai.losses import DiceCELoss
 
 from anatoseg.config import LossConfig
 from anatoseg.configbase import OptimConfig
@@ -62,6 +64,33 @@ def test_heads_beyond_the_supervised_stride_get_no_loss():
     assert float(single.detach()) < 0.05
     with pytest.raises(ConfigError, match="max_supervised_stride"):
         Config.build(overrides=["loss.max_supervised_stride=0"])
+
+
+def test_loss_matches_monai_dice_ce_and_top_k_keeps_only_the_hardest_voxels():
+    torch.manual_seed(3)
+    label = (torch.rand(2, 1, 6, 10, 14) > 0.9).float()
+    heads = [torch.randn(2, 2, 6, 10, 14) * 3, torch.randn(2, 2, 3, 5, 7)]
+    reference = DiceCELoss(softmax=True, batch=True, include_background=False)
+    expected = sum(w * reference(h, supervision_target(label, h.shape[2:])[0]) for w, h in zip((1, 0.5), heads))
+    plain = make_loss(LossConfig(max_supervised_stride=None))
+    assert float(plain(heads, label)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(make_loss(LossConfig(max_supervised_stride=None, ce_topk=1.0))(heads, label)) == pytest.approx(
+        float(expected), rel=1e-6)
+    # CE only: the top quarter of the voxel losses, by hand; the other voxels get no gradient
+    logits = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    one = (torch.rand(1, 1, 4, 4, 4) > 0.7).float()
+    topk = make_loss(LossConfig(dice_weight=0.0, ce_topk=0.25))(logits, one)
+    voxel = -torch.log_softmax(logits.detach(), 1).gather(1, one.long()).flatten()
+    assert float(topk.detach()) == pytest.approx(float(voxel.sort(descending=True).values[:16].mean()), rel=1e-6)
+    topk.backward()
+    kept = logits.grad.abs().sum(1).flatten() > 0
+    assert int(kept.sum()) == 16 and set(kept.nonzero().flatten().tolist()) == set(voxel.topk(16).indices.tolist())
+    tiny = make_loss(LossConfig(dice_weight=0.0, ce_topk=1e-9))(logits, one)  # at least one voxel
+    assert float(tiny.detach()) == pytest.approx(float(voxel.max()), rel=1e-6)
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ConfigError, match="loss.ce_topk"):
+            Config.build(overrides=[f"loss.ce_topk={bad}"])
+    assert Config.build(overrides=["loss.ce_topk=0.1"]).loss.ce_topk == 0.1
 
 
 def test_every_architecture_has_optimiser_defaults_and_null_takes_them():

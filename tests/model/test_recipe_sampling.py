@@ -43,7 +43,7 @@ def _batches(volume, batch_size=6, lesion=1 / 3, organ=0.25, hot=0.25, **kwargs)
 @pytest.mark.parametrize("batch_size", [1, 2, 6])
 def test_shares_of_patch_kinds_over_many_draws(batch_size):
     batches = _batches(_volume(), batch_size=batch_size)
-    kinds = [batches.kind(i, np.random.default_rng([0, s, i])) for s in range(6000 // batch_size)
+    kinds = [batches.kind(s, i, np.random.default_rng([0, s, i])) for s in range(6000 // batch_size)
              for i in range(batch_size)]
     share = {k: kinds.count(k) / len(kinds) for k in ("lesion", "organ", "hot", "random")}
     lesion = {1: 1 / 3, 2: 1 / 2, 6: 1 / 3}[batch_size]  # a batch of 2 holds one lesion patch (nnU-Net)
@@ -51,6 +51,20 @@ def test_shares_of_patch_kinds_over_many_draws(batch_size):
     rest = 1 - lesion  # organ and hot: a quarter each of the other patches (a sixth of all at 1/3 lesions)
     assert share["organ"] == pytest.approx(rest / 4, abs=0.03) and share["hot"] == pytest.approx(rest / 4, abs=0.03)
     assert share["random"] == pytest.approx(rest / 2, abs=0.03)
+
+
+def test_lesion_warmup_centres_every_patch_on_a_lesion_then_the_shares_return():
+    batches = _batches(_volume(), batch_size=6, lesion_warmup=3)
+    kinds = [[batches.kind(s, i, np.random.default_rng([0, s, i])) for i in range(6)] for s in range(8)]
+    assert all(k == "lesion" for step in kinds[:3] for k in step)
+    assert all(step.count("lesion") == 2 for step in kinds[3:])  # 1/3 of a batch of 6 afterwards
+    label = batches[0]["label"]
+    assert all(label[i].any() for i in range(6))  # a 3³ lesion inside every 16³ patch of step 0
+    with pytest.raises(ValueError, match="lesion_warmup must be >= 0"):
+        _batches(_volume(), lesion_warmup=-1)
+    with pytest.raises(ConfigError, match="data.lesion_warmup"):
+        Config.build(overrides=["data.lesion_warmup=-5"])
+    assert Config.build(overrides=["data.lesion_warmup=200"]).data.lesion_warmup == 200
 
 
 def test_hard_negative_centres_lie_in_the_listed_organs_and_on_hot_non_lesion_voxels():

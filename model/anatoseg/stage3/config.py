@@ -99,6 +99,8 @@ class Config(NetworkRunConfig):
         data = self.data
         if not 0 <= data.lesion_fraction <= 1:
             raise ConfigError(f"data.lesion_fraction must lie in [0, 1], got {data.lesion_fraction}")
+        if data.lesion_warmup < 0:
+            raise ConfigError(f"data.lesion_warmup must be >= 0 steps, got {data.lesion_warmup}")
         if min(data.organ_fraction, data.hot_fraction) < 0 or data.organ_fraction + data.hot_fraction > 1:
             raise ConfigError(f"data.organ_fraction and hot_fraction (shares of the patches not centred on a lesion) "
                               f"must be >= 0 and sum to <= 1, got {data.organ_fraction:g}, {data.hot_fraction:g}")
@@ -116,6 +118,8 @@ class Config(NetworkRunConfig):
         if min(loss.dice_weight, loss.ce_weight, loss.organ_aux_weight) < 0:
             raise ConfigError(f"loss weights must be >= 0, got dice_weight {loss.dice_weight}, ce_weight "
                               f"{loss.ce_weight}, organ_aux_weight {loss.organ_aux_weight}")
+        if loss.ce_topk is not None and not 0 < loss.ce_topk <= 1:
+            raise ConfigError(f"loss.ce_topk must lie in (0, 1] or be null (every voxel), got {loss.ce_topk}")
         if self.loss.max_supervised_stride is not None and self.loss.max_supervised_stride < 1:
             raise ConfigError(f"loss.max_supervised_stride must be >= 1 or null, got "
                               f"{self.loss.max_supervised_stride}")

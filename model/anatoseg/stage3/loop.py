@@ -237,7 +237,8 @@ def _loader(run: _Run) -> torch.utils.data.DataLoader:
     batches = PatchBatches(run.train_volumes, data.patch_size, batch_size=config.train.batch_size,
                            lesion_fraction=data.lesion_fraction, augment=config.augment, seed=config.seed,
                            use_organs=run.use_organs, rank=run.ctx.rank, world_size=run.ctx.world_size,
-                           steps=config.train.steps, hard_negatives=hard, organ_prompts=bool(run.net.uses_prompts))
+                           steps=config.train.steps, hard_negatives=hard, organ_prompts=bool(run.net.uses_prompts),
+                           lesion_warmup=data.lesion_warmup)
     cuda = run.ctx.device.type == "cuda"
     workers = config.data.num_workers
     if workers is None:

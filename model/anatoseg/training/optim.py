@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
+from monai.losses import DiceLoss
 from torch import nn
 
 from anatoseg.config import LossConfig
@@ -50,13 +50,29 @@ class DeepSupervisedDiceCE(nn.Module):
     compared with :func:`supervision_target` (soft targets); heads coarser than ``max_stride`` get no loss
     (None: every head), only a zero gradient so that DDP sees their parameters used. Logits are cast to
     float32 first, so the loss is exact under bf16 autocast.
+
+    The cross-entropy averages every voxel of the batch, or with ``ce_topk`` only the largest share ``ce_topk``
+    of the voxel losses (nnU-Net's TopK loss). Why: once a network predicts "all background", the Dice
+    gradient reaches a lesion logit through the softmax as p(1 - p) and vanishes with p, and a plain mean
+    dilutes the lesion voxels' cross-entropy among ~10^5 easy background voxels; the top share keeps the
+    lesions and the hardest background (hot spots) and drops the easy rest.
     """
 
     def __init__(self, config: LossConfig):
         super().__init__()
-        self.dice_ce = DiceCELoss(softmax=True, batch=config.batch_dice, include_background=False,
-                                  lambda_dice=config.dice_weight, lambda_ce=config.ce_weight)
+        self.dice = DiceLoss(softmax=True, batch=config.batch_dice, include_background=False)
+        self.dice_weight = config.dice_weight
+        self.ce_weight = config.ce_weight
+        self.topk = config.ce_topk
         self.max_stride = config.max_supervised_stride
+
+    def cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of logits ``(B, 2, *S)`` against soft targets ``(B, 2, *S)`` over every voxel,
+        or over the ``ce_topk`` share with the largest loss (at least one voxel)."""
+        voxel = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).flatten()
+        if self.topk is None:
+            return voxel.mean()
+        return voxel.topk(max(1, math.ceil(self.topk * voxel.numel())), sorted=False).values.mean()
 
     def forward(self, logits: torch.Tensor | Sequence[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         heads = list(logits) if isinstance(logits, (list, tuple)) else [logits]
@@ -67,7 +83,9 @@ class DeepSupervisedDiceCE(nn.Module):
                 # no loss, but a zero gradient: DDP requires every parameter to take part in each step
                 total = total + 0.0 * head.float().sum()
                 continue
-            total = total + max(0.5**level, 1 / 16) * self.dice_ce(head.float(), target)
+            head = head.float()
+            term = self.dice_weight * self.dice(head, target) + self.ce_weight * self.cross_entropy(head, target)
+            total = total + max(0.5**level, 1 / 16) * term
         return total
 
 

@@ -141,18 +141,22 @@ class PatchBatches(torch.utils.data.Dataset):
     ``b = batch_size // world_size`` and this rank holds samples
     ``[rank * b, (rank + 1) * b)`` of the global batch. Patches are centred on a lesion voxel (share
     ``lesion_fraction``; a random patch in a case without lesions), on hard negatives (``hard_negatives``,
-    :class:`HardNegativeShares`) or placed at random (the rest). ``organ_prompts``: the organ maps are
+    :class:`HardNegativeShares`) or placed at random (the rest); during the first ``lesion_warmup`` steps every
+    patch is centred on a lesion. ``organ_prompts``: the organ maps are
     the network's prompts (not an auxiliary head's target), corrupted as ``augment.organ_corruption`` says.
     """
 
     def __init__(self, volumes: Sequence[TrainVolume], patch_size: Sequence[int], *, batch_size: int,
                  lesion_fraction: float, augment: AugmentConfig, seed: int, use_organs: bool,
                  rank: int = 0, world_size: int = 1, steps: int,
-                 hard_negatives: HardNegativeShares = HardNegativeShares(), organ_prompts: bool = False):
+                 hard_negatives: HardNegativeShares = HardNegativeShares(), organ_prompts: bool = False,
+                 lesion_warmup: int = 0):
         if not volumes:
             raise ValueError("no training volumes")
         if not 0 <= lesion_fraction <= 1:
             raise ValueError(f"lesion_fraction must lie in [0, 1], got {lesion_fraction}")
+        if lesion_warmup < 0:
+            raise ValueError(f"lesion_warmup must be >= 0 steps, got {lesion_warmup}")
         if organ_prompts and not use_organs:
             raise ValueError("organ_prompts needs use_organs: the batches carry no organ maps to corrupt")
         if use_organs and any(v.organs is None for v in volumes):
@@ -164,6 +168,7 @@ class PatchBatches(torch.utils.data.Dataset):
         self.per_rank = batch_size // world_size
         self.rank = rank
         self.lesion_fraction = lesion_fraction
+        self.lesion_warmup = lesion_warmup
         self.hard = hard_negatives
         self.seed = seed
         self.use_organs = use_organs
@@ -188,12 +193,13 @@ class PatchBatches(torch.utils.data.Dataset):
             return bool(rng.random() < self.lesion_fraction)
         return index >= round(self.batch_size * (1 - self.lesion_fraction))
 
-    def kind(self, index: int, rng: np.random.Generator) -> str:
-        """``"lesion"``, ``"organ"``, ``"hot"`` or ``"random"``: where sample ``index`` is centred.
+    def kind(self, step: int, index: int, rng: np.random.Generator) -> str:
+        """``"lesion"``, ``"organ"``, ``"hot"`` or ``"random"``: where sample ``index`` of ``step`` is centred.
 
-        Lesion slots as :meth:`lesion_centred`; each of the others is an organ patch with probability
-        ``hard_negatives.organ``, a hot one with probability ``hard_negatives.hot``, else random."""
-        if self.lesion_centred(index, rng):
+        Every sample before step ``lesion_warmup``, later the slots of :meth:`lesion_centred`, are lesions;
+        each of the others is an organ patch with probability ``hard_negatives.organ``, a hot one with
+        probability ``hard_negatives.hot``, else random."""
+        if self.lesion_centred(index, rng) or step < self.lesion_warmup:
             return "lesion"
         draw = rng.random()
         if draw < self.hard.organ:
@@ -228,7 +234,7 @@ class PatchBatches(torch.utils.data.Dataset):
         which = int(rng.integers(len(self.volumes)))
         volume = self.volumes[which]
         shape = volume.label.shape
-        centre = self.centre(which, self.kind(index, rng), rng)
+        centre = self.centre(which, self.kind(step, index, rng), rng)
         if centre is not None:
             start = [crop_start(int(c), s, p) for c, s, p in zip(centre, shape, self.patch, strict=True)]
         else:
