@@ -74,6 +74,16 @@ class Scale:
 #   (validation Dice 0.080 and 0.335 at 1200; the loss drops between steps 500 and 800 while the learning rate is
 #   still above half its peak). Per stage-3 step (1 thread): 0.57 CPU-s anatoseg, 0.17 UNet, 0.79 SegResNet,
 #   4.1 SwinUNETR, 0.54 UNETR; the full-resolution decoder convolutions are half of an anatoseg step.
+# - deep supervision: only the full-resolution head gets a loss (loss.max_supervised_stride 1; revised
+#   2026-12-05, before: the stage-3 default 4). At 6 mm a stride-2 cell is 12 mm and a stride-4 cell 24 mm,
+#   bigger than most phantom lesions (1-7 voxels across), so the coarse heads' soft targets stay near 0; my
+#   reading (not measured) is that their Dice terms hold the shared decoder at "all background". Measured on
+#   the one unit of the 1200-step table that never left the plateau (no prompts, seed 2), with probes on that
+#   run's stages at commit 8077c95 (benchmarks/results/protocol-cpu-45fc05a/): stride 1 left it (validation
+#   Dice 0.27 at step 400, 0.39 at 600, 0.25 at 1200); stride 2 stayed on it (loss 1.505 = 1.5 x Dice loss 1
+#   at step 500), and so did, as far as each ran, a top-10 % cross-entropy (loss.ce_topk 0.1) and 200 steps of
+#   lesion-only patches (data.lesion_warmup 200) (1200 steps, validation Dice 0 at every 200), SGD at 1e-2
+#   (480 steps), AdamW at 5e-4 (490) and no affine/gamma/blur/low-resolution augmentation (700).
 # - SwinUNETR and SegResNet are left out of the CPU table (group "table-cpu"): at 1200 steps SwinUNETR's 3
 #   units would take ~250 CPU-minutes and SegResNet's ~63 (0.79 CPU-s per step, 11 CPU-s per scored case), and
 #   the 6 other variants already take ~227 CPU-minutes plus ~16 for the stages: ~125 minutes on 2 cores at
@@ -88,16 +98,19 @@ class Scale:
 CPU = Scale(name="cpu", spacing=6.0, organ_cases=4, train_cases=12, val_cases=2, pretrain_cases=8, test_cases=40,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=600, student_steps=150, pretrain_steps=200,
             pretrain_crop=(64, 64, 64), steps=1200, batch_size=2, patch=(32, 64, 64), preset="tiny", val_every=200,
-            seeds=3, group="table-cpu", stage3_set={"infer.mirror": False, "infer.overlap": 0.25})
+            seeds=3, group="table-cpu",
+            stage3_set={"infer.mirror": False, "infer.overlap": 0.25, "loss.max_supervised_stride": 1})
 
 # GPU (one H100/H200): an ESTIMATE, nothing of it measured here. nnU-Net-like patch and the base preset at
 # the phantom's 4 mm (3 mm cases take ~4x the CPU to generate and preprocess, which the GPU does not speed up),
 # 48 test cases. Guessed costs: ~0.1 s per base-preset step at batch 2 in bf16, ~1.5 s per test case
 # (CPU preprocessing dominates), stages ~2 min: a unit ~2.5 min, so ≤8 minutes of device time holds the
 # stages plus about two units (e.g. --variants "no prompts" --seeds 1), not the whole table (~60 min).
+# Deep supervision down to stride 2 (8 mm cells at 4 mm), not the stage-3 default 4 (16 mm): an extrapolation
+# of the CPU scale's measurement (12 mm cells kept a network on the plateau there), not measured at this scale.
 GPU = Scale(name="gpu", spacing=4.0, organ_cases=8, train_cases=24, val_cases=4, pretrain_cases=16, test_cases=48,
             test_negatives=0.4, train_negatives=0.0, teacher_steps=1500, student_steps=300, pretrain_steps=500,
             pretrain_crop=(64, 128, 128), steps=1000, batch_size=2, patch=(64, 128, 128), preset="base",
-            val_every=500, seeds=3)
+            val_every=500, seeds=3, stage3_set={"loss.max_supervised_stride": 2})
 
 SCALES = {"cpu": CPU, "gpu": GPU}
