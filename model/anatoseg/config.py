@@ -114,7 +114,9 @@ class LossConfig:
     ce_topk: float | None = None
     # Deep-supervision heads coarser than this stride get no loss: at 2-3 mm spacing a stride-4 cell is
     # 8-12 mm, about the smallest lesion counted; a 1 cm lesion fills at most 1/8 of a stride-8 cell.
-    # None: every head.
+    # None: every head. Coarser spacing needs less: on the protocol's 6 mm CPU scale, with stride 2 (12 mm
+    # cells) kept, one training run stayed on the all-background plateau that stride 1 left
+    # (experiments/protocol/config.py).
     max_supervised_stride: int | None = 4
     # anatoseg_organ_aux: weight of the auxiliary organ head's cross-entropy against the organ map, added to the
     # lesion loss
