@@ -109,8 +109,7 @@ class LossConfig:
     ce_weight: float = 1.0
     batch_dice: bool = True  # Dice over the whole batch (nnU-Net) rather than per sample
     # Share of the voxels with the largest cross-entropy that the CE term averages (nnU-Net's TopK loss, e.g.
-    # 0.1); None: every voxel. training.optim.DeepSupervisedDiceCE says why it helps leave the all-background
-    # plateau.
+    # 0.1); None: every voxel. training.optim.DeepSupervisedDiceCE says what it is for and what it did.
     ce_topk: float | None = None
     # Deep-supervision heads coarser than this stride get no loss: at 2-3 mm spacing a stride-4 cell is
     # 8-12 mm, about the smallest lesion counted; a 1 cm lesion fills at most 1/8 of a stride-8 cell.

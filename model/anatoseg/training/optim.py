@@ -52,10 +52,11 @@ class DeepSupervisedDiceCE(nn.Module):
     float32 first, so the loss is exact under bf16 autocast.
 
     The cross-entropy averages every voxel of the batch, or with ``ce_topk`` only the largest share ``ce_topk``
-    of the voxel losses (nnU-Net's TopK loss). Why: once a network predicts "all background", the Dice
+    of the voxel losses (nnU-Net's TopK loss). The intent: once a network predicts "all background", the Dice
     gradient reaches a lesion logit through the softmax as p(1 - p) and vanishes with p, and a plain mean
     dilutes the lesion voxels' cross-entropy among ~10^5 easy background voxels; the top share keeps the
-    lesions and the hardest background (hot spots) and drops the easy rest.
+    lesions and the hardest background (hot spots). Measured once: a top-10 % share did not take the
+    protocol's stuck unit off that plateau (``experiments/protocol/config.py``).
     """
 
     def __init__(self, config: LossConfig):
