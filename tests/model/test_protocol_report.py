@@ -85,6 +85,19 @@ def test_uptake_metrics_sum_the_uptake_groups_only():
     assert "other" not in report.UPTAKE_GROUPS and {"brain", "bladder", "kidney", "bowel"} <= set(report.UPTAKE_GROUPS)
 
 
+def test_lesion_sensitivity_is_compared_per_case_and_skips_lesion_free_cases():
+    assert report.case_value(_case("c", 0.5, fp=0, tp=1, fn=3, fp_organ="other"), "lesion_sensitivity") == 0.25
+    assert report.case_value(_case("c", None, fp=1, tp=0, fn=0, fp_organ="other"), "lesion_sensitivity") is None
+    units = [_unit(name, seed, 0.0) for name in ("full method", "no prompts") for seed in range(3)]
+    for unit in units[3:]:  # no prompts finds none of the 2 lesions of each positive case, the full method 1
+        for case in unit["cases"]:
+            if case["positive"]:
+                case["tp"], case["fn"] = 0, 2
+    rows = [line for line in report.render(units, META, n_boot=100).splitlines()
+            if line.startswith("| lesion sensitivity | no prompts |")]
+    assert len(rows) == 1 and "| 8 | 3 | -0.500 | [-0.500, -0.500] |" in rows[0] and "reference better" in rows[0]
+
+
 def test_a_variant_with_no_seed_shared_with_the_full_method_waits_instead_of_failing():
     """Several jobs can finish UNet seed 1 before the full method's seed 1: the report names it as not yet
     compared and still compares the variants that pair."""

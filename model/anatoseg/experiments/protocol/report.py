@@ -2,7 +2,8 @@
 
 Sections: the main table (per variant, mean ± sd over training seeds of the per-seed means over
 test cases), paired comparisons against the reference variant (the full method unless the run names another,
-e.g. ``--reference "no prompts"``; :func:`anatoseg.experiments.stats.compare`:
+e.g. ``--reference "no prompts"``; :func:`anatoseg.experiments.stats.compare`; the per-case metrics of
+:data:`COMPARED`, lesion sensitivity among them as the share of a case's lesions found):
 hierarchical bootstrap 95 % CI over cases then seeds, Holm-corrected sign-flip and Wilcoxon
 p-values, "no difference" when the CI contains 0), pooled lesion sensitivity with a case-clustered
 bootstrap CI, the lesion-level FROC, false positives by organ, sensitivity by lesion site, size
@@ -29,7 +30,8 @@ from anatoseg.metrics.froc import FP_RATES, CaseScores, froc
 RIVAL_MARGIN = 0.05
 """Dice within which a no-learning row "rivals" the best network."""
 COMPARED = (("dice", "Dice"), ("fpv_ml", "FPV (ml)"), ("fnv_ml", "FNV (ml)"), ("fp", "FP components"),
-            ("fp_uptake", "FP components in uptake organs"), ("fpv_uptake_ml", "FPV in uptake organs (ml)"))
+            ("fp_uptake", "FP components in uptake organs"), ("fpv_uptake_ml", "FPV in uptake organs (ml)"),
+            ("lesion_sensitivity", "lesion sensitivity"))
 """Per-case metrics compared pairwise with the reference."""
 UPTAKE_GROUPS = tuple(FP_ORGAN_GROUPS)
 """The false-positive organ groups of physiological uptake that anatomy should explain: every named group of
@@ -58,7 +60,10 @@ def _mean_sd(values) -> str:
 
 
 def case_value(case: dict, metric: str):
-    """``metric`` of one case record: a stored key, or one of :data:`DERIVED`."""
+    """``metric`` of one case record: a stored key, one of :data:`DERIVED`, or ``lesion_sensitivity`` (the share
+    of the case's lesions detected; None on a lesion-free case)."""
+    if metric == "lesion_sensitivity":
+        return _pooled([case])
     if metric in DERIVED:
         return sum(case["fp_by_organ"].get(group, {}).get(DERIVED[metric], 0) for group in UPTAKE_GROUPS)
     return case.get(metric)
