@@ -285,3 +285,31 @@ def test_stage1_section_pairs_student_and_teacher_per_organ_over_the_test_cases(
     only = organ_scores.section({"student": student})
     assert "student − teacher" not in only[2] and organ_scores.section({}) == [
         "(no stage-1 organ maps of the test cases scored yet)"]
+
+
+def test_every_variant_samples_its_hard_negatives_around_the_stage1_maps_unless_it_reads_others(monkeypatch, tmp_path):
+    """One patch stream for the variants that read no organ map and those that read the stage-1 student's: the
+    cache's organ maps centre the organ hard negatives, so a no-prompt network gets the student's maps too (it
+    does not read them: no organ model is recorded), never the dataset's true maps; "gt" keeps the true ones."""
+    import anatoseg.stage3.run
+    from anatoseg.experiments.protocol.stages import OrganInputs, Shared
+
+    calls = {}
+
+    def fake_run_train(manifest, folder, **kwargs):
+        calls[folder.name] = (kwargs["organs_dir"], kwargs["organ_model"])
+        raise StopIteration  # nothing to train here
+
+    monkeypatch.setattr(anatoseg.stage3.run, "run_train", fake_run_train)
+    pseudo = OrganInputs(tmp_path / "stage1", tmp_path / "stage1.pt", tmp_path / "stage1_test")
+    teacher = OrganInputs(tmp_path / "teacher", tmp_path / "teacher.pt", tmp_path / "teacher_test")
+    shared = Shared(manifests={"train": tmp_path / "m.json"}, stage1={}, encoders=tmp_path / "e.pt",
+                    fingerprint=tmp_path / "f.json", organs={"pseudo": pseudo, "teacher": teacher})
+    for name in ("no prompts", "UNet", "full method", "teacher-only prompts", "GT organs"):
+        with pytest.raises(StopIteration):
+            units.train_unit(variants.VARIANTS[name], 0, CPU, shared, tmp_path / units.slug(name), "cpu", False)
+    assert calls[units.slug("no prompts")] == (pseudo.train_dir, None)
+    assert calls[units.slug("UNet")] == (pseudo.train_dir, None)
+    assert calls[units.slug("full method")] == (pseudo.train_dir, pseudo.model)
+    assert calls[units.slug("teacher-only prompts")] == (teacher.train_dir, teacher.model)
+    assert calls[units.slug("GT organs")] == (None, None)

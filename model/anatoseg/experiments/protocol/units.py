@@ -82,9 +82,13 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
     if (folder / MODEL_NAME).exists():
         return folder / MODEL_NAME, None
     organs = shared.organs.get(spec["prompts"])  # None: true organ maps ("gt") or none at all
+    # The cache's organ maps also centre the organ hard-negative patches. A variant that reads no organ map
+    # gets the stage-1 student's, so that it draws the patches the "pseudo" variants draw (it does not read
+    # them), instead of the dataset's true maps that the phantom would otherwise hand it.
+    sampling = organs if spec["prompts"] is not None else shared.organs["pseudo"]
     result = run_train(shared.manifests["train"], folder, overrides=stage3_overrides(scale, spec, seed),
                        init=shared.encoders if spec["init"] == "stage2" else None,
-                       organs_dir=organs and organs.train_dir, organ_model=organs and organs.model,
+                       organs_dir=sampling and sampling.train_dir, organ_model=organs and organs.model,
                        fingerprint=shared.fingerprint,
                        resume=(folder / CHECKPOINT_NAME).exists(), device=device, progress=progress)
     return Path(result.model), result.val_dice

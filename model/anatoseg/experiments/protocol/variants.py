@@ -8,7 +8,9 @@ A network variant is ``{"arch", "prompts", "init", "set"}``:
   organ input channels, an auxiliary organ target, post-processing): ``"pseudo"`` (stage-1
   pseudo-labels in training, the stage-1 model's maps at test), ``"teacher"`` (the stage-1 teacher's
   maps in training and at test: no student), ``"gt"`` (the phantom's true organ
-  maps in training and at test) or None (no organ input);
+  maps in training and at test) or None (no organ input). The organ hard-negative patches of stage-3 training
+  are centred on the same maps, and on the student's when the variant reads none, so every variant but
+  ``"gt"`` and ``"teacher"`` draws the same patch stream (:func:`.units.train_unit`);
 - ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
 - ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
   protocol's own (so a variant can change anything ``anato train --set`` can).
@@ -59,7 +61,7 @@ VARIANTS: dict[str, dict] = {
     "organ channels (one-hot)": {"arch": "anatoseg_organ_onehot", **_PSEUDO, "set": {}},
     "organ channels (embedded)": {"arch": "anatoseg_organ_embed", **_PSEUDO, "set": {}},
     "organ auxiliary head": {"arch": "anatoseg_organ_aux", **_PSEUDO, "set": {}},
-    # the no-prompt network; "pseudo" only gives it the stage-1 organ maps that the post-processing reads at test
+    # the no-prompt network (trained as "no prompts" is); "pseudo": the stage-1 maps the post-processing reads at test
     "organ-mask post-processing": {"arch": "anatoseg", **_PSEUDO,
                                    "set": {"model.net.use_prompts": False, "infer.suppress_organs": SUPPRESSED_ORGANS}},
 }
