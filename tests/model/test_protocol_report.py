@@ -313,3 +313,74 @@ def test_every_variant_samples_its_hard_negatives_around_the_stage1_maps_unless_
     assert calls[units.slug("full method")] == (pseudo.train_dir, pseudo.model)
     assert calls[units.slug("teacher-only prompts")] == (teacher.train_dir, teacher.model)
     assert calls[units.slug("GT organs")] == (None, None)
+
+
+def test_a_trained_as_variant_predicts_the_source_model_with_its_own_test_time_settings(monkeypatch, tmp_path):
+    """The organ-mask post-processing trains nothing of its own: it predicts the no-prompt network's model
+    (trained in that variant's folder when missing, with that variant's spec) with ``suppress_organs``,
+    its organ maps, and records the config its predictions followed."""
+    import anatoseg.stage3.run
+    from anatoseg.experiments.protocol.stages import OrganInputs, Shared
+
+    trained, predicted = [], []
+
+    def fake_run_train(manifest, folder, **kwargs):
+        trained.append((folder, kwargs["overrides"]))
+        return type("Result", (), {"model": folder / "model.pt", "val_dice": 0.5})()
+
+    def fake_predict(model, manifest, organs_dir, device, options=None):
+        predicted.append((model, organs_dir, options))
+        return [], {"infer": {"suppress_organs": "", "mirror": False}, "model": {}}
+
+    monkeypatch.setattr(anatoseg.stage3.run, "run_train", fake_run_train)
+    monkeypatch.setattr(units, "predict_unit", fake_predict)
+    pseudo = OrganInputs(tmp_path / "stage1", tmp_path / "stage1.pt", tmp_path / "stage1_test")
+    shared = Shared(manifests={"train": tmp_path / "m.json", "test": tmp_path / "t.json"}, stage1={},
+                    encoders=tmp_path / "e.pt", fingerprint=tmp_path / "f.json", organs={"pseudo": pseudo})
+    name, source = "organ-mask post-processing", "no prompts"
+    spec = variants.VARIANTS[name]
+    assert spec["trained_as"] == source
+    with pytest.raises(ValueError, match="pass that variant's spec as source"):
+        units.run_network_unit(name, spec, 1, CPU, shared, tmp_path, "cpu", False)
+    unit = units.run_network_unit(name, spec, 1, CPU, shared, tmp_path, "cpu", False,
+                                  source=variants.VARIANTS[source])
+    folder = units.model_folder(tmp_path, source, 1)
+    assert trained == [(folder, units.stage3_overrides(CPU, variants.VARIANTS[source], 1))]
+    assert predicted == [(folder / "model.pt", pseudo.test_dir, {"suppress_organs": variants.SUPPRESSED_ORGANS})]
+    assert unit["config"]["infer"] == {"suppress_organs": variants.SUPPRESSED_ORGANS, "mirror": False}
+    assert units.load_units(tmp_path)[0]["spec"]["trained_as"] == source
+    # with true organs it reads the dataset's maps (organs_dir None) and still uses the no-prompt model
+    units.run_network_unit(name + variants.TRUE_ORGANS, variants.VARIANTS[name + variants.TRUE_ORGANS], 1, CPU,
+                           shared, tmp_path, "cpu", False, source=variants.VARIANTS[source])
+    assert predicted[-1] == (folder / "model.pt", None, {"suppress_organs": variants.SUPPRESSED_ORGANS})
+
+
+def test_trained_as_variants_are_checked_and_run_after_the_unit_that_trains_their_model():
+    from anatoseg.experiments.protocol.run import phases
+
+    registry = dict(variants.VARIANTS)
+    base = {"arch": "anatoseg", "prompts": "pseudo", "init": "stage2"}
+    bad = {"chain": {**base, "set": {}, "trained_as": "organ-mask post-processing"},
+           "missing": {**base, "set": {}, "trained_as": "nope"},
+           "other arch": {**base, "arch": "unet", "set": {}, "trained_as": "no prompts"},
+           "trains": {**base, "set": {"train.steps": 5}, "trained_as": "no prompts"}}
+    for name, why in (("chain", "trains its own model"), ("missing", "trains its own model"),
+                      ("other arch", "arch and init must be"), ("trains", "can set only")):
+        with pytest.raises(ConfigError, match=why):
+            variants.check_variant(name, bad[name], registry)
+    assert variants.test_time(variants.VARIANTS["no prompts"]) == {}
+    post, post_gt = "organ-mask post-processing", "organ-mask post-processing" + variants.TRUE_ORGANS
+    todo = [("no prompts", 0), (post, 0), (post_gt, 0), (post, 1), (post_gt, 1), ("full method", 1), ("x", None)]
+    registry["x"] = {}
+    # seed 0: no prompts trains, both post-processings wait for it; seed 1: the first trains it, the second waits
+    assert phases(todo, registry) == ([("no prompts", 0), (post, 1), ("full method", 1), ("x", None)],
+                                      [(post, 0), (post_gt, 0), (post_gt, 1)])
+
+
+def test_every_switch_and_anatomy_baseline_has_a_true_organ_form():
+    for name in variants.GROUPS["prompting"]:
+        if name in ("full method", "no prompts", "GT organs"):
+            continue
+        gt = variants.VARIANTS[name + variants.TRUE_ORGANS]
+        assert gt == {**variants.VARIANTS[name], "prompts": "gt"}
+        assert name + variants.TRUE_ORGANS in variants.GROUPS["prompting-gt"]

@@ -132,6 +132,26 @@ def test_units_in_two_worker_processes_match_the_units_run_in_process(interrupte
     assert json.loads((copy / "protocol.json").read_text())["times"]["wall"]["units"] > wall_before
 
 
+def test_the_post_processing_unit_predicts_the_no_prompt_model_once_it_is_trained(interrupted_then_finished, tmp_path):
+    """With two workers, "no prompts" trains first and "organ-mask post-processing" then predicts that very model
+    (no training folder of its own): its components are the no-prompt network's minus the suppressed ones."""
+    import shutil
+
+    out, _, _, _ = interrupted_then_finished
+    copy = tmp_path / "reuse"
+    shutil.copytree(out, copy)
+    post = "organ-mask post-processing"
+    plan = make_plan(dataclasses.replace(MINI, seeds=1), [post], reference="no prompts", sanity=False)
+    assert plan.variants == ["no prompts", post]
+    run(copy, plan, device="cpu", progress=False, jobs=2)
+    assert not units.model_folder(copy, post, 0).exists()
+    plain, suppressed = (json.loads(units.unit_path(copy, name, 0).read_text()) for name in ("no prompts", post))
+    assert suppressed["spec"]["trained_as"] == "no prompts" and suppressed["cpu_seconds"]["train"] < 1.0
+    assert suppressed["config"]["infer"]["suppress_organs"] and not plain["config"]["infer"]["suppress_organs"]
+    for a, b in zip(plain["cases"], suppressed["cases"], strict=True):
+        assert b["fp"] <= a["fp"] and b["tp"] <= a["tp"] and b["fpv_ml"] <= a["fpv_ml"] + 1e-9
+
+
 @pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
 def test_bad_jobs_are_refused_before_any_work(tmp_path, jobs):
     with pytest.raises(ConfigError, match="--jobs must be a whole number of at least 1"):

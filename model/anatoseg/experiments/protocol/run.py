@@ -8,6 +8,7 @@ add up) and is refused when asked for another design (any scale field but ``seed
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 from collections.abc import Sequence
@@ -84,6 +85,23 @@ def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:
     return todo
 
 
+def phases(todo: list[tuple[str, int | None]], registry: dict) -> tuple[list, list]:
+    """``todo`` split in two lists run one after the other: the units that train their model (or reuse a
+    finished one), then those using a model another unit of the first list trains (``trained_as``), so that
+    no two workers train one model; order is kept within each."""
+    first, after = [], []
+    training = {(name, seed) for name, seed in todo if seed is not None and not registry[name].get("trained_as")}
+    for name, seed in todo:
+        source = registry[name].get("trained_as") if seed is not None else None
+        if source is not None and (source, seed) in training:
+            after.append((name, seed))
+            continue
+        first.append((name, seed))
+        if source is not None:
+            training.add((source, seed))
+    return first, after
+
+
 def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress: bool = True,
         jobs: int = 1) -> Path:
     """Run (or continue) the protocol in ``out`` with ``jobs`` units at once (:mod:`.workers`); returns
@@ -98,14 +116,24 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
     with hold(out):
         meta = _meta(out, plan, device)
         times = Times(meta["times"])
+        sources = [plan.registry[name]["trained_as"] for name in plan.variants
+                   if plan.registry[name].get("trained_as")]
         with times.measure("total"):
             shared = prepare(plan.scale, out, device, times, progress,
-                             prompts={plan.registry[name]["prompts"] for name in plan.variants})
-        todo = [workers.Job(name, seed, None if seed is None else plan.registry[name], plan.scale, shared, out,
-                            device, progress and jobs == 1) for name, seed in pending(out, plan)]
+                             prompts={plan.registry[name]["prompts"] for name in [*plan.variants, *sources]})
+
+        def job(name: str, seed: int | None) -> workers.Job:
+            spec = None if seed is None else plan.registry[name]
+            source = spec and spec.get("trained_as")
+            return workers.Job(name, seed, spec, plan.scale, shared, out, device, progress and jobs == 1,
+                               source=plan.registry[source] if source else None)
+
+        first, after = phases(pending(out, plan), plan.registry)
+        done_units = itertools.chain(workers.run_jobs([job(*unit) for unit in first], jobs),
+                                     workers.run_jobs([job(*unit) for unit in after], jobs))
         _save(out, meta, times)
         clock = Clock()
-        for done in tqdm(workers.run_jobs(todo, jobs), total=len(todo), desc="units", unit="unit",
+        for done in tqdm(done_units, total=len(first) + len(after), desc="units", unit="unit",
                          disable=not progress):
             if done.error:
                 workers.report_failure(done)

@@ -8,9 +8,10 @@ was trained with), ``seconds`` and ``cpu_seconds`` (wall and CPU user+system tim
 and its children, train and predict), ``val_dice`` and ``cases`` (:func:`.scoring.score_case`
 records of every test case).
 
-Training goes to ``OUT/units/<slug>__seed<k>/train`` through :func:`anatoseg.stage3.run.run_train`;
-an interrupted training resumes from its ``checkpoint.pt``, a finished one (``model.pt``) is only
-predicted again.
+Training goes to ``OUT/units/<slug>__seed<k>/train`` (:func:`model_folder`) through
+:func:`anatoseg.stage3.run.run_train`; an interrupted training resumes from its ``checkpoint.pt``, a
+finished one (``model.pt``) is only predicted again. A variant ``trained_as`` another predicts with that
+variant's model (trained in that variant's folder when missing) and its own test-time settings.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from anatoseg.data.atomic import read_json, write_text_atomic
 from anatoseg.experiments.protocol.config import Scale
 from anatoseg.experiments.protocol.stages import Shared
 from anatoseg.experiments.protocol.timing import Clock
-from anatoseg.experiments.protocol.variants import overrides
+from anatoseg.experiments.protocol.variants import overrides, test_time
 
 UNIT_FORMAT = 1
 UNITS = "units"
@@ -47,6 +48,11 @@ def slug(name: str) -> str:
 
 def unit_path(out: Path, variant: str, seed: int) -> Path:
     return out / UNITS / f"{slug(variant)}__seed{seed}.json"
+
+
+def model_folder(out: Path, variant: str, seed: int) -> Path:
+    """Where the model of ``variant`` at ``seed`` trains: the unit's folder's ``train``."""
+    return unit_path(out, variant, seed).with_suffix("") / "train"
 
 
 def load_units(out: Path) -> list[dict]:
@@ -94,16 +100,19 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
     return Path(result.model), result.val_dice
 
 
-def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: str) -> tuple[list[dict], dict]:
+def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: str,
+                 options: dict | None = None) -> tuple[list[dict], dict]:
     """Score every test case with ``model``: ``(case records, the model's stage-3 config)``.
 
     Prompts as ``anato predict --organs organs_dir`` takes them (:class:`anatoseg.inference.predict.OrganSource`);
-    without ``organs_dir`` the stage-1 model the checkpoint names, else the dataset's own (true) organ maps."""
+    without ``organs_dir`` the stage-1 model the checkpoint names, else the dataset's own (true) organ maps.
+    ``options``: test-time arguments of :meth:`~anatoseg.inference.predict.Predictor.from_checkpoint`
+    (:func:`.variants.test_time`)."""
     from anatoseg.data.case import load_case
     from anatoseg.experiments.protocol.scoring import network_probability, score_case
     from anatoseg.inference.predict import OrganSource, Predictor
 
-    predictor = Predictor.from_checkpoint(model, device=device)
+    predictor = Predictor.from_checkpoint(model, device=device, **(options or {}))
     source = OrganSource(predictor, organs_dir)
     records = []
     for files, lesion_list in scored_cases(manifest):
@@ -113,14 +122,22 @@ def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: s
 
 
 def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Shared, out: Path, device: str,
-                     progress: bool = True) -> dict:
-    """Train, predict, score and save one network unit (module docstring); returns it."""
+                     progress: bool = True, source: dict | None = None) -> dict:
+    """Train, predict, score and save one network unit (module docstring); returns it. ``source``: the
+    spec of the variant ``spec["trained_as"]`` names (required then)."""
     clock = Clock()
-    model, val_dice = train_unit(spec, seed, scale, shared, unit_path(out, name, seed).with_suffix("") / "train",
+    trained_as = spec.get("trained_as")
+    if trained_as is not None and source is None:
+        raise ValueError(f"variant {name!r} uses the model of {trained_as!r}: pass that variant's spec as source")
+    model, val_dice = train_unit(source or spec, seed, scale, shared, model_folder(out, trained_as or name, seed),
                                  device, progress)
     train_s, train_cpu = clock.lap()
     organs = shared.organs.get(spec["prompts"])
-    cases, config = predict_unit(model, shared.manifests["test"], organs and organs.test_dir, device)
+    options = test_time(spec)
+    cases, config = predict_unit(model, shared.manifests["test"], organs and organs.test_dir, device, options)
+    if options:  # the config this unit's predictions followed: the source's, with this variant's test time
+        config = {**config, "infer": {**config["infer"], **{key.split(".", 1)[1]: value
+                                                             for key, value in spec["set"].items()}}}
     total_s, total_cpu = clock.lap()
     return save_unit(out, {"variant": name, "seed": seed, "kind": "network", "spec": spec, "scale": scale.name,
                            "config": config, "val_dice": val_dice, "cases": cases,

@@ -13,7 +13,13 @@ A network variant is ``{"arch", "prompts", "init", "set"}``:
   ``"gt"`` and ``"teacher"`` draws the same patch stream (:func:`.units.train_unit`);
 - ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
 - ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
-  protocol's own (so a variant can change anything ``anato train --set`` can).
+  protocol's own (so a variant can change anything ``anato train --set`` can);
+- ``trained_as`` (optional): the name of another variant whose trained model this one predicts with
+  instead of training its own (same seed), its ``set`` then holding only the test-time settings of
+  :data:`TEST_TIME` (the organ-mask post-processing is the no-prompt network with a post-processing:
+  training it again would cost a unit and give another network). Such a unit runs after the one it
+  reuses (:func:`anatoseg.experiments.protocol.run.run`) and trains that variant's model in that
+  variant's folder when it is not there yet.
 
 Every variant trains through :func:`anatoseg.stage3.run.run_train` exactly as ``anato train``
 would with those options, so a change of the stage-3 recipe reaches every variant. A new ablation
@@ -61,11 +67,23 @@ VARIANTS: dict[str, dict] = {
     "organ channels (one-hot)": {"arch": "anatoseg_organ_onehot", **_PSEUDO, "set": {}},
     "organ channels (embedded)": {"arch": "anatoseg_organ_embed", **_PSEUDO, "set": {}},
     "organ auxiliary head": {"arch": "anatoseg_organ_aux", **_PSEUDO, "set": {}},
-    # the no-prompt network (trained as "no prompts" is); "pseudo": the stage-1 maps the post-processing reads at test
-    "organ-mask post-processing": {"arch": "anatoseg", **_PSEUDO,
-                                   "set": {"model.net.use_prompts": False, "infer.suppress_organs": SUPPRESSED_ORGANS}},
+    # the no-prompt network's own model, post-processed; "pseudo": the stage-1 maps the post-processing reads at test
+    "organ-mask post-processing": {"arch": "anatoseg", **_PSEUDO, "trained_as": "no prompts",
+                                   "set": {"infer.suppress_organs": SUPPRESSED_ORGANS}},
 }
 """Network variants by name (module docstring)."""
+
+TRUE_ORGANS = ", GT organs"
+"""Suffix of a variant's form fed the phantom's true organ maps instead of the stage-1 ones (issue 17: each
+ablation switch and anatomy baseline with true and with stage-1 organs); "GT organs" is the full method's."""
+VARIANTS.update({name + TRUE_ORGANS: {**VARIANTS[name], "prompts": "gt"}
+                 for name in ("pooled tokens only", "+ occupancy bias", "+ dense injection", "no hypernetwork",
+                              "organ channels (one-hot)", "organ channels (embedded)", "organ auxiliary head",
+                              "organ-mask post-processing")})
+
+TEST_TIME = {"infer.suppress_organs": "suppress_organs", "infer.mirror": "mirror", "infer.overlap": "overlap"}
+"""The settings a ``trained_as`` variant may set: ``infer`` keys and the
+:meth:`anatoseg.inference.predict.Predictor.from_checkpoint` argument each becomes."""
 
 TABLE = ["full method", "no prompts", "no pretraining", "GT organs", "UNet", "SegResNet", "SwinUNETR", "UNETR"]
 GROUPS: dict[str, list[str]] = {
@@ -81,8 +99,10 @@ GROUPS: dict[str, list[str]] = {
     # issue 17's attribution, read against the no-prompt network (--reference "no prompts"): each part of the
     # prompting and the simple uses of the same stage-1 organ maps, and the full method with true organs
     "prompting": ["full method", "no prompts", "GT organs", "pooled tokens only", "+ occupancy bias",
-                  "+ dense injection", "no hypernetwork", "organ channels (one-hot)", "organ auxiliary head",
-                  "organ-mask post-processing"],
+                  "+ dense injection", "no hypernetwork", "organ channels (one-hot)", "organ channels (embedded)",
+                  "organ auxiliary head", "organ-mask post-processing"],
+    # the same with the phantom's true organ maps (TRUE_ORGANS)
+    "prompting-gt": ["no prompts", "GT organs", *(name for name in VARIANTS if name.endswith(TRUE_ORGANS))],
 }
 """Named lists of variants, usable wherever a variant name is (``--variants ablations``)."""
 DEFAULT_GROUP = "table"
@@ -104,14 +124,34 @@ organ mask removed is the case's true organ map, :data:`UPTAKE_ORGANS`; componen
 dropped)."""
 
 
-def check_variant(name: str, spec: Mapping) -> None:
-    """ConfigError unless ``spec`` is a well-formed network variant (module docstring)."""
+def check_variant(name: str, spec: Mapping, registry: Mapping[str, Mapping] = VARIANTS) -> None:
+    """ConfigError unless ``spec`` is a well-formed network variant of ``registry`` (module docstring)."""
     missing = {"arch", "prompts", "init", "set"} - set(spec)
     if missing:
         raise ConfigError(f"variant {name!r}: missing {sorted(missing)}")
     if spec["prompts"] not in PROMPTS or spec["init"] not in INITS or not isinstance(spec["set"], Mapping):
         raise ConfigError(f"variant {name!r}: prompts must be one of {PROMPTS}, init one of {INITS}, set a "
                           f"mapping; got {spec['prompts']!r}, {spec['init']!r}, {spec['set']!r}")
+    source = spec.get("trained_as")
+    if source is None:
+        return
+    if source not in registry or registry[source].get("trained_as") is not None:
+        raise ConfigError(f"variant {name!r}: trained_as must name a variant that trains its own model, "
+                          f"got {source!r}")
+    if spec["arch"] != registry[source]["arch"] or spec["init"] != registry[source]["init"]:
+        raise ConfigError(f"variant {name!r}: arch and init must be those of {source!r}, whose model it uses")
+    other = sorted(set(spec["set"]) - set(TEST_TIME))
+    if other:
+        raise ConfigError(f"variant {name!r} uses the model of {source!r}: it can set only "
+                          f"{', '.join(TEST_TIME)}, not {', '.join(other)}")
+
+
+def test_time(spec: Mapping) -> dict:
+    """The :meth:`~anatoseg.inference.predict.Predictor.from_checkpoint` arguments of a ``trained_as``
+    variant's ``set`` (empty for a variant that trains its own model: its settings are in its config)."""
+    if spec.get("trained_as") is None:
+        return {}
+    return {TEST_TIME[key]: value for key, value in spec["set"].items()}
 
 
 def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIANTS,
@@ -133,7 +173,7 @@ def resolve(names: Sequence[str] | None, registry: Mapping[str, Mapping] = VARIA
         raise ConfigError(f"unknown reference variant {reference!r}; variants: {', '.join(registry)}")
     wanted.add(reference)
     for name in wanted:
-        check_variant(name, registry[name])
+        check_variant(name, registry[name], registry)
     return [name for name in registry if name in wanted]
 
 

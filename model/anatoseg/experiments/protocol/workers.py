@@ -40,6 +40,7 @@ class Job:
     out: Path
     device: str
     progress: bool
+    source: dict | None = None  # the spec of the variant whose model this one uses (variants.py, trained_as)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def run_job(job: Job) -> Done:
             units.run_sanity_unit(job.name, SANITY[job.name], job.scale, job.shared, job.out)
         else:
             units.run_network_unit(job.name, job.spec, job.seed, job.scale, job.shared, job.out, job.device,
-                                   job.progress)
+                                   job.progress, job.source)
         error = None
     except Exception as exc:  # noqa: BLE001 - reported per unit by the driver
         error = f"{type(exc).__name__}: {exc}"
