@@ -88,7 +88,7 @@ def test_results_md_has_every_section(interrupted_then_finished):
     text = results.read_text()
     for heading in ("Paired differences against the full method", "Lesion sensitivity", "by organ",
                     "Sensitivity by lesion site", "Stage 1 on the test cases", "Sanity baseline",
-                    "Command: `mini protocol`"):
+                    "Commands, in the order they ran:", "1. `mini protocol` (commit ", "2. `mini protocol`"):
         assert heading in text
     assert "| UNet | 2 |" in text and "| SUV ≥ 2.5 | 1 |" in text
     assert text.index("| full method | 2 |") < text.index("| UNet | 2 |") < text.index("| SUV ≥ 2.5 | 1 |")
@@ -97,6 +97,26 @@ def test_results_md_has_every_section(interrupted_then_finished):
     scored = json.loads((out / "stage1_test_dice.json").read_text())
     assert set(scored) == {"student", "teacher"} and all(len(v) == 4 for v in scored.values())
     assert "| mean organ Dice |" in text and "student − teacher" in text
+
+
+def test_regenerate_renders_the_folders_report_again_and_against_another_reference(interrupted_then_finished,
+                                                                                   tmp_path, capsys):
+    from anatoseg.experiments.protocol.regenerate import main as regenerate
+
+    out, results, _, _ = interrupted_then_finished
+    runs = json.loads((out / "protocol.json").read_text())["runs"]
+    assert [run["command"] for run in runs] == ["mini protocol"] * 2 and all(len(r["commit"]) == 40 for r in runs)
+    again = tmp_path / "again.md"
+    assert regenerate([str(out), "--output", str(again)]) == 0
+    assert again.read_text() == results.read_text()  # the same units, the same report, byte for byte
+    assert regenerate([str(out), "--reference", "UNet", "--output", str(again)]) == 0
+    assert "## Paired differences against the UNet" in again.read_text()
+    capsys.readouterr()
+    for argv, why in (([str(tmp_path)], "no protocol.json here"),
+                      ([str(out), "--reference", "no prompts"], "no unit of the reference variant 'no prompts'")):
+        assert regenerate(argv) == 1
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1
 
 
 def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished, capsys):

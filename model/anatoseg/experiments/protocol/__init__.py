@@ -7,7 +7,8 @@ Modules: :mod:`.config` (budgets per scale, cohort seeds), :mod:`.variants` (the
 groups and sanity rows), :mod:`.stages` (cohorts, stage 1, stage 2: made once per run folder),
 :mod:`.units` (one (variant, seed): train, predict, score, save as JSON), :mod:`.scoring` (one
 test case's record), :mod:`.report` (``results.md``), :mod:`.run` (the resumable driver),
-:mod:`.workers` (pending units one by one or in parallel processes).
+:mod:`.workers` (pending units one by one or in parallel processes), :mod:`.regenerate` (a run
+folder's report rendered again from its files).
 """
 
 from anatoseg.experiments.protocol.config import SCALES, Scale

@@ -212,6 +212,17 @@ def stale(units: Sequence[dict], commit: str | None) -> list[str]:
     return [f"- {u['variant']} seed {u['seed']}: commit {str(u.get('commit'))[:10]}" for u in other]
 
 
+def invocations(meta: dict) -> list[str]:
+    """The provenance lines of the commands that made the run: every recorded invocation (``runs``,
+    oldest first) or, in a ``protocol.json`` written before they were recorded, the last one."""
+    runs = meta.get("runs")
+    if not runs:
+        return [f"Command: `{meta['command']}`", f"Machine: {meta['machine']}", f"Commit: {meta.get('commit')}"]
+    return ["Commands, in the order they ran:", "",
+            *(f"{k}. `{run['command']}` (commit {str(run['commit'])[:10]}, {run['machine']}, started "
+              f"{run['started']})" for k, run in enumerate(runs, 1)), ""]
+
+
 def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict | None = None,
            reference: str | None = None) -> str:
     """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds and the
@@ -242,8 +253,7 @@ def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict |
         text += [f"## Sensitivity by {title}", "", *breakdown(variants, attribute), ""]
     flagged = stale(units, meta.get("commit"))
     text += ["## Stage 1 on the test cases", "", *organ_scores.section(stage1 or {}, n_boot), ""]
-    text += ["## Sanity baseline", "", sanity_reading(variants), "", "## Provenance", "",
-             f"Command: `{meta['command']}`", f"Machine: {meta['machine']}", f"Commit: {meta.get('commit')}",
+    text += ["## Sanity baseline", "", sanity_reading(variants), "", "## Provenance", "", *invocations(meta),
              *(f"{TIME_TITLES.get(kind, kind)} time: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())
                for kind, parts in meta["times"].items()),
              *(["", "Units from another commit (kept, not rerun):", *flagged] if flagged else [])]

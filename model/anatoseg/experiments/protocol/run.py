@@ -1,8 +1,9 @@
 """The protocol's driver: shared stages, then every pending unit, then ``results.md``.
 
-``OUT/protocol.json`` records the run's design (scale, cohort seeds) and its wall and CPU time by part;
-a rerun with the same OUT continues it (finished cohorts, stages and units are skipped, the times
-add up) and is refused when asked for another design (any scale field but ``seeds``).
+``OUT/protocol.json`` records the run's design (scale, cohort seeds), its wall and CPU time by part and
+every invocation that worked on it (``runs``: command, commit, machine, start time); a rerun with the
+same OUT continues it (finished cohorts, stages and units are skipped, the times add up) and is refused
+when asked for another design (any scale field but ``seeds``).
 ``OUT/results.md`` is rewritten after every unit.
 """
 
@@ -13,6 +14,7 @@ import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -61,8 +63,10 @@ def _meta(out: Path, plan: Plan, device: str) -> dict:
     if differ:
         raise ConfigError(f"holds a protocol run of another design (differs in {', '.join(differ)}); "
                           "choose another OUT", out)
-    return {"scale": scale, "cohort_seeds": COHORT_SEEDS, "command": plan.command, "machine": machine(device),
-            "commit": units.git_commit(), "reference": plan.reference, "times": stored["times"] if stored else {}}
+    this = {"command": plan.command, "commit": units.git_commit(), "machine": machine(device),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {"scale": scale, "cohort_seeds": COHORT_SEEDS, **this, "reference": plan.reference,
+            "times": stored["times"] if stored else {}, "runs": [*(stored or {}).get("runs", []), this]}
 
 
 def _save(out: Path, meta: dict, times: Times) -> None:
