@@ -119,6 +119,18 @@ def test_regenerate_renders_the_folders_report_again_and_against_another_referen
         assert why in err and err.count("\n") == 1
 
 
+def test_prompt_strength_reads_a_trained_full_method_model(interrupted_then_finished, capsys):
+    from anatoseg.experiments.prompt_strength import main as prompt_strength
+
+    out, _, _, _ = interrupted_then_finished
+    model = units.model_folder(out, "full method", 0) / "model.pt"
+    capsys.readouterr()
+    assert prompt_strength([str(model), "--data", str(out / "data" / "test" / "manifest.json"),
+                            "--organs", str(out / "stage1_test"), "--cases", "1"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 3 and rows[2].startswith(f"| {model} | 1 | ") and "nan" not in rows[2]
+
+
 def test_another_design_in_the_same_folder_is_refused(interrupted_then_finished, capsys):
     out, _, _, _ = interrupted_then_finished
     with pytest.raises(ConfigError, match="another design .*steps"):
