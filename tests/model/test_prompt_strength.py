@@ -40,8 +40,11 @@ def test_the_shut_prompt_paths_measure_zero_and_opened_ones_do_not():
     opened = _run(net)
     assert all(ratio > 0 for ratio in opened.values())
     assert not net.inject[stages[0]]._forward_hooks  # close() took the hooks off
-    rows = prompt_strength.table({"opened": {"ratios": opened, "learned": learned, "cases": 1}})
+    hcca_only = {k: v for k, v in opened.items() if k.startswith("hcca")}
+    rows = prompt_strength.table({"opened": {"ratios": opened, "learned": learned, "cases": 1},
+                                  "no injection": {"ratios": hcca_only, "learned": {}, "cases": 1}})
     assert rows[0].startswith("| model | cases | ‖Δ‖/‖x‖ hcca") and rows[2].startswith("| opened | 1 | ")
+    assert "nan" not in rows[3] and rows[3].count("–") == len(stages) + len(learned)
 
 
 def test_a_network_without_prompts_is_refused_in_one_line(tmp_path, capsys):

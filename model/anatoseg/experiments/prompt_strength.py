@@ -97,13 +97,15 @@ def measure(model: str | Path, cases: Iterable, organs_dir: Path | None, device:
 
 
 def table(results: dict[str, dict]) -> list[str]:
-    """Markdown lines: one row per model, a column per prompt module and learned value."""
+    """Markdown lines: one row per model, a column per prompt module and learned value ("–" where a model
+    lacks it)."""
     ratio_keys = sorted({k for r in results.values() for k in r["ratios"]}, key=lambda k: (k.split()[0], k))
     learned_keys = sorted({k for r in results.values() for k in r["learned"]})
     head = ["model", "cases", *(f"‖Δ‖/‖x‖ {k}" for k in ratio_keys), *learned_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, result in results.items():
-        cells = [name, str(result["cases"]), *(f"{result['ratios'].get(k, float('nan')):.4f}" for k in ratio_keys)]
+        cells = [name, str(result["cases"]), *(f"{result['ratios'][k]:.4f}" if k in result["ratios"] else "–"
+                                               for k in ratio_keys)]
         cells += [" ".join(f"{v:.3f}" for v in result["learned"].get(k, [])) or "–" for k in learned_keys]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
