@@ -15,25 +15,23 @@ from pathlib import Path
 
 from anatoseg.data.atomic import read_json, write_text_atomic
 from anatoseg.errors import AnatoError
-from anatoseg.experiments.protocol import organ_scores, report, units
-from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME
+from anatoseg.experiments.protocol import units
+from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME, folder_report
 
 
-def render_folder(folder: str | Path, reference: str | None = None, n_boot: int = 2000) -> str:
+def render_folder(folder: str | Path, reference: str | None = None) -> str:
     """The report of the run folder ``folder`` (module docstring); ``reference``: the variant every other is
     compared with (default: the run's own). ValueError when the folder holds no protocol run or the
     reference has no unit there."""
     folder = Path(folder)
     if not (folder / META_NAME).is_file():
         raise ValueError(f"{folder}: no {META_NAME} here, not a protocol run folder")
-    finished = units.load_units(folder)
+    finished = {unit["variant"] for unit in units.load_units(folder)}
     if not finished:
         raise ValueError(f"{folder}: no finished unit in {units.UNITS}/")
-    if reference is not None and reference not in {unit["variant"] for unit in finished}:
+    if reference is not None and reference not in finished:
         raise ValueError(f"{folder}: no unit of the reference variant {reference!r}")
-    scored = folder / organ_scores.NAME
-    return report.render(finished, read_json(folder / META_NAME), n_boot=n_boot,
-                         stage1=read_json(scored) if scored.exists() else None, reference=reference)
+    return folder_report(folder, read_json(folder / META_NAME), reference)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,9 +74,15 @@ def _save(out: Path, meta: dict, times: Times) -> None:
 
     meta["times"] = times.data
     write_text_atomic(out / META_NAME, json.dumps(meta, indent=1) + "\n")
+    write_text_atomic(out / RESULTS_NAME, folder_report(out, meta))
+
+
+def folder_report(out: Path, meta: dict, reference: str | None = None) -> str:
+    """The report of the run folder ``out`` from its finished units and stage-1 scores (:func:`.report.render`;
+    ``reference``: compare with this variant instead of the run's own)."""
     scored = out / organ_scores.NAME
-    write_text_atomic(out / RESULTS_NAME, report.render(units.load_units(out), meta,
-                                                        stage1=read_json(scored) if scored.exists() else None))
+    return report.render(units.load_units(out), meta, stage1=read_json(scored) if scored.exists() else None,
+                         reference=reference)
 
 
 def pending(out: Path, plan: Plan) -> list[tuple[str, int | None]]:
