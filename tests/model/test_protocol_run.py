@@ -184,6 +184,51 @@ def test_the_post_processing_unit_predicts_the_no_prompt_model_once_it_is_traine
         assert b["fp"] <= a["fp"] and b["tp"] <= a["tp"] and b["fpv_ml"] <= a["fpv_ml"] + 1e-9
 
 
+def test_retest_scores_the_trained_models_on_a_fresh_cohort_without_training(interrupted_then_finished, tmp_path,
+                                                                              capsys):
+    """``retest``: the source's models (not retrained, not touched) score a new test cohort in another folder,
+    seed 0 of UNet and of the reference plus the sanity rows; a rerun skips finished units; bad requests are
+    one line and exit 1."""
+    from anatoseg.experiments.protocol.regenerate import render_folder
+    from anatoseg.experiments.protocol.retest import main as retest
+
+    out, _, _, _ = interrupted_then_finished
+    models = {p: p.stat().st_mtime_ns for p in (out / units.UNITS).glob("*/train/model.pt")}
+    fresh = tmp_path / "fresh"
+    argv = [str(out), str(fresh), "--test-seed", "9", "--variants", "UNet", "--seeds", "1", "--no-progress"]
+    assert retest(argv) == 0
+    names = sorted(p.name for p in (fresh / units.UNITS).glob("*.json"))
+    assert names == ["full_method__seed0.json", "suv_2_5__seed0.json", "suv_40_suvmax__seed0.json",
+                     "unet__seed0.json"]
+    assert not list((fresh / units.UNITS).glob("*/train"))  # nothing trained here
+    assert {p: p.stat().st_mtime_ns for p in (out / units.UNITS).glob("*/train/model.pt")} == models
+    old_cases = {c["case"] for c in json.loads(units.unit_path(out, "UNet", 0).read_text())["cases"]}
+    unit = json.loads(units.unit_path(fresh, "UNet", 0).read_text())
+    new_cases = {c["case"] for c in unit["cases"]}
+    assert len(new_cases) == 4 and not new_cases & old_cases and all("_s9_" in case for case in new_cases)
+    assert unit["trained"]["folder"] == str(out) and unit["cpu_seconds"]["train"] < 1.0
+    organ_maps = sorted(p.name.split(".")[0] for p in (fresh / "stage1_test").glob("*.nii.gz"))
+    assert organ_maps == sorted(new_cases) and (fresh / "stage1_test_dice.json").is_file()
+    meta = json.loads((fresh / "protocol.json").read_text())
+    assert meta["retest_of"]["test_seed"] == 9 and meta["cohort_seeds"]["test"] == 9
+    text = (fresh / "results.md").read_text()
+    assert "**Retest:** nothing was trained here" in text and "| UNet | 1 |" in text
+    assert render_folder(fresh) == text
+    stamps = {p: p.stat().st_mtime_ns for p in (fresh / units.UNITS).glob("*.json")}
+    assert retest(argv) == 0 and {p: p.stat().st_mtime_ns for p in (fresh / units.UNITS).glob("*.json")} == stamps
+    capsys.readouterr()
+    source_seed = str(json.loads((out / "protocol.json").read_text())["cohort_seeds"]["test"])
+    for bad, why in ((["--test-seed", source_seed], "a retest needs a fresh cohort"),
+                     (["--test-seed", "9", "--variants", "nope"], "no finished unit of 'nope'"),
+                     (["--test-seed", "10"], "holds another run"),
+                     (["--test-seed", "9", "--seeds", "0"], "--seeds must be a whole number")):
+        assert retest([str(out), str(fresh), *bad, "--no-progress"]) == 1, bad
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, (bad, err)
+    assert retest([str(fresh), str(tmp_path / "again"), "--test-seed", "11"]) == 1
+    assert "is itself a retest" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
 def test_bad_jobs_are_refused_before_any_work(tmp_path, jobs):
     with pytest.raises(ConfigError, match="--jobs must be a whole number of at least 1"):

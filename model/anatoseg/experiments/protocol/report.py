@@ -223,6 +223,15 @@ def invocations(meta: dict) -> list[str]:
               f"{run['started']})" for k, run in enumerate(runs, 1)), ""]
 
 
+def retest_line(meta: dict) -> list[str]:
+    """The line saying a run folder is a retest (:mod:`.retest`): whose models, which fresh test cohort."""
+    retest = meta.get("retest_of")
+    if not retest:
+        return []
+    return [f"**Retest:** nothing was trained here; the models of `{retest['folder']}` scored on a fresh test "
+            f"cohort (phantom seed {retest['test_seed']}) that no variant was chosen on."]
+
+
 def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict | None = None,
            reference: str | None = None) -> str:
     """The whole ``results.md`` (module docstring); ``meta``: command, machine, commit, scale, seconds and the
@@ -241,6 +250,7 @@ def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict |
             f"{scale['organ_cases']} stage-1 source; cohort seeds {meta['cohort_seeds']}; stage 3: "
             f"{scale['steps']} steps, batch {scale['batch_size']}, patch {'×'.join(map(str, scale['patch']))}, "
             f"preset {scale['preset']}; training seeds per variant: {scale['seeds']}.",
+            *retest_line(meta),
             "Per variant: mean ± sd over seeds of the mean over test cases (Dice and FNV over cases with "
             "lesions, FPV and FP components over all). FROC: lesion sensitivity at the given false positives "
             "per case, threshold-free.", "", *main_table(variants), "",

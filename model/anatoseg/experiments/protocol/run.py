@@ -69,7 +69,7 @@ def _meta(out: Path, plan: Plan, device: str) -> dict:
             "times": stored["times"] if stored else {}, "runs": [*(stored or {}).get("runs", []), this]}
 
 
-def _save(out: Path, meta: dict, times: Times) -> None:
+def save_folder(out: Path, meta: dict, times: Times) -> None:
     import json
 
     meta["times"] = times.data
@@ -141,7 +141,7 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
         first, after = phases(pending(out, plan), plan.registry)
         done_units = itertools.chain(workers.run_jobs([job(*unit) for unit in first], jobs),
                                      workers.run_jobs([job(*unit) for unit in after], jobs))
-        _save(out, meta, times)
+        save_folder(out, meta, times)
         clock = Clock()
         for done in tqdm(done_units, total=len(first) + len(after), desc="units", unit="unit",
                          disable=not progress):
@@ -151,7 +151,7 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
             clock = Clock()
             for part in ("units", "total"):
                 times.add(part, wall, done.cpu)
-            _save(out, meta, times)
+            save_folder(out, meta, times)
     return out / RESULTS_NAME
 
 

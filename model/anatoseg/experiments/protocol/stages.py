@@ -43,14 +43,16 @@ class Shared:
     organs: dict[str, OrganInputs]
 
 
-def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True) -> dict[str, Path]:
-    """The four cohorts' manifests (``data/<name>/manifest.json``), each generated unless it exists."""
+def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True,
+            seeds: dict[str, int] = COHORT_SEEDS) -> dict[str, Path]:
+    """The manifests of the cohorts ``seeds`` names (``data/<name>/manifest.json``, each name one of
+    :data:`.config.COHORT_SEEDS`), each generated with its seed unless it exists."""
     from anatoseg.data.phantom import generate_cohort
 
     counts = {"organ_ct": (scale.organ_cases, 0.0), "train": (scale.train_cases, scale.train_negatives),
               "pretrain": (scale.pretrain_cases, 0.0), "test": (scale.test_cases, scale.test_negatives)}
-    manifests = {name: data / name / "manifest.json" for name in COHORT_SEEDS}
-    for name, seed in COHORT_SEEDS.items():
+    manifests = {name: data / name / "manifest.json" for name in seeds}
+    for name, seed in seeds.items():
         if not manifests[name].exists():
             cases, negatives = counts[name]
             with times.measure("cohorts"):

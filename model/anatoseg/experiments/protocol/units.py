@@ -10,7 +10,8 @@ records of every test case).
 
 Training goes to ``OUT/units/<slug>__seed<k>/train`` (:func:`model_folder`) through
 :func:`anatoseg.stage3.run.run_train`; an interrupted training resumes from its ``checkpoint.pt``, a
-finished one (``model.pt``) is only predicted again. A variant ``trained_as`` another predicts with that
+finished one (``model.pt``) is only predicted again (:mod:`.retest` predicts another folder's models on a
+fresh test cohort). A variant ``trained_as`` another predicts with that
 variant's model (trained in that variant's folder when missing) and its own test-time settings.
 """
 
@@ -122,15 +123,17 @@ def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: s
 
 
 def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Shared, out: Path, device: str,
-                     progress: bool = True, source: dict | None = None) -> dict:
+                     progress: bool = True, source: dict | None = None, models: Path | None = None,
+                     record: dict | None = None) -> dict:
     """Train, predict, score and save one network unit (module docstring); returns it. ``source``: the
-    spec of the variant ``spec["trained_as"]`` names (required then)."""
+    spec of the variant ``spec["trained_as"]`` names (required then); ``models``: the run folder whose
+    models are trained or reused (default ``out``); ``record``: fields that replace the saved unit's."""
     clock = Clock()
     trained_as = spec.get("trained_as")
     if trained_as is not None and source is None:
         raise ValueError(f"variant {name!r} uses the model of {trained_as!r}: pass that variant's spec as source")
-    model, val_dice = train_unit(source or spec, seed, scale, shared, model_folder(out, trained_as or name, seed),
-                                 device, progress)
+    model, val_dice = train_unit(source or spec, seed, scale, shared, model_folder(models or out, trained_as or name,
+                                                                                   seed), device, progress)
     train_s, train_cpu = clock.lap()
     organs = shared.organs.get(spec["prompts"])
     options = test_time(spec)
@@ -142,7 +145,7 @@ def run_network_unit(name: str, spec: dict, seed: int, scale: Scale, shared: Sha
     return save_unit(out, {"variant": name, "seed": seed, "kind": "network", "spec": spec, "scale": scale.name,
                            "config": config, "val_dice": val_dice, "cases": cases,
                            "seconds": {"train": train_s, "predict": total_s - train_s},
-                           "cpu_seconds": {"train": train_cpu, "predict": total_cpu - train_cpu}})
+                           "cpu_seconds": {"train": train_cpu, "predict": total_cpu - train_cpu}, **(record or {})})
 
 
 def run_sanity_unit(name: str, options: dict, scale: Scale, shared: Shared, out: Path) -> dict:

@@ -41,6 +41,8 @@ class Job:
     device: str
     progress: bool
     source: dict | None = None  # the spec of the variant whose model this one uses (variants.py, trained_as)
+    models: Path | None = None  # the run folder holding the models (default: out)
+    record: dict | None = None  # fields that replace the saved unit's (units.run_network_unit)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def run_job(job: Job) -> Done:
             units.run_sanity_unit(job.name, SANITY[job.name], job.scale, job.shared, job.out)
         else:
             units.run_network_unit(job.name, job.spec, job.seed, job.scale, job.shared, job.out, job.device,
-                                   job.progress, job.source)
+                                   job.progress, job.source, job.models, job.record)
         error = None
     except Exception as exc:  # noqa: BLE001 - reported per unit by the driver
         error = f"{type(exc).__name__}: {exc}"
