@@ -24,15 +24,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from anatoseg.data.atomic import read_json
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol import organ_scores, units, workers
 from anatoseg.experiments.protocol.config import Scale
-from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME, machine, save_folder
+from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME, collect, machine
 from anatoseg.experiments.protocol.stages import Shared, cohorts, organ_inputs, pseudo_organs
-from anatoseg.experiments.protocol.timing import Clock, Times
+from anatoseg.experiments.protocol.timing import Times
+from anatoseg.experiments.protocol.variants import REFERENCE, VARIANTS
 
 RETEST_KEY = "retest_of"
 """The ``protocol.json`` field of a retest folder: ``{"folder": SOURCE, "test_seed": N}``."""
@@ -132,7 +131,7 @@ def retest(source: str | Path, out: str | Path, test_seed: int, variants: list[s
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"--seeds must be a whole number of at least 1, got {seeds!r}")
     workers.check_jobs(jobs)
-    reference = reference or source_meta.get("reference") or "no prompts"
+    reference = reference or source_meta.get("reference", REFERENCE)
     chosen = select(source, variants, seeds, reference)
     device = choose_device(device).type
     scale = source_scale(source_meta)
@@ -145,17 +144,7 @@ def retest(source: str | Path, out: str | Path, test_seed: int, variants: list[s
                              times, progress)
         todo = [unit for unit in chosen if not units.unit_path(out, unit["variant"], unit["seed"]).exists()]
         jobs_list = [_job(unit, specs, scale, shared, source, out, device) for unit in todo]
-        save_folder(out, meta, times)
-        clock = Clock()
-        for done in tqdm(workers.run_jobs(jobs_list, jobs), total=len(jobs_list), desc="units", unit="unit",
-                         disable=not progress):
-            if done.error:
-                workers.report_failure(done)
-            wall = clock.lap()[0]
-            clock = Clock()
-            for part in ("units", "total"):
-                times.add(part, wall, done.cpu)
-            save_folder(out, meta, times)
+        collect(workers.run_jobs(jobs_list, jobs), len(jobs_list), out, meta, times, progress)
     return out / RESULTS_NAME
 
 
@@ -167,8 +156,9 @@ def _job(unit: dict, specs: dict, scale: Scale, shared: Shared, source: Path, ou
     spec = unit["spec"]
     trained_as = spec.get("trained_as")
     record = {"val_dice": unit["val_dice"], "trained": {"commit": unit.get("commit"), "folder": str(source)}}
-    return workers.Job(unit["variant"], unit["seed"], spec, scale, shared, out, device, False,
-                       source=specs.get(trained_as, spec) if trained_as else None, models=source, record=record)
+    source_spec = (specs.get(trained_as) or VARIANTS.get(trained_as, spec)) if trained_as else None
+    return workers.Job(unit["variant"], unit["seed"], spec, scale, shared, out, device, False, source=source_spec,
+                       models=source, record=record)
 
 
 def main(argv: list[str] | None = None) -> int:

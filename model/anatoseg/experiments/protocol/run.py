@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,18 +141,24 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
         first, after = phases(pending(out, plan), plan.registry)
         done_units = itertools.chain(workers.run_jobs([job(*unit) for unit in first], jobs),
                                      workers.run_jobs([job(*unit) for unit in after], jobs))
-        save_folder(out, meta, times)
-        clock = Clock()
-        for done in tqdm(done_units, total=len(first) + len(after), desc="units", unit="unit",
-                         disable=not progress):
-            if done.error:
-                workers.report_failure(done)
-            wall = clock.lap()[0]
-            clock = Clock()
-            for part in ("units", "total"):
-                times.add(part, wall, done.cpu)
-            save_folder(out, meta, times)
+        collect(done_units, len(first) + len(after), out, meta, times, progress)
     return out / RESULTS_NAME
+
+
+def collect(done_units: Iterable[workers.Done], total: int, out: Path, meta: dict, times: Times,
+            progress: bool) -> None:
+    """Save the folder (``protocol.json``, ``results.md``) now and again as each of the ``total`` units comes
+    back, adding its wall and CPU time to ``units`` and ``total``; a failed unit is reported in one line."""
+    save_folder(out, meta, times)
+    clock = Clock()
+    for done in tqdm(done_units, total=total, desc="units", unit="unit", disable=not progress):
+        if done.error:
+            workers.report_failure(done)
+        wall = clock.lap()[0]
+        clock = Clock()
+        for part in ("units", "total"):
+            times.add(part, wall, done.cpu)
+        save_folder(out, meta, times)
 
 
 def make_plan(scale: Scale, variants: Sequence[str] | None = None, seeds: int | None = None, sanity: bool = True,
