@@ -384,3 +384,13 @@ def test_every_switch_and_anatomy_baseline_has_a_true_organ_form():
         gt = variants.VARIANTS[name + variants.TRUE_ORGANS]
         assert gt == {**variants.VARIANTS[name], "prompts": "gt"}
         assert name + variants.TRUE_ORGANS in variants.GROUPS["prompting-gt"]
+
+
+def test_the_commit_units_record_is_read_once_per_process(monkeypatch):
+    """A commit made in the checkout while a run goes on does not relabel its later units (it did: a retest's
+    units recorded the commits made during it)."""
+    units.git_commit.cache_clear()
+    first = units.git_commit()
+    assert first is not None and len(first) == 40
+    monkeypatch.setattr(units.subprocess, "run", lambda *a, **k: pytest.fail("git was asked again"))
+    assert units.git_commit() == first

@@ -122,6 +122,7 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
 
     device = choose_device(device).type
     workers.check_jobs(jobs)
+    units.git_commit()  # the code this run started with (read once per process)
     out = Path(out)
     with hold(out):
         meta = _meta(out, plan, device)

@@ -17,6 +17,7 @@ variant's model (trained in that variant's folder when missing) and its own test
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -32,8 +33,10 @@ UNIT_FORMAT = 1
 UNITS = "units"
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the checkout this package runs from (None outside a git checkout)."""
+    """The commit of the checkout this package runs from (None outside a git checkout), read once per process:
+    a unit records the code it ran, not a commit made in the checkout while it ran."""
     try:
         found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                cwd=Path(__file__).resolve().parent)

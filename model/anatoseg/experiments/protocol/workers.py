@@ -85,6 +85,7 @@ def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    units.git_commit()  # the commit the units of this worker record: the code it started with
 
 
 def run_jobs(todo: list[Job], jobs: int) -> Iterator[Done]:
