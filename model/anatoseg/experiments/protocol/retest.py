@@ -21,14 +21,13 @@ import argparse
 import dataclasses
 import shlex
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from anatoseg.data.atomic import read_json
 from anatoseg.errors import AnatoError, ConfigError
 from anatoseg.experiments.protocol import organ_scores, units, workers
 from anatoseg.experiments.protocol.config import Scale
-from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME, collect, machine
+from anatoseg.experiments.protocol.run import META_NAME, RESULTS_NAME, collect, invocation
 from anatoseg.experiments.protocol.stages import Shared, cohorts, organ_inputs, pseudo_organs
 from anatoseg.experiments.protocol.timing import Times
 from anatoseg.experiments.protocol.variants import REFERENCE, VARIANTS
@@ -80,8 +79,7 @@ def _meta(source: Path, out: Path, source_meta: dict, test_seed: int, reference:
                                or stored["cohort_seeds"] != seeds):
         raise ConfigError(f"holds another run (not the retest of {source} on test seed {test_seed}); "
                           "choose another OUT", out)
-    this = {"command": command, "commit": units.git_commit(), "machine": machine(device),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    this = invocation(command, device)
     return {"scale": source_meta["scale"], "cohort_seeds": seeds, RETEST_KEY: retest, **this,
             "reference": reference, "times": stored["times"] if stored else {},
             "runs": [*(stored or {}).get("runs", []), this]}

@@ -63,10 +63,15 @@ def _meta(out: Path, plan: Plan, device: str) -> dict:
     if differ:
         raise ConfigError(f"holds a protocol run of another design (differs in {', '.join(differ)}); "
                           "choose another OUT", out)
-    this = {"command": plan.command, "commit": units.git_commit(), "machine": machine(device),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    this = invocation(plan.command, device)
     return {"scale": scale, "cohort_seeds": COHORT_SEEDS, **this, "reference": plan.reference,
             "times": stored["times"] if stored else {}, "runs": [*(stored or {}).get("runs", []), this]}
+
+
+def invocation(command: str, device: str) -> dict:
+    """One entry of ``protocol.json``'s ``runs``: the command, the commit it runs, the machine, the start time."""
+    return {"command": command, "commit": units.git_commit(), "machine": machine(device),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def save_folder(out: Path, meta: dict, times: Times) -> None:
