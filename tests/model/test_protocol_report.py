@@ -168,6 +168,10 @@ def test_registry_resolves_groups_and_always_keeps_the_reference():
     assert make_plan(CPU, ["UNet"], reference="no prompts").variants == ["no prompts", "UNet"]
     with pytest.raises(ConfigError, match="prompts must be one of"):
         variants.check_variant("x", {"arch": "unet", "prompts": "organs", "init": None, "set": {}})
+    for stage2_set, init in (([0, 0], "stage2"), (variants.NO_MAMBA, None)):
+        with pytest.raises(ConfigError, match="stage2_set must be a mapping"):
+            variants.check_variant("x", {"arch": "anatoseg", "prompts": None, "init": init, "set": {},
+                                         "stage2_set": stage2_set})
     assert variants.overrides({"model.net.use_prompts": False, "data.patch_size": [32, 64, 64]}) == [
         "model.net.use_prompts=false", "data.patch_size=[32, 64, 64]"]
 

@@ -184,6 +184,37 @@ def test_the_post_processing_unit_predicts_the_no_prompt_model_once_it_is_traine
         assert b["fp"] <= a["fp"] and b["tp"] <= a["tp"] and b["fpv_ml"] <= a["fpv_ml"] + 1e-9
 
 
+def test_a_variant_with_its_own_stage_2_is_pretrained_in_its_own_folder(interrupted_then_finished, tmp_path):
+    """"no Mamba blocks" pretrains Mamba-free encoders in ``stage2-<settings>/`` (the shared ones hold Mamba
+    weights and would not load), trains from them, and leaves the shared stage 2 as it was."""
+    import shutil
+
+    import torch
+
+    from anatoseg.experiments.protocol import stages
+    from anatoseg.experiments.protocol.variants import VARIANTS
+    from anatoseg.stage2.loop import ENCODERS_NAME
+
+    out, _, _, _ = interrupted_then_finished
+    copy = tmp_path / "own"
+    shutil.copytree(out, copy)
+    shared = (copy / "stage2" / ENCODERS_NAME).read_bytes()
+    name = "no Mamba blocks"
+    run(copy, make_plan(dataclasses.replace(MINI, seeds=1), [name], sanity=False), device="cpu", progress=False)
+    own = stages.stage2_folder(copy, VARIANTS[name]["stage2_set"])
+    assert own.name == "stage2-model-net-mamba-depths-0-0-0-0" and (own / ENCODERS_NAME).exists()
+    assert (copy / "stage2" / ENCODERS_NAME).read_bytes() == shared
+    model = torch.load(units.model_folder(copy, name, 0) / "model.pt", weights_only=True, map_location="cpu")
+    assert model["meta"]["net"]["mamba_depths"] == [0, 0, 0, 0]
+    assert model["meta"]["init"] == str((own / ENCODERS_NAME).resolve())
+    assert not any("mamba" in key for key in model["model"]) and any("ct_encoder" in key for key in model["model"])
+    full = torch.load(units.model_folder(copy, "full method", 0) / "model.pt", weights_only=True, map_location="cpu")
+    assert full["meta"]["init"].endswith(f"/stage2/{ENCODERS_NAME}")  # trained in the fixture's folder
+    assert any("mamba" in key for key in full["model"])
+    unit = json.loads(units.unit_path(copy, name, 0).read_text())
+    assert len(unit["cases"]) == MINI.test_cases
+
+
 def test_retest_scores_the_trained_models_on_a_fresh_cohort_without_training(interrupted_then_finished, tmp_path,
                                                                               capsys):
     """``retest``: the source's models (not retrained, not touched) score a new test cohort in another folder,

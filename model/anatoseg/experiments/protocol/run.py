@@ -135,8 +135,9 @@ def run(out: str | os.PathLike, plan: Plan, device: str | None = None, progress:
         sources = [plan.registry[name]["trained_as"] for name in plan.variants
                    if plan.registry[name].get("trained_as")]
         with times.measure("total"):
-            shared = prepare(plan.scale, out, device, times, progress,
-                             prompts={plan.registry[name]["prompts"] for name in [*plan.variants, *sources]})
+            used = [plan.registry[name] for name in [*plan.variants, *sources]]
+            shared = prepare(plan.scale, out, device, times, progress, prompts={spec["prompts"] for spec in used},
+                             stage2_sets=[spec.get("stage2_set") for spec in used])
 
         def job(name: str, seed: int | None) -> workers.Job:
             spec = None if seed is None else plan.registry[name]

@@ -3,6 +3,7 @@ stage 1 (organ pseudo-labels and the stage-1 model) and stage 2 (pretrained enco
 
 Layout under the run folder ``OUT``: ``data/<cohort>/manifest.json`` (:data:`.config.COHORT_SEEDS`),
 ``stage1/`` (:func:`anatoseg.stage1.run_pseudolabel`), ``stage2/`` (:func:`anatoseg.stage2.run.run_pretrain`),
+``stage2-<settings>/`` (the stage 2 of each variant ``stage2_set`` in use, :func:`stage2_folder`),
 ``stage1_test/<case_id>.nii.gz`` (the stage-1 model's organ maps of the test cases, the prompts of
 the pseudo-label variants at test), ``stage1_test_teacher/`` (the stage-1 teacher's maps of them, whenever
 stage 1 kept its teacher) and ``stage1_test_dice.json`` (both scored, :mod:`.organ_scores`).
@@ -11,7 +12,9 @@ stage 1 kept its teacher) and ``stage1_test_dice.json`` (both scored, :mod:`.org
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from anatoseg.experiments.protocol import organ_scores
@@ -32,15 +35,22 @@ class OrganInputs:
 
 @dataclass(frozen=True)
 class Shared:
-    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, and the organ
+    """Paths every unit reads: cohort manifests, the stage-1 report, encoders, fingerprint, the organ
     maps of each stage-1 model in use by variant ``prompts`` value (``"pseudo"``: the student,
-    ``"teacher"``: the teacher)."""
+    ``"teacher"``: the teacher), and the encoders of each variant ``stage2_set`` in use (by :func:`stage2_key`)."""
 
     manifests: dict[str, Path]
     stage1: dict
     encoders: Path
     fingerprint: Path
     organs: dict[str, OrganInputs]
+    own_encoders: dict[str, Path] = field(default_factory=dict)
+
+    def encoders_for(self, spec: Mapping) -> Path:
+        """The stage-2 encoders a variant with ``init`` ``"stage2"`` starts from: its own stage 2's when it
+        has a ``stage2_set``, else the shared ones."""
+        settings = spec.get("stage2_set")
+        return self.own_encoders[stage2_key(settings)] if settings else self.encoders
 
 
 def cohorts(scale: Scale, data: Path, times: Times, progress: bool = True,
@@ -87,19 +97,31 @@ def mask_patch(scale: Scale) -> int:
     return NetConfig.preset(scale.preset).divisor
 
 
+def stage2_key(settings: Mapping) -> str:
+    """A variant ``stage2_set`` as a folder-name part, e.g. ``model-net-mamba-depths-0-0-0-0``."""
+    return re.sub(r"[^a-z0-9]+", "-", json.dumps(dict(settings), sort_keys=True).lower()).strip("-")
+
+
+def stage2_folder(out: Path, settings: Mapping | None = None) -> Path:
+    """Where stage 2 runs: ``out/stage2``, or ``out/stage2-<key>`` for a variant ``stage2_set``."""
+    return out / ("stage2" if not settings else f"stage2-{stage2_key(settings)}")
+
+
 def stage2(scale: Scale, out: Path, manifests: dict[str, Path], device: str, times: Times,
-           progress: bool = True) -> Path:
-    """Stage 2 on the pretraining cohort unless its encoders exist; returns the encoders checkpoint."""
+           progress: bool = True, variant_set: Mapping | None = None) -> Path:
+    """Stage 2 on the pretraining cohort unless its encoders exist; returns the encoders checkpoint.
+    ``variant_set``: a variant's ``stage2_set``, applied last, in its own folder (:func:`stage2_folder`)."""
     from anatoseg.stage2.loop import ENCODERS_NAME
     from anatoseg.stage2.run import run_pretrain
 
-    encoders = out / "stage2" / ENCODERS_NAME
+    folder = stage2_folder(out, variant_set)
+    encoders = folder / ENCODERS_NAME
     if not encoders.exists():
         settings = {"train.steps": scale.pretrain_steps, "model.preset": scale.preset,
                     "crop.size": list(scale.pretrain_crop), "mask.patch_size": [mask_patch(scale)] * 3,
-                    **scale.stage2_set}
+                    **scale.stage2_set, **(variant_set or {})}
         with times.measure("stage2"):
-            encoders = Path(run_pretrain(manifests["pretrain"], out / "stage2", device=device, progress=progress,
+            encoders = Path(run_pretrain(manifests["pretrain"], folder, device=device, progress=progress,
                                          overrides=overrides(settings)).checkpoint)
     return encoders
 
@@ -150,18 +172,21 @@ def organ_inputs(report: dict, out: Path, prompts: set) -> dict[str, OrganInputs
 
 
 def prepare(scale: Scale, out: Path, device: str, times: Times, progress: bool = True,
-            prompts: set = frozenset({"pseudo"})) -> Shared:
-    """Cohorts, stage 1, stage 2 and the test cases' organ maps of each stage-1 model the ``prompts`` values
-    of the variants need, each unless it exists."""
+            prompts: set = frozenset({"pseudo"}), stage2_sets: Iterable[Mapping | None] = ()) -> Shared:
+    """Cohorts, stage 1, stage 2 (shared, and one per distinct variant ``stage2_set`` in ``stage2_sets``) and
+    the test cases' organ maps of each stage-1 model the ``prompts`` values of the variants need, each unless
+    it exists."""
     from anatoseg.training.fingerprint import FINGERPRINT_NAME
 
     manifests = cohorts(scale, out / "data", times, progress)
     report = stage1(scale, out, manifests, device, times)
     encoders = stage2(scale, out, manifests, device, times, progress)
+    own = {stage2_key(settings): stage2(scale, out, manifests, device, times, progress, settings)
+           for settings in stage2_sets if settings}
     organs = organ_inputs(report, out, set(prompts))
     for source in organs.values():
         pseudo_organs(source.model, manifests["test"], source.test_dir, device, times)
     with times.measure("stage1 test organs"):
         organ_scores.score(out, {kind: source.test_dir for kind, source in organs.items()}, manifests["test"])
     return Shared(manifests=manifests, stage1=report, encoders=encoders,
-                  fingerprint=out / "stage2" / FINGERPRINT_NAME, organs=organs)
+                  fingerprint=out / "stage2" / FINGERPRINT_NAME, organs=organs, own_encoders=own)

@@ -97,7 +97,7 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
     # them), instead of the dataset's true maps that the phantom would otherwise hand it.
     sampling = organs if spec["prompts"] is not None else shared.organs["pseudo"]
     result = run_train(shared.manifests["train"], folder, overrides=stage3_overrides(scale, spec, seed),
-                       init=shared.encoders if spec["init"] == "stage2" else None,
+                       init=shared.encoders_for(spec) if spec["init"] == "stage2" else None,
                        organs_dir=sampling and sampling.train_dir, organ_model=organs and organs.model,
                        fingerprint=shared.fingerprint,
                        resume=(folder / CHECKPOINT_NAME).exists(), device=device, progress=progress)

@@ -14,6 +14,10 @@ A network variant is ``{"arch", "prompts", "init", "set"}``:
 - ``init``: ``"stage2"`` (the stage-2 pretrained encoders) or None (random initialisation);
 - ``set``: stage-3 config overrides ``{"section.key": value}`` of this variant, applied after the
   protocol's own (so a variant can change anything ``anato train --set`` can);
+- ``stage2_set`` (optional): stage-2 config overrides of a variant whose encoders differ from the shared
+  stage 2's (an encoder architecture change: the shared encoders would not load), with ``init`` ``"stage2"``:
+  the variant is pretrained once per run folder with them (:func:`.stages.prepare`), every seed of it
+  initialised from that;
 - ``trained_as`` (optional): the name of another variant whose trained model this one predicts with
   instead of training its own (same seed), its ``set`` then holding only the test-time settings of
   :data:`TEST_TIME` (the organ-mask post-processing is the no-prompt network with a post-processing:
@@ -44,12 +48,18 @@ SUPPRESSED_ORGANS = "brain,urinary_bladder,kidney_left,kidney_right,ureters,hear
 lying mostly inside these organs are removed as physiological uptake."""
 
 _PSEUDO = {"prompts": "pseudo", "init": "stage2"}
+NO_MAMBA = {"model.net.mamba_depths": [0, 0, 0, 0]}
+"""No Mamba block in any of the (four) stages of both presets: convolutional encoders only. The prompt encoder's
+branches scan only at stages with Mamba blocks (:class:`anatoseg.nets.prompt_encoder.PromptEncoder`), so they lose
+their scans too."""
 VARIANTS: dict[str, dict] = {
     "full method": {"arch": "anatoseg", **_PSEUDO, "set": {}},
     "no prompts": {"arch": "anatoseg", "prompts": None, "init": "stage2", "set": {"model.net.use_prompts": False}},
     "no pretraining": {"arch": "anatoseg", "prompts": "pseudo", "init": None, "set": {}},
     "GT organs": {"arch": "anatoseg", "prompts": "gt", "init": "stage2", "set": {}},
     "teacher-only prompts": {"arch": "anatoseg", "prompts": "teacher", "init": "stage2", "set": {}},
+    # issue 19: the image encoders without their Mamba blocks, pretrained in stage 2 without them as well
+    "no Mamba blocks": {"arch": "anatoseg", **_PSEUDO, "set": NO_MAMBA, "stage2_set": NO_MAMBA},
     "UNet": {"arch": "unet", "prompts": None, "init": None, "set": {}},
     "SegResNet": {"arch": "segresnet", "prompts": None, "init": None, "set": {}},
     "SwinUNETR": {"arch": "swinunetr", "prompts": None, "init": None, "set": {}},
@@ -91,7 +101,7 @@ GROUPS: dict[str, list[str]] = {
     # config.py: at 1200 steps SwinUNETR (4.1 CPU-s per step) and SegResNet (0.79) do not fit the CPU budget
     "table-cpu": [name for name in TABLE if name not in ("SwinUNETR", "SegResNet")],
     "ablations": ["full method", "no prompts", "no pretraining", "GT organs", "teacher-only prompts",
-                  "pooled tokens only", "+ occupancy bias", "+ dense injection", "no hypernetwork",
+                  "no Mamba blocks", "pooled tokens only", "+ occupancy bias", "+ dense injection", "no hypernetwork",
                   "encoders at full rate"],
     "anatomy": ["full method", "no prompts", "organ channels (one-hot)", "organ channels (embedded)",
                 "organ auxiliary head", "organ-mask post-processing"],
@@ -101,6 +111,10 @@ GROUPS: dict[str, list[str]] = {
     "prompting": ["full method", "no prompts", "GT organs", "pooled tokens only", "+ occupancy bias",
                   "+ dense injection", "no hypernetwork", "organ channels (one-hot)", "organ channels (embedded)",
                   "organ auxiliary head", "organ-mask post-processing"],
+    # issue 19's results table: the full method, its ablations, the anatomy baselines and the MONAI networks
+    "results": ["full method", "no prompts", "no pretraining", "GT organs", "teacher-only prompts", "no Mamba blocks",
+                "UNet", "SegResNet", "SwinUNETR", "UNETR", "pooled tokens only", "no hypernetwork",
+                "organ channels (one-hot)", "organ auxiliary head", "organ-mask post-processing"],
     # the same with the phantom's true organ maps (TRUE_ORGANS)
     "prompting-gt": ["no prompts", "GT organs", *(name for name in VARIANTS if name.endswith(TRUE_ORGANS))],
 }
@@ -132,6 +146,10 @@ def check_variant(name: str, spec: Mapping, registry: Mapping[str, Mapping] = VA
     if spec["prompts"] not in PROMPTS or spec["init"] not in INITS or not isinstance(spec["set"], Mapping):
         raise ConfigError(f"variant {name!r}: prompts must be one of {PROMPTS}, init one of {INITS}, set a "
                           f"mapping; got {spec['prompts']!r}, {spec['init']!r}, {spec['set']!r}")
+    stage2 = spec.get("stage2_set")
+    if stage2 is not None and (not isinstance(stage2, Mapping) or spec["init"] != "stage2"):
+        raise ConfigError(f"variant {name!r}: stage2_set must be a mapping of stage-2 overrides, with init "
+                          f"'stage2'; got {stage2!r} with init {spec['init']!r}")
     source = spec.get("trained_as")
     if source is None:
         return
