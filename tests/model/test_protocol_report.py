@@ -398,3 +398,22 @@ def test_the_commit_units_record_is_read_once_per_process(monkeypatch):
     assert first is not None and len(first) == 40
     monkeypatch.setattr(units.subprocess, "run", lambda *a, **k: pytest.fail("git was asked again"))
     assert units.git_commit() == first
+
+
+def test_cost_table_counts_the_stored_configs_parameters_and_means_the_units_times():
+    from anatoseg.experiments.protocol import cost
+    from anatoseg.stage3.config import Config
+
+    configs = {name: Config.build(None, units.stage3_overrides(CPU, variants.VARIANTS[name], 0)).to_dict()
+               for name in ("full method", "no prompts", "no Mamba blocks")}
+    counts = {name: cost.parameters(config) for name, config in configs.items()}
+    assert counts["no Mamba blocks"] < counts["full method"] and counts["no prompts"] < counts["full method"]
+    assert cost.parameters(None) is None and cost.parameters({}) is None
+    seeds = {seed: {**_unit("full method", seed, 0.0), "config": configs["full method"],
+                    "seconds": {"train": 60.0 * (seed + 1), "predict": 30.0},
+                    "cpu_seconds": {"train": 120.0, "predict": 30.0}} for seed in (0, 1)}
+    lines = cost.section({"full method": seeds, "old": {0: _unit("old", 0, 0.0)},
+                          "SUV ≥ 2.5": {0: _unit("SUV ≥ 2.5", 0, 0.0, kind="sanity")}})
+    assert lines[2] == f"| full method | {counts['full method'] / 1e6:.2f} M | 1.5 | 2.0 | 0.5 | 0.5 |"
+    assert lines[3] == "| old | – | 2.0 | – | 0.2 | – |" and len(lines) == 4
+    assert "## Cost per variant" in report.render([_unit("full method", 0, 0.0)], META)

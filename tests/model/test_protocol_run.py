@@ -215,6 +215,23 @@ def test_a_variant_with_its_own_stage_2_is_pretrained_in_its_own_folder(interrup
     assert len(unit["cases"]) == MINI.test_cases
 
 
+def test_pictures_draw_the_chosen_cases_with_the_trained_models(interrupted_then_finished, tmp_path, capsys):
+    from anatoseg.experiments.protocol import pictures
+
+    out, _, _, _ = interrupted_then_finished
+    assert pictures.main([str(out), str(tmp_path / "pics"), "--without", "UNet"]) == 0
+    record = json.loads((tmp_path / "pics" / "pictures.json").read_text())
+    assert set(record["outcomes"]) == set(pictures.OUTCOMES) and record["without"] == "UNet"
+    printed = capsys.readouterr().out
+    for outcome, entry in record["outcomes"].items():
+        for name in entry["picture"] or ():
+            assert (tmp_path / "pics" / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"{outcome}: " in printed
+    assert any(entry["picture"] for entry in record["outcomes"].values())
+    assert pictures.main([str(out), str(tmp_path / "x"), "--seed", "7"]) == 1
+    assert capsys.readouterr().err.startswith("error: ") and not (tmp_path / "x").exists()
+
+
 def test_retest_scores_the_trained_models_on_a_fresh_cohort_without_training(interrupted_then_finished, tmp_path,
                                                                               capsys):
     """``retest``: the source's models (not retrained, not touched) score a new test cohort in another folder,

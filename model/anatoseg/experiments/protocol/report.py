@@ -7,7 +7,8 @@ e.g. ``--reference "no prompts"``; :func:`anatoseg.experiments.stats.compare`; t
 hierarchical bootstrap 95 % CI over cases then seeds, Holm-corrected sign-flip and Wilcoxon
 p-values, "no difference" when the CI contains 0), pooled lesion sensitivity with a case-clustered
 bootstrap CI, the lesion-level FROC, false positives by organ, sensitivity by lesion site, size
-and hard tag, stage 1's organ Dice on the test cases (teacher vs student, :mod:`.organ_scores`), the
+and hard tag, the cost per variant (parameters, training and prediction time, :mod:`.cost`), stage 1's organ
+Dice on the test cases (teacher vs student, :mod:`.organ_scores`), the
 sanity-baseline reading, and the provenance (command, machine, commit, time).
 
 A sanity row (deterministic) enters the paired comparisons with its one result repeated for every
@@ -22,7 +23,7 @@ import statistics
 from collections.abc import Sequence
 
 from anatoseg.experiments import stats
-from anatoseg.experiments.protocol import organ_scores
+from anatoseg.experiments.protocol import cost, organ_scores
 from anatoseg.experiments.protocol.variants import REFERENCE, SANITY, VARIANTS
 from anatoseg.metrics.breakdown import FP_ORGAN_GROUPS, sensitivity_by
 from anatoseg.metrics.froc import FP_RATES, CaseScores, froc
@@ -262,6 +263,9 @@ def render(units: Sequence[dict], meta: dict, n_boot: int = 2000, stage1: dict |
     for attribute, title in BREAKDOWNS:
         text += [f"## Sensitivity by {title}", "", *breakdown(variants, attribute), ""]
     flagged = stale(units, meta.get("commit"))
+    text += ["## Cost per variant", "", "Parameters rebuilt from each unit's stored config; times are the means "
+             "over seeds of the units' own (one torch thread per unit, the run's jobs sharing the machine).", "",
+             *cost.section(variants), ""]
     text += ["## Stage 1 on the test cases", "", *organ_scores.section(stage1 or {}, n_boot), ""]
     text += ["## Sanity baseline", "", sanity_reading(variants), "", "## Provenance", "", *invocations(meta),
              *(f"{TIME_TITLES.get(kind, kind)} time: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items())
