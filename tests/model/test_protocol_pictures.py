@@ -28,6 +28,12 @@ def test_each_outcome_takes_the_case_that_shows_it_most():
     assert (chosen["abutting-found"]["case"], chosen["abutting-found"]["lesion"]["lesion"]) == ("a", 1)
     assert chosen["abutting-found"]["why"].endswith("missed without")
     assert (chosen["miss"]["case"], chosen["miss"]["lesion"]["volume_ml"]) == ("a", 9.0)
+    # without such a lesion, one in another case than the false-positive picture's wins over a larger one in it
+    ours[1]["lesions"][0]["relation"] = "none"
+    ours.append(_case("c", 0, [(1, 5.0, "abutting:heart", True)]))
+    theirs[0]["lesions"][0]["detected"] = True
+    chosen = choose(ours[:2] + ours[3:], theirs)
+    assert chosen["fp-removed"]["case"] == "c" and chosen["abutting-found"]["case"] == "a"
 
 
 def test_an_outcome_no_case_shows_is_none():

@@ -6,7 +6,7 @@ the full method) and ``--without`` (default the no-prompt network):
 - ``fp-removed``: the test case where ``--variant`` has the most fewer false-positive components in uptake
   organs than ``--without`` (drawn twice: both networks' predictions);
 - ``abutting-found``: a lesion abutting an organ that ``--variant`` found (one ``--without`` missed first, then
-  the largest);
+  one in another case than ``fp-removed``'s, then the largest);
 - ``miss``: the largest lesion ``--variant`` missed.
 
 Cases are chosen from the units' case records alone (:func:`choose`); only the chosen ones are predicted again
@@ -51,13 +51,14 @@ def choose(with_cases: list[dict], without_cases: list[dict]) -> dict[str, dict 
         count, volume, case = max(removed)
         chosen["fp-removed"] = {"case": case, "why": f"{count} fewer false-positive components in uptake organs "
                                                      f"({volume:.1f} ml less)"}
-    found = []
+    found, shown = [], chosen["fp-removed"] and chosen["fp-removed"]["case"]
     for case in with_cases:
         missed = {lesion["lesion"] for lesion in _lesions(without.get(case["case"], {})) if not lesion["detected"]}
-        found += [(lesion["lesion"] in missed, lesion["volume_ml"], case["case"], lesion) for lesion in _lesions(case)
+        found += [(lesion["lesion"] in missed, case["case"] != shown, lesion["volume_ml"], case["case"], lesion)
+                  for lesion in _lesions(case)
                   if lesion["detected"] and str(lesion.get("relation", "")).startswith("abutting")]
     if found:
-        first_missed, _, case, lesion = max(found, key=lambda f: f[:2])
+        first_missed, _, _, case, lesion = max(found, key=lambda f: f[:3])
         chosen["abutting-found"] = {"case": case, "lesion": lesion,
                                     "why": f"lesion {lesion['lesion']} ({lesion['site']}, {lesion['relation']}, "
                                            f"{lesion['volume_ml']:.2f} ml) found"
