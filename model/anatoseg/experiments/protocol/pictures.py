@@ -83,9 +83,7 @@ def _unit(folder: Path, variant: str, seed: int) -> dict:
 def _predict(folder: Path, unit: dict, case_ids: set[str]) -> dict[str, tuple]:
     """``{case_id: (Case with its truth, predicted mask)}`` of ``case_ids`` with the unit's trained model."""
     from anatoseg.data.case import load_case
-    from anatoseg.experiments.protocol.scoring import network_probability
     from anatoseg.experiments.protocol.stages import organ_inputs
-    from anatoseg.inference.predict import OrganSource, Predictor
     from anatoseg.stage1.run import REPORT_NAME
 
     spec = unit["spec"]
@@ -96,14 +94,9 @@ def _predict(folder: Path, unit: dict, case_ids: set[str]) -> dict[str, tuple]:
     if spec["prompts"] is not None:
         inputs = organ_inputs(read_json(folder / "stage1" / REPORT_NAME), folder, {spec["prompts"]})
         organs = inputs.get(spec["prompts"])
-    predictor = Predictor.from_checkpoint(model, device="cpu", **test_time(spec))
-    source = OrganSource(predictor, organs and organs.test_dir)
-    out = {}
-    for files, _ in units.scored_cases(folder / MANIFEST):
-        if files.case_id in case_ids:
-            prob = network_probability(predictor, source.for_case(source.files_for(files)))
-            out[files.case_id] = (load_case(files), prob >= 0.5)
-    return out
+    _, cases = units.probabilities(model, folder / MANIFEST, organs and organs.test_dir, "cpu", test_time(spec),
+                                   case_ids)
+    return {files.case_id: (load_case(files), prob >= 0.5) for files, _, prob in cases}
 
 
 def draw(folder: str | Path, dest: str | Path, seed: int = 0, variant: str = REFERENCE,

@@ -104,24 +104,34 @@ def train_unit(spec: dict, seed: int, scale: Scale, shared: Shared, folder: Path
     return Path(result.model), result.val_dice
 
 
-def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: str,
-                 options: dict | None = None) -> tuple[list[dict], dict]:
-    """Score every test case with ``model``: ``(case records, the model's stage-3 config)``.
+def probabilities(model: Path, manifest: Path, organs_dir: Path | None, device: str, options: dict | None = None,
+                  case_ids: set[str] | None = None):
+    """``(predictor, iterator of (CaseFiles, lesion list, (Z, Y, X) lesion probability))`` over the manifest's cases
+    (only ``case_ids`` when given), predicted with ``model``.
 
     Prompts as ``anato predict --organs organs_dir`` takes them (:class:`anatoseg.inference.predict.OrganSource`);
     without ``organs_dir`` the stage-1 model the checkpoint names, else the dataset's own (true) organ maps.
     ``options``: test-time arguments of :meth:`~anatoseg.inference.predict.Predictor.from_checkpoint`
     (:func:`.variants.test_time`)."""
-    from anatoseg.data.case import load_case
-    from anatoseg.experiments.protocol.scoring import network_probability, score_case
+    from anatoseg.experiments.protocol.scoring import network_probability
     from anatoseg.inference.predict import OrganSource, Predictor
 
     predictor = Predictor.from_checkpoint(model, device=device, **(options or {}))
     source = OrganSource(predictor, organs_dir)
-    records = []
-    for files, lesion_list in scored_cases(manifest):
-        prob = network_probability(predictor, source.for_case(source.files_for(files)))
-        records.append(score_case(prob, load_case(files), lesion_list))
+    cases = ((files, lesions, network_probability(predictor, source.for_case(source.files_for(files))))
+             for files, lesions in scored_cases(manifest) if case_ids is None or files.case_id in case_ids)
+    return predictor, cases
+
+
+def predict_unit(model: Path, manifest: Path, organs_dir: Path | None, device: str,
+                 options: dict | None = None) -> tuple[list[dict], dict]:
+    """Score every test case with ``model`` (:func:`probabilities`): ``(case records, the model's stage-3
+    config)``."""
+    from anatoseg.data.case import load_case
+    from anatoseg.experiments.protocol.scoring import score_case
+
+    predictor, cases = probabilities(model, manifest, organs_dir, device, options)
+    records = [score_case(prob, load_case(files), lesion_list) for files, lesion_list, prob in cases]
     return records, predictor.meta["config"]
 
 
