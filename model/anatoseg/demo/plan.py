@@ -84,4 +84,4 @@ QUICK = DemoPlan(organ_cases=2, train_cases=3, test_cases=1, spacing=8.0, teache
 # student 150 steps at 4 mm, stage 2 on 32³ crops, 800 stage-3 steps at stride 4 (2026-12-06): 16 min 19 s,
 # Dice 0.392, 3 of 10 lesions, FPV 8.9 ml: over budget. This plan: README, "make demo".
 FULL = DemoPlan(organ_cases=4, train_cases=6, test_cases=3, spacing=4.0, teacher_steps=450, student_steps=100,
-                pretrain_steps=100, train_steps=700, patch=(32, 64, 64), val_every=350, stage1_spacing=6.0)
+                pretrain_steps=100, train_steps=600, patch=(32, 64, 64), val_every=300, stage1_spacing=6.0)
