@@ -31,6 +31,7 @@ def test_quick_demo_writes_every_output(tmp_path):
     assert sum(entry["n"] for entry in by_size.values()) == len(lesions)
     assert sum(entry["tp"] for entry in by_size.values()) == sum(r["detected"] for r in lesions) == case["tp"]
     assert list(by_size) == ["<1 ml", "1-5 ml", "5-20 ml", ">20 ml"]
+    assert all(isinstance(r["site"], str) and r["contrast"] > 0 for r in lesions)  # from the phantom's lesion list
     assert "lesions found by size: <1 ml " in result.output
     for stage in ("phantom cohorts", "stage 1: organ pseudo-labels", "stage 2: cross-modal pretraining",
                   "stage 3: segmentation training", "whole-body prediction"):
