@@ -114,22 +114,21 @@ def _pictures_and_lesions(manifest: Path, predictions: Path, folder: Path) -> tu
     the phantom's site and contrast from the manifest's lesion list)."""
     import numpy as np
 
-    from anatoseg.data import file_to_zyx, find_cases, load_case, load_label_nifti
-    from anatoseg.data.atomic import read_json
+    from anatoseg.data import file_to_zyx, load_case, load_label_nifti
     from anatoseg.data.labels import LESION_LABEL_VALUES
+    from anatoseg.data.phantom.cohort import cases_with_lesions
     from anatoseg.metrics import lesion_records
     from anatoseg.metrics.breakdown import tags_by_centre
     from anatoseg.viz import render_case
 
     folder.mkdir(parents=True, exist_ok=True)
-    lists = {entry["case"]: entry.get("lesion_list") or [] for entry in read_json(manifest)["cases"]}
     written, records = [], []
-    for files in find_cases(manifest):
+    for files, lesion_list in cases_with_lesions(manifest):
         case = load_case(files)
         volume = load_label_nifti(predictions / f"{files.case_id}.nii.gz", LESION_LABEL_VALUES, what="lesion mask")
         pred, _ = file_to_zyx(volume.data, volume.affine)
         written.append(render_case(case, folder / f"{files.case_id}.png", pred=np.asarray(pred)))
         if case.lesions is not None:
-            tags, _ = tags_by_centre(case.lesions, lists.get(files.case_id, []), case.affine, keys=("site", "contrast"))
+            tags, _ = tags_by_centre(case.lesions, lesion_list, case.affine, keys=("site", "contrast"))
             records += [{"case": files.case_id, **r} for r in lesion_records(pred, case.lesions, case.spacing, tags)]
     return written, records

@@ -27,7 +27,7 @@ from anatoseg import __version__
 from anatoseg.data.atomic import atomic_dir, read_json, write_text_atomic
 from anatoseg.data.case_ids import autopet_case_id
 from anatoseg.data.labels import organ_table
-from anatoseg.data.layouts import MANIFEST_FORMAT, MANIFEST_NAME
+from anatoseg.data.layouts import MANIFEST_FORMAT, MANIFEST_NAME, find_cases
 from anatoseg.data.nifti import save_nifti
 from anatoseg.data.paths import inside, visible_entries
 from anatoseg.data.phantom.generate import DEFAULT_SPACING, STEPS, PhantomCase, generate_case
@@ -64,6 +64,13 @@ def write_phantom_case(case: PhantomCase, root: str | os.PathLike, folder: str |
     entry.update({"domain": case.params["domain"], "positive": bool(case.lesion_info),
                   "lesion_list": case.lesion_info, "uptake_sources": case.uptake_sources, "phantom": case.params})
     return entry
+
+
+def cases_with_lesions(manifest: str | os.PathLike) -> list[tuple]:
+    """``[(CaseFiles, lesion list)]`` of a phantom manifest, in manifest order; a case without a
+    ``lesion_list`` (or another layout's entry) gets ``[]``."""
+    lists = {entry["case"]: entry.get("lesion_list") or [] for entry in read_json(Path(manifest))["cases"]}
+    return [(files, lists.get(files.case_id, [])) for files in find_cases(manifest)]
 
 
 def negative_indices(cases: int, negatives: float, seed: int) -> set[int]:

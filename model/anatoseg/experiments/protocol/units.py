@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 from anatoseg.data.atomic import read_json, write_text_atomic
+from anatoseg.data.phantom.cohort import cases_with_lesions
 from anatoseg.experiments.protocol.config import Scale
 from anatoseg.experiments.protocol.stages import Shared
 from anatoseg.experiments.protocol.timing import Clock
@@ -63,14 +64,6 @@ def load_units(out: Path) -> list[dict]:
     """Every finished unit of the run folder ``out``, sorted by (variant, seed)."""
     paths = sorted((out / UNITS).glob("*.json"))
     return sorted((read_json(path) for path in paths), key=lambda u: (u["variant"], u["seed"]))
-
-
-def scored_cases(manifest: Path) -> list[tuple]:
-    """``[(CaseFiles, lesion list)]`` of a phantom manifest, in manifest order."""
-    from anatoseg.data import find_cases
-
-    lists = {entry["case"]: entry.get("lesion_list") or [] for entry in read_json(manifest)["cases"]}
-    return [(files, lists.get(files.case_id, [])) for files in find_cases(manifest)]
 
 
 def stage3_overrides(scale: Scale, spec: dict, seed: int) -> list[str]:
@@ -119,7 +112,7 @@ def probabilities(model: Path, manifest: Path, organs_dir: Path | None, device: 
     predictor = Predictor.from_checkpoint(model, device=device, **(options or {}))
     source = OrganSource(predictor, organs_dir)
     cases = ((files, lesions, network_probability(predictor, source.for_case(source.files_for(files))))
-             for files, lesions in scored_cases(manifest) if case_ids is None or files.case_id in case_ids)
+             for files, lesions in cases_with_lesions(manifest) if case_ids is None or files.case_id in case_ids)
     return predictor, cases
 
 
@@ -168,7 +161,7 @@ def run_sanity_unit(name: str, options: dict, scale: Scale, shared: Shared, out:
 
     clock = Clock()
     cases = [sanity_case(options, load_case(files), lesions)
-             for files, lesions in scored_cases(shared.manifests["test"])]
+             for files, lesions in cases_with_lesions(shared.manifests["test"])]
     wall, cpu = clock.lap()
     return save_unit(out, {"variant": name, "seed": 0, "kind": "sanity", "spec": options, "scale": scale.name,
                            "config": None, "val_dice": None, "cases": cases, "seconds": {"predict": wall},
